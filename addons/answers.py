@@ -1,0 +1,140 @@
+"""The one place that builds toolgate's own answers to callers.
+
+Every refusal has the same JSON shape, `{"error": {"code", "message", "rule", "field",
+"call_id"}}`, and every answer carries `X-Toolgate-Call-Id`. A JSON-RPC request (MCP) gets a
+JSON-RPC error object with its own `id` instead, so an agent sees a tool error rather than a
+transport failure; identity failures stay HTTP 401, as MCP's authorization flow expects.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from mitmproxy import http
+
+CALL_ID_HEADER = "X-Toolgate-Call-Id"
+CALL_ID_KEY = "toolgate.call_id"
+
+# error.code -> HTTP status of a plain (non JSON-RPC) answer.
+STATUS: dict[str, int] = {
+    "identity": 401,
+    "blocked": 403,
+    "denied": 403,
+    "approval_timeout": 403,
+    "uninspectable": 400,
+    "malformed": 400,
+    "upstream": 502,
+    "unrecorded": 503,
+    "unavailable": 503,
+    "internal": 500,
+}
+
+# Refusals that are a policy outcome: a JSON-RPC caller gets them as HTTP 200 with an error
+# object. Failures of the gateway or its dependencies keep their HTTP status.
+POLICY_CODES = frozenset({"blocked", "denied", "approval_timeout", "uninspectable", "malformed"})
+
+JSONRPC_POLICY_ERROR = -32001
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a call was not let through, in the terms a caller can act on."""
+
+    code: str
+    message: str
+    rule: str | None = None
+    field: str | None = None
+    status: int | None = None  # overrides STATUS, e.g. 413 for an oversized body
+
+    def __post_init__(self) -> None:
+        if self.code not in STATUS:
+            raise ValueError(f"unknown error code {self.code!r}")
+
+    @property
+    def http_status(self) -> int:
+        return self.status or STATUS[self.code]
+
+    def detail(self, call_id: str) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "rule": self.rule,
+            "field": self.field,
+            "call_id": call_id,
+        }
+
+
+def new_call_id() -> str:
+    return uuid.uuid4().hex
+
+
+def call_id_of(flow: http.HTTPFlow) -> str:
+    """The flow's call id, assigned on first use so that even the earliest answer has one."""
+    call_id = flow.metadata.get(CALL_ID_KEY)
+    if not call_id:
+        call_id = flow.metadata[CALL_ID_KEY] = new_call_id()
+    return call_id
+
+
+def jsonrpc_ids(body: bytes | None) -> tuple[bool, list[Any]] | None:
+    """If `body` is a JSON-RPC 2.0 request (or batch), whether it was a batch and the ids
+    of its requests; notifications (no `id`) expect no answer. None if it is not JSON-RPC."""
+    if not body or body.lstrip()[:1] not in (b"{", b"["):
+        return None
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    messages = doc if isinstance(doc, list) else [doc]
+    if not messages or not all(
+        isinstance(m, dict) and m.get("jsonrpc") == "2.0" and "method" in m for m in messages
+    ):
+        return None
+    return isinstance(doc, list), [m["id"] for m in messages if "id" in m]
+
+
+def error_body(refusal: Refusal, call_id: str, request_body: bytes | None) -> tuple[int, bytes]:
+    """Status and JSON body of the answer to a refused call."""
+    rpc = jsonrpc_ids(request_body) if refusal.code != "identity" else None
+    if rpc is None:
+        return refusal.http_status, _dumps({"error": refusal.detail(call_id)})
+    is_batch, ids = rpc
+    data = refusal.detail(call_id)
+    del data["message"]
+    errors = [
+        {
+            "jsonrpc": "2.0",
+            "id": rid,
+            "error": {"code": JSONRPC_POLICY_ERROR, "message": refusal.message, "data": data},
+        }
+        for rid in ids or [None]  # a call we cannot tie to an id still gets one answer
+    ]
+    status = 200 if refusal.code in POLICY_CODES else refusal.http_status
+    return status, _dumps(errors if is_batch else errors[0])
+
+
+def refuse(flow: http.HTTPFlow, refusal: Refusal) -> None:
+    """Answer `flow` with `refusal` instead of forwarding it (or instead of the backend's
+    answer, when called on a response)."""
+    call_id = call_id_of(flow)
+    # Only an unencoded body is looked at: decoding a compressed one here could be a bomb.
+    request_body = None if "content-encoding" in flow.request.headers else flow.request.raw_content
+    status, content = error_body(refusal, call_id, request_body)
+    headers = {"Content-Type": "application/json", CALL_ID_HEADER: call_id}
+    if refusal.code == "identity":
+        headers["WWW-Authenticate"] = www_authenticate(refusal.message)
+    flow.response = http.Response.make(status, content, headers)
+    flow.metadata["toolgate.refused"] = refusal.code
+
+
+def www_authenticate(reason: str) -> str:
+    """RFC 6750 challenge; the description is the same actionable reason as the body's."""
+    description = reason.replace("\\", "\\\\").replace('"', "'")
+    return f'Bearer realm="toolgate", error="invalid_token", error_description="{description}"'
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), default=str).encode()

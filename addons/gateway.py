@@ -1,0 +1,48 @@
+"""toolgate's mitmproxy entry point: `mitmdump -s addons/gateway.py` (or mitmweb).
+
+Kept tiny on purpose: if the chain fails to import, this script still loads and answers every
+call 503 `unavailable` instead of letting mitmproxy run on without a gate.
+"""
+
+import json
+import logging
+import sys
+import uuid
+from pathlib import Path
+
+from mitmproxy import http
+
+# A checkout that is not pip-installed still finds its packages.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.append(_ROOT)
+
+
+class Unavailable:
+    """Stands in for the chain when it cannot be imported."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def _refuse(self, flow: http.HTTPFlow) -> None:
+        if flow.live and not flow.metadata.get("toolgate.refused"):
+            call_id = uuid.uuid4().hex
+            body = {"error": {"code": "unavailable", "message": self.reason, "rule": None,
+                              "field": None, "call_id": call_id}}
+            flow.response = http.Response.make(
+                503,
+                json.dumps(body),
+                {"Content-Type": "application/json", "X-Toolgate-Call-Id": call_id},
+            )
+            flow.metadata["toolgate.refused"] = "unavailable"
+
+    requestheaders = request = responseheaders = response = _refuse
+
+
+try:
+    from addons.chain import build_chain
+
+    addons = build_chain()
+except Exception as exc:  # noqa: BLE001 - any failure to load must shut the gate
+    logging.getLogger("toolgate").exception("toolgate: the gateway failed to load")
+    addons = [Unavailable(f"the gateway failed to load ({type(exc).__name__}); see its log")]

@@ -1,0 +1,183 @@
+"""Who is calling: verifies the caller's OIDC bearer token before anything else happens.
+
+The token is read from `Authorization` (or `Proxy-Authorization`, also on the CONNECT of an
+explicit proxy), removed from the request so the backend never receives it, and never logged.
+The verified identity (subject, issuer, groups, token id) is attached to the flow as
+`flow.metadata["toolgate.identity"]` for the addons after this one.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+from mitmproxy import ctx, exceptions, http
+
+from addons import settings
+from addons.answers import Refusal, refuse
+from addons.failclosed import flow_hook
+from addons.oidc import (
+    ANONYMOUS,
+    GroupsClaim,
+    IdentityError,
+    KeyCache,
+    TokenPolicy,
+    Verifier,
+    bearer_token,
+)
+
+logger = logging.getLogger(__name__)
+
+IDENTITY_KEY = "toolgate.identity"
+MODES = ("required", "optional", "off")
+OPTIONS = frozenset(
+    {
+        "toolgate_identity",
+        "toolgate_oidc_issuer",
+        "toolgate_oidc_audience",
+        "toolgate_oidc_jwks",
+        "toolgate_groups_claim",
+        "toolgate_oidc_hmac_secret",
+    }
+)
+
+
+def build_verifier(
+    mode: str, issuer: str, audience: str, jwks: str, groups_claim: str, hmac_secret: str
+) -> Verifier | None:
+    """The verifier for these option values; ValueError says what to fix."""
+    if mode == "off":
+        return None
+    if issuer:
+        settings.parse_http_url(issuer, "toolgate_oidc_issuer")
+    if jwks and "://" in jwks:
+        settings.parse_http_url(jwks, "toolgate_oidc_jwks")
+    elif jwks:
+        if not Path(jwks).expanduser().is_file():
+            raise ValueError(f"toolgate_oidc_jwks: {jwks} is not a file or an http(s) URL")
+    secret = settings.resolve_secret(hmac_secret, "toolgate_oidc_hmac_secret") if hmac_secret else None
+    if not (issuer or jwks or secret):
+        raise ValueError(
+            f"toolgate_identity={mode} needs toolgate_oidc_issuer or toolgate_oidc_jwks "
+            "to verify tokens (or toolgate_identity=off to run without identity)"
+        )
+    try:
+        claim = GroupsClaim(groups_claim)
+    except Exception as exc:
+        raise ValueError(f"toolgate_groups_claim {groups_claim!r}: {exc}") from None
+    policy = TokenPolicy(
+        issuer=issuer or None, audience=audience or None, groups_claim=claim, hmac_secret=secret
+    )
+    keys = KeyCache(issuer or None, jwks or None) if (issuer or jwks) else None
+    return Verifier(policy, keys)
+
+
+class Identity:
+    def __init__(self) -> None:
+        self.verifier: Verifier | None = None
+        # Tokens presented on an explicit proxy's CONNECT, by client connection.
+        self.connect_tokens: dict[str, str] = {}
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "toolgate_identity", str, "required",
+            "Whether callers must present a valid OIDC bearer token: required, optional "
+            "(anonymous calls are let through, marked anonymous), or off.",
+            choices=MODES,
+        )
+        loader.add_option(
+            "toolgate_oidc_issuer", str, "",
+            "The expected token issuer (iss). Its discovery document gives the JWKS unless "
+            "toolgate_oidc_jwks is set.",
+        )
+        loader.add_option(
+            "toolgate_oidc_audience", str, "",
+            "The expected token audience (aud). Leave empty only if the issuer mints tokens "
+            "for this gateway alone.",
+        )
+        loader.add_option(
+            "toolgate_oidc_jwks", str, "", "The issuer's signing keys: a JWKS URL or file."
+        )
+        loader.add_option(
+            "toolgate_groups_claim", str, "groups",
+            "Where the caller's groups are in the token's claims: a dotted path such as "
+            "realm_access.roles, or a JSONPath.",
+        )
+        loader.add_option(
+            "toolgate_oidc_hmac_secret", Optional[str], None,
+            "A shared secret (env:NAME or file:PATH) that allows HS256/384/512 tokens. "
+            "Unset, only asymmetric signatures are accepted.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if not updated & OPTIONS:
+            return
+        o = ctx.options
+        try:
+            verifier = build_verifier(
+                o.toolgate_identity,
+                o.toolgate_oidc_issuer,
+                o.toolgate_oidc_audience,
+                o.toolgate_oidc_jwks,
+                o.toolgate_groups_claim,
+                o.toolgate_oidc_hmac_secret or "",
+            )
+        except ValueError as exc:
+            raise exceptions.OptionsError(str(exc)) from None
+        if verifier and not o.toolgate_oidc_audience:
+            logger.warning(
+                "toolgate: toolgate_oidc_audience is not set: tokens the issuer minted for "
+                "any audience are accepted"
+            )
+        self.verifier = verifier
+
+    def running(self) -> None:
+        if self.verifier and self.verifier.key_cache:
+            self.verifier.key_cache.start_refresh()  # fetch the keys before the first call
+
+    def client_disconnected(self, client) -> None:
+        self.connect_tokens.pop(client.id, None)
+
+    @flow_hook
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        value = flow.request.headers.pop("Proxy-Authorization", None)
+        if value is not None and ctx.options.toolgate_identity != "off":
+            self.connect_tokens[flow.client_conn.id] = value
+
+    @flow_hook
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or ctx.options.toolgate_identity == "off":
+            return
+        credential = self._take_credential(flow)
+        try:
+            if credential is None:
+                if ctx.options.toolgate_identity == "optional":
+                    flow.metadata[IDENTITY_KEY] = ANONYMOUS.as_dict()
+                    return
+                raise IdentityError("no bearer token: send 'Authorization: Bearer <token>'")
+            if self.verifier is None:  # configure() refused the options: nothing can pass
+                raise IdentityError("the gateway has no token verifier configured")
+            identity = await self.verifier.verify(bearer_token(credential))
+        except IdentityError as exc:
+            reason = str(exc)
+            logger.info("toolgate: identity refused for %s: %s", flow.client_conn.peername, reason)
+            if ctx.options.toolgate_mode == "monitor":
+                flow.metadata.setdefault("toolgate.monitored", []).append("identity")
+                flow.metadata[IDENTITY_KEY] = ANONYMOUS.as_dict()
+                return
+            refuse(flow, Refusal("identity", reason))
+            return
+        flow.metadata[IDENTITY_KEY] = identity.as_dict()
+
+    def _take_credential(self, flow: http.HTTPFlow) -> str | None:
+        """The caller's credential, removed from the request so it is never forwarded: the
+        Proxy-Authorization meant for us wins over an Authorization header."""
+        headers = flow.request.headers
+        proxy = headers.pop("Proxy-Authorization", None)
+        if proxy is not None:
+            return proxy
+        direct = headers.pop("Authorization", None)
+        if direct is not None:
+            return direct
+        return self.connect_tokens.get(flow.client_conn.id)

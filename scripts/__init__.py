@@ -1,0 +1,1 @@
+"""toolgate's command line and development helpers (demo service, dev OIDC issuer)."""

@@ -1,0 +1,261 @@
+"""A demo function service on loopback, full of (fake) PII: the backend of `make run` and of
+the end-to-end tests.
+
+- REST: `GET /customers`, `GET /customers/{id}`, `GET /customers/export?limit=N`,
+  `POST /deploy` `{"service", "version"}`, `/echo` (answers with what it received),
+  `GET /healthz`.
+- MCP over streamable HTTP at `POST /mcp`: `initialize`, `tools/list`, `tools/call`
+  (`get_customer`, `search_customers`, `deploy`, `export_customers`), batches and
+  notifications. The answer is `text/event-stream` when the client's Accept header lists it
+  first, JSON otherwise.
+
+Every request it receives is kept in `received` (tests check what reached the backend).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import itertools
+import json
+import secrets
+import threading
+import urllib.parse
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+CUSTOMERS: list[dict[str, Any]] = [
+    {"id": 1, "name": "Ada Lovelace", "email": "ada@example.com", "ssn": "536-22-1234",
+     "card": "4111 1111 1111 1111", "phone": "+1 415 555 0100", "iban": "DE89370400440532013000",
+     "tier": "gold"},
+    {"id": 2, "name": "Alan Turing", "email": "alan@example.org", "ssn": "219-09-9999",
+     "card": "5555-5555-5555-4444", "phone": "(212) 555-0199", "iban": "GB82WEST12345698765432",
+     "tier": "silver"},
+    {"id": 3, "name": "Grace Hopper", "email": "grace@example.net", "ssn": "457-55-5462",
+     "card": 4242424242424242, "phone": "+44 20 7946 0958", "iban": "FR1420041010050500013M02606",
+     "tier": "gold"},
+    {"id": 4, "name": "Edsger Dijkstra", "email": "edsger@example.com", "ssn": "321-54-9876",
+     "card": "3782 822463 10005", "phone": "+31 20 555 0123", "iban": "NL91ABNA0417164300",
+     "tier": "bronze"},
+]
+
+TOOLS = [
+    {"name": "get_customer", "description": "Read one customer record.",
+     "inputSchema": {"type": "object", "properties": {"id": {"type": "integer"}},
+                     "required": ["id"]}},
+    {"name": "search_customers", "description": "Search customers by name.",
+     "inputSchema": {"type": "object", "properties": {"query": {"type": "string"},
+                                                      "limit": {"type": "integer"}}}},
+    {"name": "deploy", "description": "Start a deployment.",
+     "inputSchema": {"type": "object", "properties": {"service": {"type": "string"},
+                                                      "version": {"type": "string"}},
+                     "required": ["service", "version"]}},
+    {"name": "export_customers", "description": "Export customer records.",
+     "inputSchema": {"type": "object", "properties": {"limit": {"type": "integer"}}}},
+]
+
+
+@dataclass(frozen=True)
+class Received:
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+
+def customer(cid: Any) -> dict[str, Any] | None:
+    return next((c for c in CUSTOMERS if str(c["id"]) == str(cid)), None)
+
+
+def export(limit: int) -> list[dict[str, Any]]:
+    rows = itertools.islice(itertools.cycle(CUSTOMERS), max(0, min(limit, 10_000)))
+    return [dict(c, id=i + 1) for i, c in enumerate(rows)]
+
+
+def call_tool(name: str, args: dict[str, Any]) -> tuple[Any, bool]:
+    """A tool's structured result and whether it is an error."""
+    if name == "get_customer":
+        found = customer(args.get("id"))
+        return (found, False) if found else ({"error": "no such customer"}, True)
+    if name == "search_customers":
+        query = str(args.get("query", "")).lower()
+        hits = [c for c in CUSTOMERS if query in c["name"].lower()]
+        return {"customers": hits[: int(args.get("limit", 10))]}, False
+    if name == "deploy":
+        return {"deployment": secrets.token_hex(4), "service": args.get("service"),
+                "version": args.get("version"), "status": "started"}, False
+    if name == "export_customers":
+        return {"customers": export(int(args.get("limit", 10)))}, False
+    return {"error": f"unknown tool {name}"}, True
+
+
+def rpc_answer(message: Any) -> dict[str, Any] | None:
+    """The JSON-RPC answer to one message; None for notifications."""
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        return {"jsonrpc": "2.0", "id": None,
+                "error": {"code": -32600, "message": "invalid request"}}
+    if "id" not in message:
+        return None
+    method, params, rid = message.get("method"), message.get("params") or {}, message["id"]
+    if method == "initialize":
+        result: Any = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                       "serverInfo": {"name": "toolgate-demo", "version": "1.0"}}
+    elif method == "tools/list":
+        result = {"tools": TOOLS}
+    elif method == "tools/call":
+        value, is_error = call_tool(str(params.get("name")), params.get("arguments") or {})
+        result = {"content": [{"type": "text", "text": json.dumps(value)}],
+                  "structuredContent": value, "isError": is_error}
+    elif method == "ping":
+        result = {}
+    else:
+        return {"jsonrpc": "2.0", "id": rid,
+                "error": {"code": -32601, "message": f"unknown method {method}"}}
+    return {"jsonrpc": "2.0", "id": rid, "result": result}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "_Server"
+    protocol_version = "HTTP/1.1"
+
+    def _receive(self) -> tuple[str, dict[str, list[str]], bytes]:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        with self.server.lock:
+            self.server.received.append(
+                Received(self.command, self.path, list(self.headers.items()), body)
+            )
+        url = urllib.parse.urlsplit(self.path)
+        return url.path, urllib.parse.parse_qs(url.query), body
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        path, query, body = self._receive()
+        if path == "/healthz":
+            self._json({"ok": True})
+        elif path == "/customers":
+            self._json({"customers": CUSTOMERS})
+        elif path == "/customers/export":
+            self._json({"customers": export(int((query.get("limit") or ["10"])[0]))})
+        elif path.startswith("/customers/") and customer(path.rsplit("/", 1)[1]):
+            self._json(customer(path.rsplit("/", 1)[1]))
+        elif path == "/echo":
+            self._echo(body)
+        else:
+            self._json({"error": "not found"}, 404)
+
+    def do_POST(self) -> None:  # noqa: N802
+        path, _, body = self._receive()
+        if path == "/mcp":
+            self._mcp(body)
+        elif path == "/deploy":
+            try:
+                args = json.loads(body or b"{}")
+            except ValueError:
+                return self._json({"error": "body is not JSON"}, 400)
+            self._json(call_tool("deploy", args)[0], 202)
+        elif path == "/echo":
+            self._echo(body)
+        else:
+            self._json({"error": "not found"}, 404)
+
+    do_PUT = do_PATCH = do_DELETE = do_POST
+
+    def _echo(self, body: bytes) -> None:
+        self._json({"method": self.command, "path": self.path,
+                    "headers": dict(self.headers.items()),
+                    "body": body.decode("utf-8", "replace")})
+
+    def _mcp(self, body: bytes) -> None:
+        try:
+            message = json.loads(body)
+        except ValueError:
+            return self._json({"jsonrpc": "2.0", "id": None,
+                               "error": {"code": -32700, "message": "parse error"}}, 400)
+        if isinstance(message, list):
+            answers = [a for a in map(rpc_answer, message) if a is not None]
+            answer: Any = answers or None
+        else:
+            answer = rpc_answer(message)
+        headers = {}
+        if isinstance(message, dict) and message.get("method") == "initialize":
+            headers["Mcp-Session-Id"] = secrets.token_hex(8)
+        if answer is None:  # only notifications
+            return self._send(202, b"", "application/json", headers)
+        accept = self.headers.get("Accept", "")
+        if accept.split(",")[0].strip().startswith("text/event-stream"):
+            events = answer if isinstance(answer, list) else [answer]
+            stream = "".join(f"event: message\ndata: {json.dumps(e)}\n\n" for e in events)
+            return self._send(200, stream.encode(), "text/event-stream", headers)
+        self._json(answer, 200, headers)
+
+    def _json(self, value: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(value).encode(), "application/json", headers or {})
+
+    def _send(self, status: int, body: bytes, ctype: str, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        super().__init__(address, _Handler)
+        self.lock = threading.Lock()
+        # Bounded, so a long-running demo does not grow without end.
+        self.received: collections.deque[Received] = collections.deque(maxlen=10_000)
+
+
+class DemoService:
+    """The service's HTTP server in a background thread."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.server = _Server((host, port))
+        self.url = f"http://{host}:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def received(self) -> list[Received]:
+        with self.server.lock:
+            return list(self.server.received)
+
+    def reset(self) -> None:
+        with self.server.lock:
+            self.server.received.clear()
+
+    def start(self) -> "DemoService":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9001)
+    args = parser.parse_args()
+    service = DemoService(args.host, args.port)
+    print(f"demo function service at {service.url}", flush=True)
+    try:
+        service.server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
