@@ -29,19 +29,39 @@ FLOW_HOOKS = frozenset(
 Hook = TypeVar("Hook", bound=Callable[..., Any])
 
 
+FAILED_KEY = "toolgate.failed"
+
+
 def fail_closed(flow: http.HTTPFlow, where: str, exc: BaseException) -> None:
-    """Replace whatever `flow` would have done with a 500 `internal` answer."""
+    """Make sure `flow` ends in a 500 `internal` answer instead of whatever it would have
+    done: at once, or, if only headers have arrived, once the body is in (`answer_failed`,
+    called by the sentinel), so that the answer is complete and shaped for the request."""
     call_id = call_id_of(flow)
     # The traceback goes to the log under the call id; the caller only learns that it failed.
     logger.error("toolgate: %s failed on call %s", where, call_id, exc_info=exc)
+    flow.metadata[FAILED_KEY] = where
     too_late = flow.error is not None or flow.websocket is not None or (
         flow.response is not None and flow.response.stream
     )
     if too_late:  # headers already left: cut the connection rather than pass anything on
         if flow.killable:
             flow.kill()
-        return
-    refuse(flow, Refusal("internal", f"the gateway failed while checking this call ({where})"))
+    elif flow.response is not None and flow.response.raw_content is None:
+        pass  # responseheaders: a response set now would get the backend's body
+    elif flow.response is None and flow.request.raw_content is None and not flow.request.stream:
+        pass  # requestheaders: wait for the body, to answer a JSON-RPC call in its shape
+    else:
+        answer_failed(flow)
+
+
+def answer_failed(flow: http.HTTPFlow) -> bool:
+    """Answer 500 `internal` if a toolgate hook failed on `flow`; whether it did."""
+    where = flow.metadata.get(FAILED_KEY)
+    if where is None:
+        return False
+    if flow.metadata.get("toolgate.refused") != "internal":
+        refuse(flow, Refusal("internal", "the gateway failed while checking this call"))
+    return True
 
 
 def flow_hook(fn: Hook) -> Hook:

@@ -47,6 +47,7 @@ def build_verifier(
     mode: str, issuer: str, audience: str, jwks: str, groups_claim: str, hmac_secret: str
 ) -> Verifier | None:
     """The verifier for these option values; ValueError says what to fix."""
+    settings.check_choice("toolgate_identity", mode, MODES)
     if mode == "off":
         return None
     if issuer:

@@ -46,6 +46,8 @@ class Policy:
 
     def configure(self, updated: set[str]) -> None:
         try:
+            if "toolgate_mode" in updated:
+                settings.check_choice("toolgate_mode", ctx.options.toolgate_mode, MODES)
             if "toolgate_rules" in updated and ctx.options.toolgate_rules:
                 path = Path(ctx.options.toolgate_rules).expanduser()
                 if not path.exists():

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from mitmproxy import ctx, exceptions
 
+from addons import settings
+
 DURABILITIES = ("audit", "async")
 
 
@@ -23,6 +25,13 @@ class Recorder:
         )
 
     def configure(self, updated: set[str]) -> None:
+        if "toolgate_durability" in updated:
+            try:
+                settings.check_choice(
+                    "toolgate_durability", ctx.options.toolgate_durability, DURABILITIES
+                )
+            except ValueError as exc:
+                raise exceptions.OptionsError(str(exc)) from None
         if "toolgate_db" in updated:
             folder = Path(ctx.options.toolgate_db).expanduser().resolve().parent
             if not folder.is_dir():

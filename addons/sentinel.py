@@ -14,7 +14,7 @@ import logging
 from mitmproxy import ctx, http
 
 from addons.answers import CALL_ID_KEY, Refusal, refuse
-from addons.failclosed import flow_hook
+from addons.failclosed import answer_failed, flow_hook
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +42,15 @@ class Sentinel:
         return self.chain is not None
 
     def _check(self, flow: http.HTTPFlow) -> None:
-        if flow.metadata.get("toolgate.refused"):
+        if answer_failed(flow) or flow.metadata.get("toolgate.refused"):
             return
         if not self.is_open:
             refuse(flow, Refusal("unavailable", f"the gateway is not in force: {self.reason}"))
 
     @flow_hook
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        self._check(flow)
+        if not self.is_open:
+            self._check(flow)
 
     @flow_hook
     def request(self, flow: http.HTTPFlow) -> None:
@@ -60,7 +61,8 @@ class Sentinel:
 
     @flow_hook
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        self._check(flow)
+        if not self.is_open and flow.response is not None:
+            flow.response.stream = False  # refused in `response`, once the body is in
 
     @flow_hook
     def response(self, flow: http.HTTPFlow) -> None:

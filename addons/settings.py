@@ -24,6 +24,13 @@ def parse_size(text: str) -> int:
     return size
 
 
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """mitmproxy does not enforce `choices` for a script's options set with --set."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """`127.0.0.1:8090`, `[::1]:8090` -> (host, port); port 0 picks a free one."""
     host, sep, port = text.strip().rpartition(":")

@@ -142,19 +142,23 @@ class Launcher:
         wait: bool = True,
         env: dict[str, str] | None = None,
     ) -> Gateway:
+        options = {
+            "confdir": str(self.confdir),
+            "flow_detail": "2",
+            "toolgate_oidc_issuer": issuer_url or self.issuer.url,
+            "toolgate_oidc_audience": AUDIENCE,
+            "toolgate_db": str(self.workdir / "toolgate.duckdb"),
+            "toolgate_admin_listen": "127.0.0.1:0",
+        }
+        # A test's own settings replace these defaults: mitmproxy refuses a key given twice.
+        options.update(item.split("=", 1) for item in sets)
         args = [
             "-s", str(script),
             "--mode", f"reverse:{upstream or self.backend.url}",
             "--listen-host", "127.0.0.1", "-p", "0",
-            "--set", f"confdir={self.confdir}",
-            "--set", "flow_detail=2",
-            "--set", f"toolgate_oidc_issuer={issuer_url or self.issuer.url}",
-            "--set", f"toolgate_oidc_audience={AUDIENCE}",
-            "--set", f"toolgate_db={self.workdir / 'toolgate.duckdb'}",
-            "--set", "toolgate_admin_listen=127.0.0.1:0",
         ]
-        for item in sets:
-            args += ["--set", item]
+        for name, value in options.items():
+            args += ["--set", f"{name}={value}"]
         log = self.workdir / f"mitmdump-{len(self.started)}.log"
         gateway = start_mitmdump(args, log, env, wait)
         self.started.append(gateway)
