@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from scripts.cli_rules import rules
+from scripts.cli_sessions import sessions
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,6 +49,7 @@ def dev_token(sub: str, groups: str, alg: str, ttl: int, aud: str | None, keys_p
 
 
 cli.add_command(rules)
+cli.add_command(sessions)
 
 
 def main() -> None:
