@@ -1,0 +1,128 @@
+"""`make run`: the demo gateway. Starts the demo function service and the dev OIDC issuer on
+loopback, then mitmweb with the gateway in front of the service, and prints the URLs and
+ready-to-paste curl commands. Ctrl-C stops everything.
+
+Ports can be moved with TOOLGATE_DEMO_PROXY_PORT, _WEB_PORT, _SERVICE_PORT, _ISSUER_PORT and
+_ADMIN_PORT.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from scripts.demo_service import DemoService
+from scripts.dev_issuer import DevIssuer
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = ROOT / ".toolgate"
+AUDIENCE = "toolgate-demo"
+HOST = "127.0.0.1"
+
+
+def port(name: str, default: int) -> int:
+    return int(os.environ.get(f"TOOLGATE_DEMO_{name}_PORT", default))
+
+
+def ensure_free(*ports: int) -> None:
+    for number in ports:
+        with socket.socket() as probe:
+            if probe.connect_ex((HOST, number)) == 0:
+                sys.exit(
+                    f"port {number} on {HOST} is in use (an earlier `make run`?). Stop it, or "
+                    "move the demo with TOOLGATE_DEMO_<PROXY|WEB|SERVICE|ISSUER|ADMIN>_PORT."
+                )
+
+
+def banner(proxy: str, web: str, service: str, issuer: DevIssuer) -> str:
+    keys = issuer.keys
+    alice = keys.mint("alice", ["support"], ttl=8 * 3600)
+    bob = keys.mint("bob", ["sre", "sre-leads"], alg="ES256", ttl=8 * 3600)
+    mcp_call = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_customer","arguments":{"id":1}}}'
+    return f"""
+toolgate demo is running
+  gateway (reverse proxy)   {proxy}  ->  demo function service {service}
+  mitmweb (watch, approve)  {web}
+  dev OIDC issuer           {issuer.url}
+  session store             {STATE / 'demo.duckdb'}
+
+Paste these into another shell:
+
+  export ALICE={alice}
+  export BOB={bob}
+
+  # an allowed call: alice (group support) reads a customer
+  curl -s {proxy}/customers/1 -H "Authorization: Bearer $ALICE"; echo
+
+  # no token: refused with 401 and the reason
+  curl -s -i {proxy}/customers/1; echo
+
+  # an expired token is refused too
+  curl -s {proxy}/customers/1 -H "Authorization: Bearer $(.venv/bin/toolgate dev token --sub eve --ttl 1 --keys {STATE / 'dev-issuer.json'}; sleep 2)"; echo
+
+  # an MCP tool call over streamable HTTP
+  curl -s {proxy}/mcp -H "Authorization: Bearer $BOB" -H 'Content-Type: application/json' \\
+       -d {shlex.quote(mcp_call)}; echo
+
+  # more tokens: .venv/bin/toolgate dev token --sub NAME --groups a,b --keys {STATE / 'dev-issuer.json'}
+
+Ctrl-C stops the demo.
+"""
+
+
+def main() -> int:
+    proxy_port, web_port = port("PROXY", 8080), port("WEB", 8081)
+    service_port, issuer_port = port("SERVICE", 9001), port("ISSUER", 9002)
+    admin_port = port("ADMIN", 8090)
+    ensure_free(proxy_port, web_port, service_port, issuer_port, admin_port)
+    STATE.mkdir(exist_ok=True)
+
+    service = DemoService(HOST, service_port).start()
+    issuer = DevIssuer(HOST, issuer_port, keys_path=STATE / "dev-issuer.json",
+                       audience=AUDIENCE).start()
+    mitmweb = Path(sys.executable).parent / "mitmweb"
+    command = [
+        str(mitmweb), "-s", str(ROOT / "addons" / "gateway.py"),
+        "--mode", f"reverse:{service.url}",
+        "--listen-host", HOST, "--listen-port", str(proxy_port),
+        "--web-host", HOST, "--web-port", str(web_port), "--no-web-open-browser",
+        "--set", f"confdir={STATE / 'mitmproxy'}",
+        "--set", f"toolgate_oidc_issuer={issuer.url}",
+        "--set", f"toolgate_oidc_audience={AUDIENCE}",
+        "--set", f"toolgate_db={STATE / 'demo.duckdb'}",
+        "--set", f"toolgate_admin_listen={HOST}:{admin_port}",
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=ROOT)
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    printed = False
+    try:
+        assert proc.stdout
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            if not printed and re.search(r"listening at", line) and "Web server" not in line:
+                print(banner(f"http://{HOST}:{proxy_port}", f"http://{HOST}:{web_port}",
+                             service.url, issuer), flush=True)
+                printed = True
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        service.stop()
+        issuer.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
