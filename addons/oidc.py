@@ -329,6 +329,7 @@ class KeyCache:
             keys = await asyncio.to_thread(self._fetch)
         except Exception as exc:  # network, JSON, key parsing
             self.last_error = f"{type(exc).__name__}: {exc}"
+            self.last_limited = time.monotonic()  # an issuer that fails is not hammered
             logger.warning("toolgate: could not fetch the signing keys: %s", self.last_error)
             return self.keys
         else:
@@ -341,7 +342,8 @@ class KeyCache:
         """The cached keys; fetched first if there are none, refreshed in the background
         when stale."""
         if not self.keys:
-            await self.refresh()
+            # The first fetch is not limited; once one failed, retries are.
+            await self.refresh(limited=self.last_error is not None)
         elif time.monotonic() - self.fetched_at > self.refresh_every:
             self.start_refresh()  # in the background: the current keys serve meanwhile
         if not self.keys:
