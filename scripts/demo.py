@@ -21,7 +21,7 @@ from scripts.demo_service import DemoService
 from scripts.dev_issuer import DevIssuer
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE = ROOT / ".toolgate"
+STATE = Path(os.environ.get("TOOLGATE_DEMO_STATE", ROOT / ".toolgate"))
 AUDIENCE = "toolgate-demo"
 HOST = "127.0.0.1"
 
@@ -63,8 +63,8 @@ Paste these into another shell:
   # no token: refused with 401 and the reason
   curl -s -i {proxy}/customers/1; echo
 
-  # an expired token is refused too
-  curl -s {proxy}/customers/1 -H "Authorization: Bearer $(.venv/bin/toolgate dev token --sub eve --ttl 1 --keys {STATE / 'dev-issuer.json'}; sleep 2)"; echo
+  # a token minted for another audience is refused too
+  curl -s {proxy}/customers/1 -H "Authorization: Bearer $(.venv/bin/toolgate dev token --sub eve --aud another-app --keys {STATE / 'dev-issuer.json'})"; echo
 
   # an MCP tool call over streamable HTTP
   curl -s {proxy}/mcp -H "Authorization: Bearer $BOB" -H 'Content-Type: application/json' \\

@@ -1,0 +1,95 @@
+"""`make run`'s entry point, as a new user meets it: start it, paste its curl commands."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture
+def demo(tmp_path):
+    proxy, web, service, issuer, admin = free_ports(5)
+    env = {**os.environ, "TOOLGATE_DEMO_STATE": str(tmp_path), "PYTHONUNBUFFERED": "1",
+           "TOOLGATE_DEMO_PROXY_PORT": str(proxy), "TOOLGATE_DEMO_WEB_PORT": str(web),
+           "TOOLGATE_DEMO_SERVICE_PORT": str(service), "TOOLGATE_DEMO_ISSUER_PORT": str(issuer),
+           "TOOLGATE_DEMO_ADMIN_PORT": str(admin)}
+    proc = subprocess.Popen([sys.executable, "-m", "scripts.demo"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def pump():
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C stops the demo" in line:
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        assert ready.wait(60) and proc.poll() is None, "".join(lines)
+        yield {"proxy": f"http://127.0.0.1:{proxy}", "web": f"http://127.0.0.1:{web}",
+               "output": "".join(lines), "proc": proc}
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def test_make_run_prints_working_examples(demo):
+    output = demo["output"]
+    alice = re.search(r"export ALICE=(\S+)", output).group(1)
+    bob = re.search(r"export BOB=(\S+)", output).group(1)
+    assert f"curl -s {demo['proxy']}/customers/1" in output
+    with httpx.Client(base_url=demo["proxy"], timeout=10) as http:
+        allowed = http.get("/customers/1", headers={"Authorization": f"Bearer {alice}"})
+        assert allowed.status_code == 200 and allowed.json()["id"] == 1
+        refused = http.get("/customers/1")
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "identity"
+        mcp = http.post("/mcp", headers={"Authorization": f"Bearer {bob}"},
+                        json={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                              "params": {"name": "get_customer", "arguments": {"id": 1}}})
+        assert mcp.status_code == 200 and mcp.json()["id"] == 1
+    flows = httpx.get(demo["web"] + "/flows", timeout=10).json()
+    assert len(flows) >= 3
+    # mitmweb shows the calls, never the callers' tokens.
+    shown = httpx.get(demo["web"] + "/flows/dump", timeout=10).content
+    for token in (alice, bob):
+        assert token.split(".")[2].encode() not in shown
+
+
+def test_make_run_stops_everything_on_ctrl_c(demo):
+    proc = demo["proc"]
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(15) is not None
+    time.sleep(0.5)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(demo["web"] + "/flows", timeout=2)
