@@ -1,0 +1,29 @@
+"""toolgate's rule engine: a pure library over Python values (no mitmproxy), shared by the proxy
+addons and the command line.
+
+    ruleset = load_rules("rules/packs")                       # or bundled_packs_path()
+    decision = evaluate(ruleset, Call(direction="request", method="GET",
+                                      path="/customers/42", subject="ana", groups=("support",),
+                                      body=None), mask_key)
+    decision.action, decision.body, decision.findings, decision.explain()
+"""
+
+from rules.bodies import encode_form, parse_form, parse_query, rest_arguments
+from rules.classify import Classifier
+from rules.decision import Call, Decision, Finding, RuleMatch
+from rules.detectors import DETECTORS, Detector
+from rules.durations import format_duration, parse_duration
+from rules.engine import evaluate
+from rules.errors import RuleError, RuleLoadError
+from rules.loader import bundled_packs_path, load_rules, load_rules_text
+from rules.masking import candidate_fingerprints, fingerprint, hash_token
+from rules.model import ACTIONS, LEVELS, MASK_STYLES, CatalogFunction, Grant, Label, Rule, RuleSet
+
+__all__ = [
+    "ACTIONS", "DETECTORS", "LEVELS", "MASK_STYLES",
+    "Call", "CatalogFunction", "Classifier", "Decision", "Detector", "Finding", "Grant", "Label",
+    "Rule", "RuleError", "RuleLoadError", "RuleMatch", "RuleSet",
+    "bundled_packs_path", "candidate_fingerprints", "encode_form", "evaluate", "fingerprint",
+    "format_duration", "hash_token", "load_rules", "load_rules_text", "parse_duration",
+    "parse_form", "parse_query", "rest_arguments",
+]  # fmt: skip

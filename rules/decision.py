@@ -1,0 +1,147 @@
+"""What goes into an evaluation (Call) and what comes out (Decision, its Findings and RuleMatches)."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, NamedTuple
+
+from rules.durations import format_duration
+
+
+@dataclass(frozen=True)
+class Call:
+    """One direction of a function call, as the rule engine sees it.
+
+    `body` is the decoded body of this direction (JSON as Python values, a form as a dict, plain
+    text as a str). `query` holds the query parameters (also accepted inside `path`). `function`
+    is the tool name when the protocol names it (MCP, chat completions); for REST leave it None
+    and the catalog names the call. `arguments` is what `when` conditions see; when None it is
+    derived: for a REST request, the query parameters merged with the body; otherwise the body.
+    `now` is the time access reviews are checked against (default: the current UTC time).
+    """
+
+    direction: str = "request"
+    protocol: str = "rest"
+    function: str | None = None
+    method: str | None = None
+    host: str | None = None
+    path: str | None = None
+    query: Mapping[str, Any] | None = None
+    subject: str | None = None
+    groups: tuple[str, ...] = ()
+    body: Any = None
+    arguments: Any = None
+    now: datetime.datetime | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "groups", tuple(self.groups or ()))
+
+
+class Finding(NamedTuple):
+    """A labelled value: where, what, and a keyed fingerprint of it (never the value itself).
+
+    `path` is JSONPath-like (`$.customers[0].ssn`, `$.args<json>.card`, `?email` for a query
+    parameter); `span` is the (start, end) of the value inside that string, None for a whole value.
+    `action` is what the rules did about it (`mask` with `mask` the style, `block`, ... or `allow`
+    when no rule acted); `monitor` says it was only reported, not enforced. (A named tuple: a
+    large body can hold thousands of findings.)
+    """
+
+    direction: str
+    path: str
+    label: str
+    level: str
+    detector: str | None
+    fingerprint: str
+    span: tuple[int, int] | None = None
+    action: str = "allow"
+    mask: str | None = None
+    rules: tuple[str, ...] = ()
+    monitor: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        data = self._asdict()
+        data["span"] = list(self.span) if self.span else None
+        data["rules"] = list(self.rules)
+        return data
+
+
+@dataclass(frozen=True)
+class RuleMatch:
+    """A rule (or a catalog check such as `access:crm.export`) that matched the call, and why."""
+
+    rule: str
+    action: str
+    monitor: bool
+    reason: str
+    fields: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    mask: str | None = None
+    source: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome for one direction of a call.
+
+    `action` is what the gateway does: allow, mask, block, approve or deny (deny: a function
+    outside the catalog under `unknown_function: deny`). `would` is what it would do if every
+    rule were enforced (it differs from `action` under monitor mode). `body`/`query` are the
+    masked values to forward (the very input objects when nothing was masked: see `changed`).
+    `rule`, `message` and `field` describe the decisive outcome for error answers; `approvers`
+    and `timeout` come with `approve`.
+    """
+
+    action: str
+    would: str
+    mode: str
+    direction: str
+    function: str
+    catalogued: bool
+    matches: tuple[RuleMatch, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    body: Any = None
+    query: Mapping[str, Any] | None = None
+    changed: bool = False
+    rule: str | None = None
+    message: str | None = None
+    field: str | None = None
+    approvers: tuple[str, ...] = ()
+    timeout: datetime.timedelta | None = None
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """Ids of every matching rule (enforced and monitored), in file order."""
+        return tuple(match.rule for match in self.matches)
+
+    def explain(self) -> str:
+        return "\n".join(self.reasons)
+
+    def as_dict(self, include_body: bool = True) -> dict[str, Any]:
+        """JSON-ready (durations as `30m`). Findings and reasons never hold raw values; `body` is
+        what is forwarded (masked, unless the mode or the rules only monitor)."""
+        data = {
+            "action": self.action,
+            "would": self.would,
+            "mode": self.mode,
+            "direction": self.direction,
+            "function": self.function,
+            "catalogued": self.catalogued,
+            "rule": self.rule,
+            "message": self.message,
+            "field": self.field,
+            "approvers": list(self.approvers),
+            "timeout": format_duration(self.timeout) if self.timeout else None,
+            "rules": [match.as_dict() for match in self.matches],
+            "findings": [finding.as_dict() for finding in self.findings],
+            "reasons": list(self.reasons),
+        }
+        if include_body:
+            data["body"] = self.body
+            data["query"] = dict(self.query) if self.query is not None else None
+        return data

@@ -1,0 +1,161 @@
+"""Mask styles, keyed fingerprints, and rebuilding a body with its masked values.
+
+- `redact`: `[REDACTED:ssn]`
+- `partial`: the detector's own partial form (`***-**-6789`, `************4242`, `j***@example.com`)
+- `hash`: `tok_ssn_3f9a1c2b5d7e`, the first 12 hex digits of the keyed fingerprint, so the same
+  value under the same key always gives the same token and an agent can still join records
+- `remove`: the field is deleted from its object or array
+
+Masked output is never masked again: tokens are not detected (no detector matches `*`, `[` or a
+12-digit hex run), values that already are tokens are skipped, and partial forms are fixed points.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from heapq import heapify, heappop, heappush
+from typing import Any
+
+from rules.detectors import Detector
+from rules.detectors.base import keep_last
+from rules.detectors.identity import email_partial
+from rules.walk import DECODED_JSON, HOLDER, Document
+
+REMOVE: Any = type("Remove", (), {"__repr__": lambda self: "REMOVE"})()
+TOKEN_HEX = 12
+_TOKEN = re.compile(r"\[REDACTED:[A-Za-z0-9_.-]+\]|tok_[A-Za-z0-9_.-]+_[0-9a-f]{%d}" % TOKEN_HEX)
+_NUMBER_LIKE = re.compile(r"\+?[0-9][0-9 ().-]*")
+
+
+def is_mask_token(text: str) -> bool:
+    """True for `[REDACTED:x]` and `tok_x_<hex>`: values that masking already produced."""
+    return _TOKEN.fullmatch(text) is not None
+
+
+def fingerprint(normalized: str, key: bytes) -> str:
+    """Keyed HMAC-SHA256 (hex) of a normalized value: what is stored instead of the value."""
+    return hmac.digest(key, normalized.encode("utf-8"), hashlib.sha256).hex()
+
+
+def hash_token(label: str, normalized: str, key: bytes) -> str:
+    return f"tok_{label}_{fingerprint(normalized, key)[:TOKEN_HEX]}"
+
+
+def redact_token(label: str) -> str:
+    return f"[REDACTED:{label}]"
+
+
+def normalize(value: Any, detector: Detector | None = None) -> str:
+    """The canonical text a value is fingerprinted and hashed from.
+
+    A detector knows its own form (digits only for cards and SSNs, lower case for emails). A value
+    labelled by path gets the generic form: trimmed, digits only when it is written like a number,
+    lower case when it holds an `@`; containers become canonical JSON.
+    """
+    if detector is not None:
+        return detector.normalize(str(value))
+    if isinstance(value, str):
+        text = value.strip()
+        if _NUMBER_LIKE.fullmatch(text):
+            return "".join(char for char in text if char.isdigit())
+        return text.lower() if "@" in text else text
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def candidate_fingerprints(value: str, key: bytes) -> set[str]:
+    """Every fingerprint `value` could have been recorded under (for `sessions find-value`)."""
+    from rules.detectors import DETECTORS
+
+    forms = {normalize(value)}
+    for detector in DETECTORS.values():
+        try:
+            forms.add(detector.normalize(value))
+        except ValueError:
+            pass
+    return {fingerprint(form, key) for form in forms}
+
+
+def generic_partial(value: Any) -> str:
+    """Partial form of a value labelled by path: emails keep their first letter and domain;
+    other text keeps its last four letters or digits when it has at least eight."""
+    text = value if isinstance(value, str) else str(value)
+    if "@" in text:
+        return email_partial(text)
+    maskable = sum(1 for char in text if char.isalnum() or char == "*")
+    return keep_last(text, 4 if maskable >= 8 else 0)
+
+
+def mask_whole(value: Any, style: str, label: str, key: bytes, detector: Detector | None = None) -> Any:
+    """The replacement for a whole value (a field, an array item, a card in a JSON number)."""
+    if isinstance(value, str) and is_mask_token(value):
+        return value
+    if style == "remove":
+        return REMOVE
+    if style == "hash":
+        return hash_token(label, normalize(value, detector), key)
+    if style == "partial" and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return detector.partial(str(value)) if detector is not None else generic_partial(value)
+    return redact_token(label)
+
+
+def mask_spans(text: str, spans: list[tuple[int, int, str, str, Detector | None]], key: bytes) -> Any:
+    """`text` with each (start, end, style, label, detector) span replaced; REMOVE if any removes."""
+    if any(style == "remove" for _, _, style, _, _ in spans):
+        return REMOVE
+    out = []
+    position = 0
+    for start, end, style, label, detector in sorted(spans, key=lambda span: span[0]):
+        if start < position:  # overlapping spans are resolved at detection; be safe anyway
+            continue
+        out.append(text[position:start])
+        out.append(mask_whole(text[start:end], style, label, key, detector))
+        position = end
+    out.append(text[position:])
+    return "".join(out)
+
+
+def apply_edits(document: Document, edits: dict[tuple[int, Any], Any]) -> Any:
+    """The document's body with `edits` ({(node, key): new value or REMOVE}) applied.
+
+    The input is never changed: only the containers on the way from a changed value to the root
+    are copied (deepest first), and embedded JSON strings are re-encoded once their content is
+    masked. The body itself cannot be removed; it is redacted instead.
+    """
+    if not edits:
+        return document.holder[0]
+    by_node: dict[int, dict[Any, Any]] = {}
+    for (node, key), value in edits.items():
+        by_node.setdefault(node, {})[key] = value
+    queue = [(-document.depths[node], node) for node in by_node]
+    heapify(queue)
+    while queue:
+        _, node = heappop(queue)
+        changes = by_node.pop(node)
+        container = document.containers[node]
+        copy = dict(container) if type(container) is dict else list(container)
+        removed = []
+        for key, value in changes.items():
+            if value is REMOVE:
+                removed.append(key)
+            else:
+                copy[key] = value
+        if node == HOLDER:
+            return copy[0] if not removed else redact_token("body")
+        if type(copy) is dict:
+            for key in removed:
+                del copy[key]
+        else:
+            for key in sorted(removed, reverse=True):
+                del copy[key]
+        parent, key = document.parents[node], document.keys[node]
+        replacement = json.dumps(copy, ensure_ascii=False) if document.kinds[node] == DECODED_JSON else copy
+        if parent not in by_node:
+            by_node[parent] = {}
+            heappush(queue, (-document.depths[parent], parent))
+        by_node[parent].setdefault(key, replacement)  # a mask of the whole container wins
+    raise AssertionError("the holder node is always reached")
