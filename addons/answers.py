@@ -96,22 +96,29 @@ def jsonrpc_ids(body: bytes | None) -> tuple[bool, list[Any]] | None:
     return isinstance(doc, list), [m["id"] for m in messages if "id" in m]
 
 
+def error_document(
+    refusal: Refusal, call_id: str, *, jsonrpc: bool = False, rpc_id: Any = None
+) -> dict[str, Any]:
+    """The error as a JSON document: `{"error": {...}}`, or a JSON-RPC error object."""
+    if not jsonrpc or refusal.code == "identity":
+        return {"error": refusal.detail(call_id)}
+    data = refusal.detail(call_id)
+    del data["message"]
+    return {
+        "jsonrpc": "2.0",
+        "id": rpc_id,
+        "error": {"code": JSONRPC_POLICY_ERROR, "message": refusal.message, "data": data},
+    }
+
+
 def error_body(refusal: Refusal, call_id: str, request_body: bytes | None) -> tuple[int, bytes]:
     """Status and JSON body of the answer to a refused call."""
     rpc = jsonrpc_ids(request_body) if refusal.code != "identity" else None
     if rpc is None:
-        return refusal.http_status, _dumps({"error": refusal.detail(call_id)})
+        return refusal.http_status, _dumps(error_document(refusal, call_id))
     is_batch, ids = rpc
-    data = refusal.detail(call_id)
-    del data["message"]
-    errors = [
-        {
-            "jsonrpc": "2.0",
-            "id": rid,
-            "error": {"code": JSONRPC_POLICY_ERROR, "message": refusal.message, "data": data},
-        }
-        for rid in ids or [None]  # a call we cannot tie to an id still gets one answer
-    ]
+    # A call we cannot tie to an id still gets one answer.
+    errors = [error_document(refusal, call_id, jsonrpc=True, rpc_id=rid) for rid in ids or [None]]
     status = 200 if refusal.code in POLICY_CODES else refusal.http_status
     return status, _dumps(errors if is_batch else errors[0])
 

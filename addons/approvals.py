@@ -1,18 +1,22 @@
-"""Approvals: holds calls that policy marks `approve` until a reviewer decides.
+"""Approvals: decides calls that policy marks `approve` (`flow.metadata["toolgate.approval"]`).
 
-This addon owns the approval options (the admin API's address, the timeout, the webhook);
-holding and deciding are built on them.
+Holding a call until a reviewer decides is not built yet: until it is, such a call is denied,
+never let through. This addon also owns the approval options (the admin API's address, the
+timeout, the webhook).
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
-from mitmproxy import ctx, exceptions
+from mitmproxy import ctx, exceptions, http
 
 from addons import settings
+from addons.answers import Refusal, refuse
+from addons.failclosed import flow_hook
 
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:8090"
+APPROVAL_KEY = "toolgate.approval"
 
 
 class Approvals:
@@ -46,3 +50,24 @@ class Approvals:
                 settings.parse_http_url(ctx.options.toolgate_webhook, "toolgate_webhook")
         except ValueError as exc:
             raise exceptions.OptionsError(str(exc)) from None
+
+    @flow_hook
+    def request(self, flow: http.HTTPFlow) -> None:
+        self._decide(flow)
+
+    @flow_hook
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._decide(flow)
+
+    def _decide(self, flow: http.HTTPFlow) -> None:
+        approval = flow.metadata.get(APPROVAL_KEY)
+        if approval is None or flow.metadata.get("toolgate.refused"):
+            return
+        approvers = ", ".join(approval.get("approvers") or []) or "a reviewer"
+        refuse(flow, Refusal(
+            "denied",
+            f"{approval['message']} (approvers: {approvers}); this gateway cannot hold calls "
+            "for approval yet, so it is denied",
+            approval.get("rule"),
+            approval.get("field"),
+        ))

@@ -1,27 +1,46 @@
-"""Policy: classifies, masks, blocks or holds each call according to the rule packs.
+"""Policy: classifies, masks, blocks or holds every call, in the shape its protocol expects.
 
-This addon owns the policy options. Enforcement on the wire is built on the rule engine in
-`rules/`; until it is wired in, the options are parsed and validated so that a deployment's
-command line is checked today.
+Requests are decided before they are forwarded, responses before they are answered; event
+streams are checked event by event as they pass. The protocol layer (`rules.protocols`)
+turns a body into the function calls in it, the rule engine (`rules`) decides each one, and
+this addon applies the outcome to the flow. A body that cannot be inspected is refused.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
+import asyncio
+import logging
+import secrets
+from typing import Any, Optional
 
-from mitmproxy import ctx, exceptions
+from mitmproxy import command, ctx, exceptions, http
 
-from addons import settings
+from addons import bodies, settings
+from addons.answers import Refusal, call_id_of, error_document, refuse
+from addons.decisions import CallDecision, summarize
+from addons.failclosed import flow_hook
+from addons.identity import IDENTITY_KEY
+from addons.rulefiles import RuleFiles
+from rules import Call, Decision, RuleSet, evaluate
+from rules.protocols import (
+    EVENT_STREAM, Message, ProtocolError, Refused, StreamChecker, Unit, media_type,
+    parse_request, parse_response,
+)
+
+logger = logging.getLogger(__name__)
 
 MODES = ("enforce", "monitor")
 DEFAULT_MAX_BODY = "10MiB"
+CONTEXT_KEY = "toolgate.protocol"  # what a response needs to know of its request
+DECISION_HEADER = "X-Toolgate-Decision"
 
 
 class Policy:
     def __init__(self) -> None:
         self.max_body = settings.parse_size(DEFAULT_MAX_BODY)
-        self.mask_key: bytes | None = None
+        self.mask_key = secrets.token_bytes(32)
+        self.rules = RuleFiles()
+        self._watcher: asyncio.Task[None] | None = None
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -36,27 +55,207 @@ class Policy:
         )
         loader.add_option(
             "toolgate_max_body", str, DEFAULT_MAX_BODY,
-            "Bodies larger than this (e.g. 10MiB, 512KiB) are refused, never passed "
-            "uninspected.",
+            "Bodies larger than this (e.g. 10MiB, 512KiB), on the wire or decoded, are "
+            "refused, never passed uninspected.",
         )
         loader.add_option(
             "toolgate_mask_key", Optional[str], None,
-            "The key of hash masks and fingerprints: env:NAME or file:PATH.",
+            "The key of hash masks and fingerprints: env:NAME or file:PATH. Unset, a random "
+            "key is used and tokens change at every start.",
         )
 
     def configure(self, updated: set[str]) -> None:
         try:
             if "toolgate_mode" in updated:
                 settings.check_choice("toolgate_mode", ctx.options.toolgate_mode, MODES)
-            if "toolgate_rules" in updated and ctx.options.toolgate_rules:
-                path = Path(ctx.options.toolgate_rules).expanduser()
-                if not path.exists():
-                    raise ValueError(f"toolgate_rules: {path} does not exist")
             if "toolgate_max_body" in updated:
                 self.max_body = settings.parse_size(ctx.options.toolgate_max_body)
-            if "toolgate_mask_key" in updated and ctx.options.toolgate_mask_key:
-                self.mask_key = settings.resolve_secret(
-                    ctx.options.toolgate_mask_key, "toolgate_mask_key"
-                )
+            if "toolgate_mask_key" in updated:
+                ref = ctx.options.toolgate_mask_key
+                if ref:
+                    self.mask_key = settings.resolve_secret(ref, "toolgate_mask_key")
+                else:
+                    logger.warning(
+                        "toolgate: toolgate_mask_key is not set: hash masks and fingerprints "
+                        "use a random key and change at every start"
+                    )
+            if "toolgate_rules" in updated:
+                self.rules.load(ctx.options.toolgate_rules)  # raises with file:line
         except ValueError as exc:
             raise exceptions.OptionsError(str(exc)) from None
+
+    def running(self) -> None:
+        self._watcher = asyncio.get_running_loop().create_task(self.rules.watch())
+        # A backstop for chunked bodies, whose size is only known once read: mitmproxy refuses
+        # them past twice our limit; between the two, `request`/`response` refuse them.
+        ctx.options.update(body_size_limit=str(2 * self.max_body))
+
+    def done(self) -> None:
+        if self._watcher:
+            self._watcher.cancel()
+
+    @command.command("toolgate.reload")
+    def reload(self) -> None:
+        """Reload the rule files now; the last good rules stay in force if they do not load."""
+        self.rules.reload()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    @flow_hook
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        flow.request.stream = False  # a streamed body would pass unchecked: buffer it
+        length = flow.request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body:
+            refuse(flow, Refusal("uninspectable", f"the request body is larger than "
+                                 f"{self.max_body} bytes", status=413))
+            return
+        if EVENT_STREAM in flow.request.headers.get("accept", ""):
+            # An event stream is checked as it passes: it must arrive unencoded.
+            flow.request.headers["accept-encoding"] = "identity"
+
+    @flow_hook
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        request = flow.request
+        try:
+            body = bodies.decode(request.raw_content or b"", request.headers.get("content-encoding"),
+                                 self.max_body)
+            message = parse_request(request.path.split("?", 1)[0], request.headers.get("content-type"),
+                                    body, request.headers)
+        except ProtocolError as exc:
+            refuse(flow, _refusal(exc, request=True))
+            return
+        flow.metadata[CONTEXT_KEY] = message.context or {"protocol": message.protocol}
+        outcome = self._decide(flow, message, "request")
+        if outcome.refusal:
+            self._apply_refusal(flow, outcome)
+            return
+        if outcome.changed_body:
+            request.content = message.encode()
+        if outcome.query is not None:
+            request.query.clear()
+            for key, value in outcome.query.items():
+                for item in value if isinstance(value, list) else [value]:
+                    request.query.add(key, str(item))
+
+    # -- responses ---------------------------------------------------------------------------
+
+    @flow_hook
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        response = flow.response
+        if response is None or flow.metadata.get("toolgate.refused"):
+            return
+        response.stream = False  # e.g. mitmproxy's stream_large_bodies: buffer and check
+        if media_type(response.headers.get("content-type")) != EVENT_STREAM:
+            return
+        if response.headers.get("content-encoding", "identity").lower() != "identity":
+            flow.metadata["toolgate.stream_refused"] = "an encoded event stream cannot be checked"
+            return
+        context = dict(flow.metadata.get(CONTEXT_KEY) or {})
+        call_id = call_id_of(flow)
+
+        def check(units: list[Unit]) -> Refused | None:
+            outcome = self._decide(flow, Message(context.get("protocol", "rest"), units,
+                                                 lambda: b"", context), "response")
+            return outcome.refused if outcome.refusal else None
+
+        def render(refused: Refused, rpc_id: Any, jsonrpc: bool) -> dict[str, Any]:
+            refusal = Refusal(refused.code, refused.message, refused.rule, refused.field)
+            return error_document(refusal, call_id, jsonrpc=jsonrpc, rpc_id=rpc_id)
+
+        response.headers.pop("content-length", None)
+        if response.http_version == "HTTP/1.1":
+            response.headers["transfer-encoding"] = "chunked"
+        response.stream = StreamChecker(context.get("protocol", "rest"), context, check, render,
+                                        keep=self.max_body)
+
+    @flow_hook
+    def response(self, flow: http.HTTPFlow) -> None:
+        response = flow.response
+        if response is None or flow.metadata.get("toolgate.refused"):
+            return
+        if isinstance(response.stream, StreamChecker):
+            # Already checked event by event; keep what the caller got, for the record.
+            response.content = bytes(response.stream.transcript)
+            return
+        if reason := flow.metadata.get("toolgate.stream_refused"):
+            refuse(flow, Refusal("uninspectable", reason, status=502))
+            return
+        try:
+            body = bodies.decode(response.raw_content or b"",
+                                 response.headers.get("content-encoding"), self.max_body)
+            message = parse_response(flow.metadata.get(CONTEXT_KEY) or {},
+                                     response.headers.get("content-type"), body)
+        except ProtocolError as exc:
+            refuse(flow, _refusal(exc, request=False))
+            return
+        outcome = self._decide(flow, message, "response")
+        if outcome.refusal:
+            self._apply_refusal(flow, outcome)
+            return
+        if outcome.changed_body:
+            response.content = message.encode()
+        if outcome.header:
+            response.headers[DECISION_HEADER] = outcome.header
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    def _decide(self, flow: http.HTTPFlow, message: Message, phase: str) -> CallDecision:
+        """Evaluate every unit of `message`, mask in place, and record the outcome on the flow."""
+        ruleset: RuleSet = self.rules.current
+        identity = flow.metadata.get(IDENTITY_KEY) or {}
+        request = flow.request
+        path = request.path.split("?", 1)[0]
+        query = dict(_query_items(request)) if phase == "request" else None
+        monitor = ctx.options.toolgate_mode == "monitor"
+        decisions: list[tuple[Unit, Decision]] = []
+        for unit in message.units:
+            decision = evaluate(
+                ruleset,
+                Call(
+                    direction=unit.direction, protocol=unit.protocol, function=unit.function,
+                    method=request.method, host=request.pretty_host, path=path,
+                    query=query if unit.protocol == "rest" else None,
+                    subject=identity.get("subject"), groups=tuple(identity.get("groups") or ()),
+                    body=unit.body, arguments=unit.arguments,
+                ),
+                self.mask_key,
+                monitor=monitor,
+            )
+            decisions.append((unit, decision))
+            if decision.changed and decision.action != "block":
+                unit.put(decision.body)
+        outcome = summarize(decisions, phase, message.jsonrpc)
+        outcome.record(flow)
+        return outcome
+
+    def _apply_refusal(self, flow: http.HTTPFlow, outcome: CallDecision) -> None:
+        if outcome.action == "approve":
+            # The approvals addon, next in the chain, holds the call (or denies it).
+            flow.metadata["toolgate.approval"] = outcome.approval
+            return
+        refused = outcome.refused
+        assert refused is not None
+        refuse(flow, Refusal(refused.code, refused.message, refused.rule, refused.field))
+
+
+def _query_items(request: http.Request):
+    for key in request.query.keys():
+        values = request.query.get_all(key)
+        yield key, values[0] if len(values) == 1 else values
+
+
+def _refusal(exc: ProtocolError, request: bool) -> Refusal:
+    status = None
+    if exc.code == "uninspectable":
+        status = 413 if isinstance(exc, bodies.TooLarge) else 400
+        status = status if request else 502
+    elif not request:
+        status = 502
+    side = "request" if request else "backend's answer"
+    return Refusal(exc.code, f"the {side} cannot be checked: {exc}", field=exc.field,
+                   status=status)
+

@@ -4,6 +4,9 @@ the end-to-end tests.
 - REST: `GET /customers`, `GET /customers/{id}`, `GET /customers/export?limit=N`,
   `POST /deploy` `{"service", "version"}`, `/echo` (answers with what it received),
   `GET /healthz`.
+- LLM APIs answering with a tool call whose arguments hold PII: OpenAI-style
+  `POST /v1/chat/completions` and Anthropic-style `POST /v1/messages`, as JSON or, with
+  `"stream": true`, as event streams (written in small pieces, so events arrive split).
 - MCP over streamable HTTP at `POST /mcp`: `initialize`, `tools/list`, `tools/call`
   (`get_customer`, `search_customers`, `deploy`, `export_customers`), batches and
   notifications. The answer is `text/event-stream` when the client's Accept header lists it
@@ -20,6 +23,7 @@ import itertools
 import json
 import secrets
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,6 +58,73 @@ TOOLS = [
     {"name": "export_customers", "description": "Export customer records.",
      "inputSchema": {"type": "object", "properties": {"limit": {"type": "integer"}}}},
 ]
+
+
+# The tool call the fake models make: its arguments carry PII the gateway must mask.
+REFUND_ARGS = {"customer": {"email": "ada@example.com", "card": "4111 1111 1111 1111"},
+               "ssn": "536-22-1234", "amount": 42}
+STREAM_PIECE = 7  # bytes per network write of an event stream
+
+
+def sse(data: Any, event: str | None = None) -> str:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+
+
+def fragments(text: str, size: int = 9) -> list[str]:
+    return [text[i:i + size] for i in range(0, len(text), size)]
+
+
+def chat_completion(model: str) -> dict[str, Any]:
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "issue_refund", "arguments": json.dumps(REFUND_ARGS)}}
+    return {"id": "chatcmpl-demo", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "finish_reason": "tool_calls",
+                         "message": {"role": "assistant", "content": None,
+                                     "tool_calls": [call]}}]}
+
+
+def chat_stream(model: str) -> str:
+    base = {"id": "chatcmpl-demo", "object": "chat.completion.chunk", "created": 0, "model": model}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        return sse(dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": finish}]))
+
+    out = chunk({"role": "assistant", "content": None})
+    out += chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                  "function": {"name": "issue_refund", "arguments": ""}}]})
+    for piece in fragments(json.dumps(REFUND_ARGS)):
+        out += chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+    return out + chunk({}, "tool_calls") + sse("[DONE]")
+
+
+def anthropic_message(model: str) -> dict[str, Any]:
+    return {"id": "msg_demo", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": "Issuing the refund."},
+                        {"type": "tool_use", "id": "toolu_1", "name": "issue_refund",
+                         "input": REFUND_ARGS}],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 20}}
+
+
+def anthropic_stream(model: str) -> str:
+    message = dict(anthropic_message(model), content=[], stop_reason=None)
+    out = sse({"type": "message_start", "message": message}, "message_start")
+    out += sse({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}}, "content_block_start")
+    out += sse({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": "Issuing the refund."}},
+               "content_block_delta")
+    out += sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+    out += sse({"type": "content_block_start", "index": 1,
+                "content_block": {"type": "tool_use", "id": "toolu_1", "name": "issue_refund",
+                                  "input": {}}}, "content_block_start")
+    for piece in fragments(json.dumps(REFUND_ARGS)):
+        out += sse({"type": "content_block_delta", "index": 1,
+                    "delta": {"type": "input_json_delta", "partial_json": piece}},
+                   "content_block_delta")
+    out += sse({"type": "content_block_stop", "index": 1}, "content_block_stop")
+    out += sse({"type": "message_delta", "delta": {"stop_reason": "tool_use"}}, "message_delta")
+    return out + sse({"type": "message_stop"}, "message_stop")
 
 
 @dataclass(frozen=True)
@@ -157,12 +228,41 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 return self._json({"error": "body is not JSON"}, 400)
             self._json(call_tool("deploy", args)[0], 202)
+        elif path in ("/v1/chat/completions", "/v1/messages"):
+            self._llm(path, body)
         elif path == "/echo":
             self._echo(body)
         else:
             self._json({"error": "not found"}, 404)
 
     do_PUT = do_PATCH = do_DELETE = do_POST
+
+    def _llm(self, path: str, body: bytes) -> None:
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError:
+            return self._json({"error": "body is not JSON"}, 400)
+        model = str(request.get("model", "demo-model"))
+        openai = path.endswith("/chat/completions")
+        if request.get("stream"):
+            stream = chat_stream(model) if openai else anthropic_stream(model)
+            return self._stream(stream.encode())
+        self._json(chat_completion(model) if openai else anthropic_message(model))
+
+    def _stream(self, body: bytes, headers: dict[str, str] | None = None) -> None:
+        """Chunked, in small pieces with a pause between them: events arrive split."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        for start in range(0, len(body), STREAM_PIECE):
+            piece = body[start:start + STREAM_PIECE]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.flush()
+            time.sleep(0.001)
+        self.wfile.write(b"0\r\n\r\n")
 
     def _echo(self, body: bytes) -> None:
         self._json({"method": self.command, "path": self.path,
@@ -188,8 +288,8 @@ class _Handler(BaseHTTPRequestHandler):
         accept = self.headers.get("Accept", "")
         if accept.split(",")[0].strip().startswith("text/event-stream"):
             events = answer if isinstance(answer, list) else [answer]
-            stream = "".join(f"event: message\ndata: {json.dumps(e)}\n\n" for e in events)
-            return self._send(200, stream.encode(), "text/event-stream", headers)
+            stream = "".join(sse(e, "message") for e in events)
+            return self._stream(stream.encode(), headers)
         self._json(answer, 200, headers)
 
     def _json(self, value: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:

@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from conftest import ROOT
+from harness import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GATEWAY_SCRIPT, wait_until
+from harness import GATEWAY_SCRIPT, wait_until
 
 pytestmark = pytest.mark.e2e
 

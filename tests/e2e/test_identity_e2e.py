@@ -9,7 +9,7 @@ import httpx
 import jwt
 import pytest
 
-from conftest import AUDIENCE, wait_until
+from harness import AUDIENCE, wait_until
 from hostile_tokens import claims, hs256_with_public_key, tampered, unknown_kid, unsigned
 from scripts.dev_issuer import DevIssuer
 
@@ -167,8 +167,12 @@ def test_issuer_down_at_start_refuses_every_call(start_gateway, backend, issuer)
 def test_anonymous_calls_pass_when_identity_is_not_required(start_gateway, backend, mode):
     gateway = start_gateway(f"toolgate_identity={mode}")
     with gateway.client() as http:
-        assert http.get("/customers/2").status_code == 200
-    assert len(backend.received) == 1
+        assert http.get("/healthz").status_code == 200
+        # ...but a catalogued function grants no access to a caller without groups.
+        refused = http.get("/customers/2")
+    assert refused.status_code == 403
+    assert refused.json()["error"]["rule"] == "access:crm.get_customer"
+    assert [r.path for r in backend.received] == ["/healthz"]
 
 
 def test_optional_identity_still_refuses_bad_tokens(start_gateway, backend, issuer):
@@ -190,7 +194,7 @@ def test_groups_claim_path_is_configurable(start_gateway, backend, issuer):
 def test_explicit_proxy_takes_the_token_from_proxy_authorization(
     start_gateway, backend, issuer, mitm_confdir, tmp_path
 ):
-    from conftest import start_mitmdump, GATEWAY_SCRIPT
+    from harness import GATEWAY_SCRIPT, start_mitmdump
 
     proxy = start_mitmdump(
         [
@@ -203,7 +207,7 @@ def test_explicit_proxy_takes_the_token_from_proxy_authorization(
         tmp_path / "explicit.log",
     )
     try:
-        token = issuer.keys.mint("alice")
+        token = issuer.keys.mint("alice", ["support"])
         with httpx.Client(proxy=proxy.url, timeout=10) as http:
             ok = http.get(
                 backend.url + "/customers/1", headers={"Proxy-Authorization": f"Bearer {token}"}

@@ -1,0 +1,136 @@
+"""What the policy decided for a whole message, from the decisions of its units, and how the
+flow shows it: metadata for the recorder, a marker and a comment for mitmweb."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mitmproxy import http
+
+from rules import Decision
+from rules.protocols import Refused, Unit
+
+STRENGTH = {"allow": 0, "mask": 1, "approve": 2, "deny": 3, "block": 3}
+# mitmweb shows `flow.marked` as an emoji.
+MARKERS = {"allow": ":white_check_mark:", "mask": ":see_no_evil:", "approve": ":hourglass:",
+           "deny": ":no_entry:", "block": ":no_entry:"}
+DECISION_KEY = "toolgate.decision"
+FINDINGS_KEY = "toolgate.findings"
+
+
+@dataclass
+class CallDecision:
+    """The outcome of one message (a request or a response) of a call."""
+
+    phase: str
+    action: str  # the strongest enforced action of its units
+    would: str  # the strongest action had every rule been enforced
+    function: str | None
+    protocol: str | None
+    rules: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    refused: Refused | None = None
+    approval: dict[str, Any] | None = None
+    changed_body: bool = False
+    query: dict[str, Any] | None = None  # a masked query string, if it changed
+    monitor: bool = False
+
+    @property
+    def refusal(self) -> bool:
+        return self.action in ("block", "deny", "approve")
+
+    @property
+    def header(self) -> str | None:
+        """X-Toolgate-Decision: what enforcement would have done, when it was not done."""
+        if self.would == self.action:
+            return None
+        rules = ",".join(self.rules) or "-"
+        return f"{self.would}; mode=monitor; rules={rules}"
+
+    def record(self, flow: http.HTTPFlow) -> None:
+        """Merge into the call's decision on the flow (request and response together)."""
+        call = flow.metadata.setdefault(DECISION_KEY, {
+            "action": "allow", "would": "allow", "rules": [], "labels": [],
+            "mode": "enforce", "protocol": self.protocol, "function": self.function,
+        })
+        if STRENGTH[self.action] >= STRENGTH[call["action"]] and self.action != "allow":
+            call["action"] = self.action
+        if STRENGTH[self.would] >= STRENGTH[call["would"]] and self.would != "allow":
+            call["would"] = self.would
+        call["function"] = call.get("function") or self.function
+        call["rules"] = list(dict.fromkeys(call["rules"] + self.rules))
+        call["labels"] = list(dict.fromkeys(call["labels"] + self.labels))
+        if self.monitor:
+            call["mode"] = "monitor"
+        if self.header:
+            call["header"] = self.header
+        flow.metadata.setdefault(FINDINGS_KEY, []).extend(self.findings)
+        flow.marked = MARKERS[call["would"] if call["would"] != "allow" else call["action"]]
+        flow.comment = describe(call)
+
+
+def describe(call: dict[str, Any]) -> str:
+    text = f"{call['action']}"
+    if call["would"] != call["action"]:
+        text += f" (would {call['would']}: monitor)"
+    text += f" · {call.get('function') or 'unknown function'}"
+    if call["rules"]:
+        text += f" · rules: {', '.join(call['rules'])}"
+    if call["labels"]:
+        text += f" · labels: {', '.join(call['labels'])}"
+    return text
+
+
+def summarize(decisions: list[tuple[Unit, Decision]], phase: str, jsonrpc: bool) -> CallDecision:
+    """One outcome for a message: the strongest unit decides, masks from all units apply."""
+    outcome = CallDecision(phase, "allow", "allow", None, None)
+    decisive: tuple[Unit, Decision] | None = None
+    for unit, decision in decisions:
+        outcome.protocol = outcome.protocol or unit.protocol
+        outcome.function = outcome.function or decision.function
+        outcome.monitor = outcome.monitor or decision.mode == "monitor"
+        outcome.rules += [r for r in decision.rules if r not in outcome.rules]
+        for finding in decision.findings:
+            outcome.labels += [finding.label] if finding.label not in outcome.labels else []
+            outcome.findings.append({
+                "direction": finding.direction, "path": _field(unit, finding.path),
+                "label": finding.label, "level": finding.level,
+                "action": finding.action, "fingerprint": finding.fingerprint,
+            })
+        if STRENGTH[decision.action] > STRENGTH[outcome.action]:
+            outcome.action, decisive = decision.action, (unit, decision)
+        if STRENGTH[decision.would] > STRENGTH[outcome.would]:
+            outcome.would = decision.would
+        if decision.changed and decision.action != "block":
+            if unit.protocol == "rest" and decision.query is not None:
+                outcome.query = dict(decision.query)
+            outcome.changed_body = outcome.changed_body or decision.body is not unit.body
+    if decisive is not None:
+        unit, decision = decisive
+        where = _field(unit, decision.field) if decision.field else unit.location
+        if outcome.action == "approve":
+            outcome.approval = {
+                "rule": decision.rule, "function": decision.function,
+                "approvers": list(decision.approvers),
+                "timeout": decision.timeout.total_seconds() if decision.timeout else None,
+                "message": decision.message or f"{decision.function} needs an approval",
+                "field": where,
+            }
+        code = "blocked"
+        message = decision.message or (
+            f"{decision.function} is not in the function catalog" if decision.action == "deny"
+            else f"{decision.function} is not allowed by rule {decision.rule}"
+        )
+        outcome.refused = Refused(code, message, decision.rule, where)
+    return outcome
+
+
+def _field(unit: Unit, path: str | None) -> str:
+    """A finding's or rule's path inside the unit, as a path inside the whole message."""
+    if not path or unit.location == "$":
+        return path or unit.location
+    if path.startswith("$"):
+        return unit.location + path[1:]
+    return f"{unit.location}{path}"
