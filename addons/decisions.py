@@ -41,14 +41,6 @@ class CallDecision:
     def refusal(self) -> bool:
         return self.action in ("block", "deny", "approve")
 
-    @property
-    def header(self) -> str | None:
-        """X-Toolgate-Decision: what enforcement would have done, when it was not done."""
-        if self.would == self.action:
-            return None
-        rules = ",".join(self.rules) or "-"
-        return f"{self.would}; mode=monitor; rules={rules}"
-
     def record(self, flow: http.HTTPFlow) -> None:
         """Merge into the call's decision on the flow (request and response together)."""
         call = flow.metadata.setdefault(DECISION_KEY, {
@@ -64,11 +56,18 @@ class CallDecision:
         call["labels"] = list(dict.fromkeys(call["labels"] + self.labels))
         if self.monitor:
             call["mode"] = "monitor"
-        if self.header:
-            call["header"] = self.header
         flow.metadata.setdefault(FINDINGS_KEY, []).extend(self.findings)
         flow.marked = MARKERS[call["would"] if call["would"] != "allow" else call["action"]]
         flow.comment = describe(call)
+
+
+def decision_header(flow: http.HTTPFlow) -> str | None:
+    """X-Toolgate-Decision: what enforcement would have done to the call, when it was not
+    done (monitor mode, or rules in `mode: monitor`)."""
+    call = flow.metadata.get(DECISION_KEY)
+    if not call or call["would"] == call["action"]:
+        return None
+    return f"{call['would']}; mode=monitor; rules={','.join(call['rules']) or '-'}"
 
 
 def describe(call: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ from mitmproxy import command, ctx, exceptions, http
 
 from addons import bodies, settings
 from addons.answers import Refusal, call_id_of, error_document, refuse
-from addons.decisions import CallDecision, summarize
+from addons.decisions import CallDecision, decision_header, summarize
 from addons.failclosed import flow_hook
 from addons.identity import IDENTITY_KEY
 from addons.rulefiles import RuleFiles
@@ -33,6 +33,7 @@ MODES = ("enforce", "monitor")
 DEFAULT_MAX_BODY = "10MiB"
 CONTEXT_KEY = "toolgate.protocol"  # what a response needs to know of its request
 DECISION_HEADER = "X-Toolgate-Decision"
+BACKSTOP_MARGIN = 16 * 1024 * 1024
 
 
 class Policy:
@@ -86,9 +87,10 @@ class Policy:
 
     def running(self) -> None:
         self._watcher = asyncio.get_running_loop().create_task(self.rules.watch())
-        # A backstop for chunked bodies, whose size is only known once read: mitmproxy refuses
-        # them past twice our limit; between the two, `request`/`response` refuse them.
-        ctx.options.update(body_size_limit=str(2 * self.max_body))
+        # A memory backstop for chunked bodies, whose size is known only once read: mitmproxy
+        # refuses them itself past this; below it, `request`/`response` refuse them with our
+        # answer. (mitmproxy checks its limit before our hooks run, so it must stay above ours.)
+        ctx.options.update(body_size_limit=str(self.max_body + BACKSTOP_MARGIN))
 
     def done(self) -> None:
         if self._watcher:
@@ -166,6 +168,8 @@ class Policy:
             refusal = Refusal(refused.code, refused.message, refused.rule, refused.field)
             return error_document(refusal, call_id, jsonrpc=jsonrpc, rpc_id=rpc_id)
 
+        if header := decision_header(flow):  # the request's: the stream's come too late
+            response.headers[DECISION_HEADER] = header
         response.headers.pop("content-length", None)
         if response.http_version == "HTTP/1.1":
             response.headers["transfer-encoding"] = "chunked"
@@ -198,8 +202,8 @@ class Policy:
             return
         if outcome.changed_body:
             response.content = message.encode()
-        if outcome.header:
-            response.headers[DECISION_HEADER] = outcome.header
+        if header := decision_header(flow):
+            response.headers[DECISION_HEADER] = header
 
     # -- deciding ----------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ however the network splits it, and written back field by field."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -45,9 +46,10 @@ class SseParser:
         self.buffer = b""
         self.max_event = max_event
 
-    def feed(self, chunk: bytes) -> list[Event]:
+    def feed(self, chunk: bytes) -> Iterator[Event]:
+        """The events `chunk` completes, one at a time (a bad one raises after the good ones
+        before it were handled)."""
         self.buffer += chunk
-        events: list[Event] = []
         while True:
             end, size = _event_end(self.buffer)
             if end < 0:
@@ -55,10 +57,9 @@ class SseParser:
             raw, self.buffer = self.buffer[:end], self.buffer[end + size:]
             event = parse_event(raw)
             if event.fields:
-                events.append(event)
+                yield event
         if len(self.buffer) > self.max_event:
             raise ValueError(f"an event is larger than {self.max_event} bytes")
-        return events
 
     def finish(self) -> list[Event]:
         """The last event, if the stream ended without its blank line."""
@@ -92,7 +93,7 @@ def parse_event(raw: bytes) -> Event:
 
 def parse_all(body: bytes) -> list[Event]:
     parser = SseParser()
-    return parser.feed(body) + parser.finish()
+    return list(parser.feed(body)) + parser.finish()
 
 
 def encode_all(events: list[Event]) -> bytes:

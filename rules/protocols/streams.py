@@ -55,19 +55,25 @@ class StreamChecker:
     def feed(self, chunk: bytes) -> bytes:
         if self.closed:
             return b""
-        try:
-            return b"".join(self._event(event) for event in self.parser.feed(chunk))
-        except (ProtocolError, ValueError) as exc:
-            return self._refuse(Refused("malformed", f"the event stream is malformed: {exc}"), None)
+        return self._run(lambda: self.parser.feed(chunk), flush=False)
 
     def finish(self) -> bytes:
         if self.closed:
             return b""
+        return self._run(self.parser.finish, flush=True)
+
+    def _run(self, events, flush: bool) -> bytes:
+        """Check the events completed so far; what was checked before a malformed event is
+        still passed on, then the stream ends with an error."""
+        out: list[bytes] = []
         try:
-            out = b"".join(self._event(event) for event in self.parser.finish())
-            return out + self._flush(None)
+            for event in events():
+                out.append(self._event(event))
+            if flush:
+                out.append(self._flush(None))
         except (ProtocolError, ValueError) as exc:
-            return self._refuse(Refused("malformed", f"the event stream is malformed: {exc}"), None)
+            out.append(self._refuse(Refused("malformed", f"the event stream is malformed: {exc}"), None))
+        return b"".join(out)
 
     # -- one event -------------------------------------------------------------------------
 

@@ -80,6 +80,11 @@ def test_make_run_prints_working_examples(demo):
         assert mcp.status_code == 200 and mcp.json()["id"] == 1
     flows = httpx.get(demo["web"] + "/flows", timeout=10).json()
     assert len(flows) >= 3
+    # Each flow shows its decision at a glance: a marker, and a comment naming rules and labels.
+    read = next(f for f in flows if f["request"]["path"] == "/customers/1"
+                and f["response"]["status_code"] == 200)
+    assert read["marked"] == "🙈"  # mitmproxy shows the :see_no_evil: marker as its emoji
+    assert "crm.get_customer" in read["comment"] and "ssn" in read["comment"]
     # mitmweb shows the calls, never the callers' tokens.
     shown = httpx.get(demo["web"] + "/flows/dump", timeout=10).content
     for token in (alice, bob):
