@@ -1,17 +1,19 @@
 """Classification: which labelled values a body holds, in one pass over its decoded values.
 
-All strings of a body (nested JSON decoded, see `rules.walk`) are joined with NUL separators and
-each detector in use scans that one text, after a substring prefilter (`Detector.needles`); a
-match is mapped back to its string with a binary search. Large integers are offered to the
+All distinct strings of a body (nested JSON decoded, see `rules.walk`) are joined with NUL
+separators and each detector in use scans that one text, after a substring prefilter
+(`Detector.needles`); a detector whose patterns all have gates (`Detector.gates`) only scans the
+strings its gates select, joined the same way. A match is mapped back to its string with a binary
+search. Large integers are offered to the
 detectors that accept numbers. Labels defined by paths select whole values.
 """
 
 from __future__ import annotations
 
-import operator
+import re
 from bisect import bisect_right
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, compress, count
 from typing import Any, Iterable
 
 from rules.detectors import DETECTORS, Detector, Span
@@ -20,6 +22,7 @@ from rules.model import Label
 from rules.walk import HOLDER, Document
 
 SEPARATOR = "\x00"  # no detector pattern matches it, so no match spans two strings
+SELECT_ABOVE = 4096  # characters; in a smaller text, scanning everything costs less than selecting
 
 
 @dataclass(slots=True)
@@ -92,25 +95,28 @@ class Classifier:
         strings = document.strings
         if not strings or not self.string_detectors:
             return []
-        distinct = list(dict.fromkeys(strings))
-        text = SEPARATOR.join(distinct)
+        everything = _Joined(list(dict.fromkeys(strings)))
+        selections: dict[Any, _Joined] = {}  # detectors with the same gates share the selected text
+        chosen_by: dict[Any, set[int]] = {}
         found: dict[int, list[tuple[int, int, Detector]]] = {}
-        starts: list[int] | None = None
+        selective = len(everything.text) > SELECT_ABOVE
         for detector in self.string_detectors:
-            if not detector.could_contain(text):
+            if detector.needles and not _holds_any(everything.text, detector.needles):
                 continue
-            for start, end in detector.find(text):
-                if starts is None:  # start of string i+1 in the joined text, at index i
-                    starts = list(map(operator.add, accumulate(map(len, distinct)), range(1, len(distinct) + 1)))
-                index = bisect_right(starts, start)
-                offset = starts[index - 1] if index else 0
+            joined = everything
+            if selective and detector.gates and None not in detector.gates:
+                joined = selections.get(detector.gates) or selections.setdefault(detector.gates, everything.select(detector.gates, chosen_by))
+            for start, end in detector.find(joined.text):
+                index, offset = joined.locate(start)
                 found.setdefault(index, []).append((start - offset, end - offset, detector))
         if not found:
             return []
+        distinct = everything.strings
         spans_of = {distinct[index]: _without_overlaps(spans) for index, spans in found.items()}
         hits = []
         slots = document.string_slots
-        for string_index in [i for i, value in enumerate(strings) if value in spans_of]:
+        # positions of every occurrence of a value with findings, iterated in C
+        for string_index in compress(count(), map(spans_of.__contains__, strings)):
             value = strings[string_index]
             node, key = slots[string_index]
             for start, end, detector in spans_of[value]:
@@ -144,6 +150,68 @@ class Classifier:
                 node = HOLDER if container is document.holder else document.node_of(container)
                 if node is not None:
                     yield node, key
+
+
+class _Joined:
+    """Strings joined with NUL separators into one text that a regex scans in a single call, and
+    the way back from a position in that text to the string it falls in."""
+
+    __slots__ = ("strings", "indices", "text", "_starts")
+
+    def __init__(self, strings: list[str], indices: list[int] | None = None) -> None:
+        self.strings = strings
+        self.indices = indices  # each string's index among all distinct strings (None: the same)
+        self.text = SEPARATOR.join(strings)
+        self._starts: list[int] | None = None
+
+    @property
+    def starts(self) -> list[int]:
+        """Where each string begins in the text, and one past the end (computed when needed)."""
+        if self._starts is None:
+            self._starts = list(accumulate(map(_ONE_MORE, map(len, self.strings)), initial=0))
+        return self._starts
+
+    def locate(self, position: int) -> tuple[int, int]:
+        """(index among all distinct strings, start in this text) of the string at `position`."""
+        starts = self.starts
+        i = bisect_right(starts, position) - 1
+        return (self.indices[i] if self.indices is not None else i), starts[i]
+
+    def select(self, gates: tuple[re.Pattern[str], ...], chosen_by: dict[Any, set[int]]) -> _Joined:
+        """The strings that some gate matches, joined. `chosen_by` remembers, per gate, which
+        strings it matched (detectors share gates: one scan serves them all)."""
+        chosen: set[int] = set()
+        for gate in gates:
+            if gate not in chosen_by:
+                chosen_by[gate] = self._matched_by(gate)
+            chosen |= chosen_by[gate]
+        indices = sorted(chosen)
+        strings = [self.strings[i] for i in indices]
+        if self.indices is not None:
+            indices = [self.indices[i] for i in indices]
+        return _Joined(strings, indices)
+
+    def _matched_by(self, gate: re.Pattern[str]) -> set[int]:
+        """One `search` per matching string: after a match the search goes on from the next one."""
+        text, starts = self.text, self.starts
+        matched = set()
+        position = 0
+        while (match := gate.search(text, position)) is not None:
+            i = bisect_right(starts, match.start()) - 1
+            matched.add(i)
+            position = starts[i + 1]
+        return matched
+
+
+_ONE_MORE = (1).__add__  # a string's length plus its separator
+
+
+def _holds_any(text: str, needles: tuple[str, ...]) -> bool:
+    """`Detector.could_contain` without a generator: it runs for every detector on every call."""
+    for needle in needles:
+        if needle in text:
+            return True
+    return False
 
 
 def _without_overlaps(spans: list[tuple[int, int, Detector]]) -> list[tuple[int, int, Detector]]:

@@ -17,7 +17,7 @@ from rules.bodies import rest_arguments, split_path
 from rules.catalog import check_access, find_function, rest_name
 from rules.classify import Hit
 from rules.decision import Call, Decision, Finding, RuleMatch
-from rules.masking import REMOVE, apply_edits, fingerprint, mask_spans, mask_whole, normalize, redact_token
+from rules.masking import REMOVE, Fingerprints, apply_edits, mask_spans, mask_whole, redact_token
 from rules.model import MASK_STRENGTH, STRENGTH, Rule, RuleSet
 from rules.walk import HOLDER, Document
 
@@ -83,9 +83,10 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
         decisive = next(o for o in outcomes if o.action == would)
 
     plan = _mask_plan(enforced)
-    body = _masked(body_doc, plan, mask_key)
-    masked_query = _masked(query_doc, plan, mask_key) if query_doc is not None else query
-    findings = _findings(hits, outcomes, call.direction, mask_key)
+    prints = Fingerprints(mask_key)
+    body = _masked(body_doc, plan, prints)
+    masked_query = _masked(query_doc, plan, prints) if query_doc is not None else query
+    findings = _findings(hits, outcomes, call.direction, prints)
     return Decision(
         action=action,
         would=would,
@@ -229,13 +230,13 @@ def _when_arguments(call: Call, query: Any) -> Any:
 
 
 def _describe_hits(hits: list[Hit]) -> str:
-    by_label: dict[str, list[str]] = {}
+    by_label: dict[str, list[Hit]] = {}
     for hit in hits:
-        by_label.setdefault(hit.label.name, []).append(hit.path)
+        by_label.setdefault(hit.label.name, []).append(hit)
     parts = []
-    for label, paths in by_label.items():
-        shown = ", ".join(dict.fromkeys(paths[:MAX_LISTED_FIELDS]))
-        more = f" and {len(paths) - MAX_LISTED_FIELDS} more" if len(paths) > MAX_LISTED_FIELDS else ""
+    for label, labelled in by_label.items():  # only the listed paths are rendered
+        shown = ", ".join(dict.fromkeys(hit.path for hit in labelled[:MAX_LISTED_FIELDS]))
+        more = f" and {len(labelled) - MAX_LISTED_FIELDS} more" if len(labelled) > MAX_LISTED_FIELDS else ""
         parts.append(f"{label} at {shown}{more}")
     return "labels " + "; ".join(parts)
 
@@ -243,104 +244,100 @@ def _describe_hits(hits: list[Hit]) -> str:
 # -- masking -----------------------------------------------------------------------------------
 
 
-def _mask_plan(outcomes: list[_Outcome]) -> dict[Document, dict[tuple[int, Any], Any]]:
-    """For every value an enforced mask rule covers, the strongest style wins; a whole-value
-    mask of a field beats masks of spans inside it. `_masked` turns the plan into new values."""
-    plan: dict[Document, dict[tuple[int, Any], Any]] = {}
+@dataclass
+class _MaskPlan:
+    """For every value an enforced mask rule covers, the strongest style wins; a whole-value mask
+    of a field beats masks of spans inside it. Per document: {(node, key): (style, hit)} for whole
+    values and {(node, key): {span: (style, hit)}} for spans."""
+
+    wholes: dict[Document, dict[tuple[int, Any], tuple[str, Hit]]]
+    spans: dict[Document, dict[tuple[int, Any], dict[Any, tuple[str, Hit]]]]
+
+
+def _mask_plan(outcomes: list[_Outcome]) -> _MaskPlan:
+    plan = _MaskPlan({}, {})
     for outcome in outcomes:
         if outcome.action != "mask" or outcome.mask is None:
             continue
+        style = outcome.mask
+        strength = MASK_STRENGTH[style]
         for hit in outcome.hits:
-            slots = plan.setdefault(hit.document, {})
-            slot = slots.setdefault((hit.node, hit.key), {"whole": None, "spans": {}})
+            slot = (hit.node, hit.key)
             if hit.span is None:
-                _keep_strongest(slot, "whole", (outcome.mask, hit))
+                table = plan.wholes.setdefault(hit.document, {})
             else:
-                _keep_strongest(slot["spans"], hit.span, (outcome.mask, hit))
+                table = plan.spans.setdefault(hit.document, {}).setdefault(slot, {})
+                slot = hit.span
+            current = table.get(slot)
+            if current is None or strength > MASK_STRENGTH[current[0]]:
+                table[slot] = (style, hit)
     return plan
 
 
-def _keep_strongest(table: dict[Any, Any], key: Any, candidate: tuple[str, Hit]) -> None:
-    current = table.get(key)
-    if current is None or MASK_STRENGTH[candidate[0]] > MASK_STRENGTH[current[0]]:
-        table[key] = candidate
-
-
-def _masked(document: Document, plan: dict[Document, Any], key: bytes) -> Any:
-    slots = plan.get(document)
-    if not slots:
+def _masked(document: Document, plan: _MaskPlan, prints: Fingerprints) -> Any:
+    wholes = plan.wholes.get(document, {})
+    spans = plan.spans.get(document, {})
+    if not wholes and not spans:
         return document.holder[0]
     edits: dict[tuple[int, Any], Any] = {}
     done: dict[Any, Any] = {}  # the same value masked the same way (bodies repeat values)
-    for (node, slot_key), slot in slots.items():
-        value = document.value_at(node, slot_key)
-        if slot["whole"] is not None:
-            style, hit = slot["whole"]
-            recipe: Any = (style, hit.label.name, hit.detector)
-        else:
-            chosen = slot["spans"]
-            recipe = tuple((s, e, style, hit.label.name, hit.detector) for (s, e), (style, hit) in chosen.items())
-            style, hit = next(iter(chosen.values()))
-        memo = (type(value), value, _recipe_key(recipe)) if isinstance(value, (str, int, float)) else None
-        new = done.get(memo) if memo is not None else None
-        if new is None:
-            if slot["whole"] is not None:
-                new = mask_whole(value, style, hit.label.name, key, hit.detector)
-            else:
-                new = mask_spans(value, list(recipe), key)
-            if memo is not None:
-                done[memo] = new
-        if new is REMOVE and (node, slot_key) == (HOLDER, 0):
-            new = redact_token(hit.label.name)  # the body itself cannot be deleted
-        if new is REMOVE or new != value:
-            edits[(node, slot_key)] = new
+    containers = document.containers
+    for slot, (style, hit) in wholes.items():
+        value = containers[slot[0]][slot[1]]
+        memo = (type(value), value, style, hit.label.name, hit.detector.name if hit.detector else None)
+        _edit(edits, slot, value, done, memo, lambda: mask_whole(value, style, hit.label.name, prints, hit.detector), hit)
+    for slot, chosen in spans.items():
+        if slot in wholes:
+            continue
+        value = containers[slot[0]][slot[1]]
+        recipe = [(s, e, style, hit.label.name, hit.detector) for (s, e), (style, hit) in chosen.items()]
+        memo = (type(value), value, *((s, e, style, label, d.name if d else None) for s, e, style, label, d in recipe))
+        _edit(edits, slot, value, done, memo, lambda: mask_spans(value, recipe, prints), next(iter(chosen.values()))[1])
     return apply_edits(document, edits)
 
 
-def _recipe_key(recipe: Any) -> Any:
-    """A cheap hashable key for a masking recipe (detectors are identified by name)."""
-    if isinstance(recipe[0], str):
-        style, label, detector = recipe
-        return style, label, detector.name if detector else None
-    return tuple((s, e, style, label, detector.name if detector else None) for s, e, style, label, detector in recipe)
+def _edit(edits: dict[tuple[int, Any], Any], slot: tuple[int, Any], value: Any, done: dict[Any, Any], memo: Any, mask: Any, hit: Hit) -> None:
+    """Record the masked form of `value` at `slot`, computing it once per distinct (value, recipe)."""
+    hashable = isinstance(value, (str, int, float))
+    new = done.get(memo) if hashable else None
+    if new is None:
+        new = mask()
+        if hashable:
+            done[memo] = new
+    if new is REMOVE and slot == (HOLDER, 0):
+        new = redact_token(hit.label.name)  # the body itself cannot be deleted
+    if new is REMOVE or new != value:
+        edits[slot] = new
 
 
 # -- reporting ---------------------------------------------------------------------------------
 
 
-def _findings(hits: list[Hit], outcomes: list[_Outcome], direction: str, key: bytes) -> tuple[Finding, ...]:
+def _findings(hits: list[Hit], outcomes: list[_Outcome], direction: str, prints: Fingerprints) -> tuple[Finding, ...]:
     covering: dict[int, list[_Outcome]] = {}
     for outcome in outcomes:
         for hit in outcome.hits:
             covering.setdefault(id(hit), []).append(outcome)
     verdicts: dict[tuple[int, ...], tuple[str, str | None, tuple[str, ...], bool]] = {}
-    fingerprints: dict[tuple[Any, Any], str] = {}  # bodies repeat values; hash each once per call
     findings = []
+    no_rule: tuple[_Outcome, ...] = ()
     for hit in hits:
-        related = covering.get(id(hit), ())
+        related = covering.get(id(hit), no_rule)
         signature = tuple(map(id, related))
         verdict = verdicts.get(signature)
         if verdict is None:
             verdict = verdicts[signature] = _verdict(related)
-        raw = hit.raw
-        cache_key = (hit.detector.name if hit.detector else None, type(raw), raw if isinstance(raw, (str, int, float)) else id(raw))
-        print_ = fingerprints.get(cache_key)
-        if print_ is None:
-            print_ = fingerprints[cache_key] = fingerprint(normalize(raw, hit.detector), key)
-        action, mask, rules, monitor = verdict
+        detector = hit.detector
         findings.append(
             Finding(
                 direction,
                 hit.path,
                 hit.label.name,
                 hit.label.level,
-                hit.detector.name if hit.detector else None,
-                print_,
+                detector.name if detector else None,
+                prints.of(hit.raw, detector),
                 hit.span,
-                action,
-                mask,
-                rules,
-                monitor,
+                *verdict,
             )
         )
     return tuple(findings)

@@ -26,7 +26,7 @@ class Document:
 
     __slots__ = (
         "root_name", "holder", "containers", "parents", "keys", "depths", "kinds", "embedded",
-        "strings", "string_slots", "numbers", "number_slots", "_node_of", "_node_paths",
+        "strings", "string_slots", "numbers", "number_slots", "_node_of", "_node_paths", "_key_texts",
     )  # fmt: skip
 
     def __init__(self, value: Any, root_name: str = "$", decode_embedded: bool = True, min_length: int = 3) -> None:
@@ -44,6 +44,7 @@ class Document:
         self.number_slots: list[tuple[int, Any]] = []
         self._node_of: dict[int, int] | None = None
         self._node_paths: dict[int, str] = {}
+        self._key_texts: dict[Any, str] = {}  # field names repeat in every record: render each once
         self._walk(decode_embedded, min_length)
 
     def _add_node(self, container: Any, parent: int, key: Any, kind: int) -> int:
@@ -134,7 +135,11 @@ class Document:
         prefix = self._node_paths.get(node)
         if prefix is None:
             prefix = self._node_paths[node] = self._node_path(node)
-        text = format_key(key)
+        text = self._key_texts.get(key) if type(key) is str else None
+        if text is None:
+            text = format_key(key)
+            if type(key) is str:
+                self._key_texts[key] = text
         if prefix == "?" and text.startswith("."):
             text = text[1:]
         return prefix + text

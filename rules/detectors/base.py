@@ -66,8 +66,10 @@ class Detector:
     """One kind of sensitive value: its `patterns` propose candidates, `validate` decides.
 
     `needles` is a cheap prefilter: when set, a text containing none of them cannot hold a match and
-    is not scanned. `gates` (one per pattern, optional) are fast regexes a text must match before
-    the pattern, which may be slow to scan, is tried. `numbers` makes the detector also see JSON integers (a card number can be one).
+    is not scanned. `gates` (one per pattern, optional) are fast regexes that every string holding
+    a match of the pattern also matches: the pattern, slower to scan, is only tried where its gate
+    matched (when every pattern has a gate, the classifier scans only the strings the gates select).
+    `numbers` makes the detector also see JSON integers (a card number can be one).
     `normalize` gives the canonical form that fingerprints and hash tokens are computed from, so
     `4242 4242 4242 4242` and `4242424242424242` get the same token. `partial` is the detector's
     own partial mask.
@@ -118,6 +120,12 @@ class Detector:
         """The cheap prefilter: False when `text` cannot hold a value of this kind."""
         return not self.needles or any(needle in text for needle in self.needles)
 
+
+# Every value the digit-based detectors accept (card numbers, SSNs, phone numbers, IPv4
+# addresses) holds a run of at least seven digits and separators that starts and ends with a digit.
+# One scan for such runs selects the few strings worth the slower patterns: most digits in a body
+# belong to ids, dates and amounts, where every digit would otherwise start a full pattern attempt.
+NUMBER_RUN = re.compile(r"[0-9][0-9 ().-]{5,}[0-9]", re.ASCII)
 
 DETECTORS: dict[str, Detector] = {}
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
-from rules.detectors.base import Detector, Span, compile_patterns, digits_only, keep_last, keep_last_digits, register
+from rules.detectors.base import NUMBER_RUN, Detector, Span, compile_patterns, digits_only, keep_last, keep_last_digits, register
 from rules.detectors.checksums import iban_mod97_valid, luhn_valid
 
 
@@ -23,6 +24,7 @@ credit_card = register(
         name="credit_card",
         patterns=compile_patterns(r"[2-6](?<![0-9-].)(?:[ -]?[0-9]){12,18}(?![0-9])"),
         validate=_card_valid,
+        gates=(NUMBER_RUN,),
         normalize=digits_only,
         partial=keep_last_digits,
         numbers=True,
@@ -91,6 +93,7 @@ iban = register(
     IbanDetector(
         name="iban",
         patterns=compile_patterns(r"[A-Z](?<![A-Za-z0-9].)[A-Z][0-9]{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])"),
+        gates=(re.compile(r"[A-Z][A-Z][0-9][0-9]", re.ASCII),),  # country code and check digits
         validate=_iban_valid,
         normalize=_compact,
         partial=_iban_partial,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from rules.detectors.base import Detector, compile_patterns, register
+from rules.detectors.base import NUMBER_RUN, Detector, compile_patterns, register
 
 
 def _ip_valid(candidate: str) -> bool:
@@ -44,7 +44,7 @@ ip_address = register(
         ),
         # IPv6 needs "::" or at least three colons in a row of groups; the colon-led gate finds
         # that quickly, so ordinary text (times like 10:00:00, URLs) never runs the slow pattern
-        gates=(None, re.compile(r"::|:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")),
+        gates=(NUMBER_RUN, re.compile(r"::|:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")),
         validate=_ip_valid,
         normalize=_ip_normalize,
         partial=_ip_partial,

@@ -1,0 +1,223 @@
+"""Throughput of the gateway against bare mitmdump, in one run.
+
+    .venv/bin/python scripts/bench.py [--duration 10] [--concurrency 16]
+
+Starts a fast loopback backend (its own process) that answers 1 KB and 256 KB JSON bodies full
+of PII, then, in turn, bare `mitmdump` and `mitmdump -s addons/gateway.py` (identity with a dev
+issuer, the bundled packs, masking) in reverse mode in front of it, and drives each with an
+asyncio load generator on keep-alive connections. Prints requests/s, p50 and p99 latency and
+the ratio gateway/bare, plus how busy the load generator itself was (it must not be the
+bottleneck). mitmproxy runs one event loop on one core: the ratio is what toolgate costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts.demo_service import CUSTOMERS  # noqa: E402
+from scripts.dev_issuer import DevIssuer  # noqa: E402
+
+MITMDUMP = Path(sys.executable).parent / "mitmdump"
+AUDIENCE = "toolgate-bench"
+
+
+def make_body(target: int, sensitive_every: int = 1) -> bytes:
+    """A JSON body of about `target` bytes: customer records (4 masked values each) padded
+    with notes, so a 256 KB body holds about a thousand sensitive values."""
+    rows, size = [], 2
+    note = "regular customer, prefers email contact; no open tickets " * 2
+    while size < target:
+        record = dict(CUSTOMERS[len(rows) % len(CUSTOMERS)], id=len(rows) + 1, note=note)
+        if len(rows) % sensitive_every:
+            record = {k: v for k, v in record.items() if k in ("id", "name", "tier", "note")}
+        rows.append(record)
+        size += len(json.dumps(record)) + 2
+    return json.dumps({"customers": rows}).encode()
+
+
+# About a thousand sensitive values in the large body (one record in five carries PII).
+BODIES = {b"/bench/1k": make_body(1024, sensitive_every=5), b"/bench/256k": make_body(256 * 1024, sensitive_every=5)}
+
+
+# -- the backend: a minimal keep-alive HTTP/1.1 server, fast enough never to be the limit --------
+
+async def _serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+            if length:
+                await reader.readexactly(int(length.group(1)))
+            path = head.split(b" ", 2)[1]
+            body = BODIES.get(path, b"{}")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+def serve(port_file: str) -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(_serve_connection, "127.0.0.1", 0)
+        Path(port_file).write_text(str(server.sockets[0].getsockname()[1]))
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+# -- the load generator --------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    requests: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+    cpu: float  # share of one core the generator used
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+
+
+async def _client(port: int, request: bytes, stop: float, warm: float, out: Result) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while (start := time.perf_counter()) < stop:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+            if length:
+                await reader.readexactly(int(length.group(1)))
+            else:  # chunked: read to the terminating chunk
+                while not (await reader.readuntil(b"\r\n")).startswith(b"0\r\n"):
+                    pass
+            if start >= warm:
+                out.requests += 1
+                out.errors += status != 200
+                out.latencies.append(time.perf_counter() - start)
+    finally:
+        writer.close()
+
+
+async def load(port: int, path: str, token: str | None, seconds: float, concurrency: int) -> Result:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    request = (f"GET {path} HTTP/1.1\r\nHost: bench\r\n{auth}\r\n").encode()
+    now = time.perf_counter()
+    warm, stop = now + 1.0, now + 1.0 + seconds
+    result = Result(0, 0, seconds, [], 0.0)
+    cpu = time.process_time()
+    await asyncio.gather(*(_client(port, request, stop, warm, result) for _ in range(concurrency)))
+    result.cpu = (time.process_time() - cpu) / (time.perf_counter() - now)
+    return result
+
+
+# -- orchestration -------------------------------------------------------------------------------
+
+def start_mitmdump(args: list[str]) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([str(MITMDUMP), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=ROOT)
+    assert proc.stdout
+    for line in proc.stdout:
+        if match := re.search(r"listening at \S*?:(\d+)", line):
+            # Keep draining its output, so a full pipe never stalls it.
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            return proc, int(match.group(1))
+    raise RuntimeError("mitmdump did not start")
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--durability", choices=["audit", "async"], default="audit",
+                        help="the gateway's toolgate_durability (audit waits for each commit)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="toolgate-bench-"))
+    port_file = work / "backend.port"
+    backend = subprocess.Popen([sys.executable, "-c", f"from scripts.bench import serve; serve({str(port_file)!r})"],
+                               cwd=ROOT)
+    issuer = DevIssuer(keys_path=work / "issuer.json", audience=AUDIENCE).start()
+    token = issuer.keys.mint("bench", ["support"], ttl=3600)
+    try:
+        while not port_file.exists() or not port_file.read_text():
+            time.sleep(0.05)
+        upstream = f"http://127.0.0.1:{port_file.read_text()}"
+        common = ["--mode", f"reverse:{upstream}", "--listen-host", "127.0.0.1", "-p", "0",
+                  "--set", "flow_detail=0", "--set", f"confdir={work / 'conf'}"]
+        setups = {
+            "bare mitmdump": (common, None),
+            "toolgate": (common + ["-s", str(ROOT / "addons" / "gateway.py"),
+                                   "--set", f"toolgate_oidc_issuer={issuer.url}",
+                                   "--set", f"toolgate_oidc_audience={AUDIENCE}",
+                                   "--set", f"toolgate_db={work / 'bench.duckdb'}",
+                                   "--set", f"toolgate_durability={args.durability}",
+                                   "--set", "toolgate_admin_listen=127.0.0.1:0"], token),
+        }
+        results: dict[tuple[str, str], Result] = {}
+        for name, (mitm_args, bearer) in setups.items():
+            proc, port = start_mitmdump(mitm_args)
+            try:
+                for path in ("/bench/1k", "/bench/256k"):
+                    results[name, path] = asyncio.run(
+                        load(port, path, bearer, args.duration, args.concurrency))
+            finally:
+                stop(proc)
+    finally:
+        issuer.stop()
+        backend.terminate()
+        backend.wait(10)
+
+    print(f"\n{args.concurrency} connections, {args.duration:.0f} s per measurement after 1 s warm-up, "
+          f"toolgate_durability={args.durability}")
+    print(f"{'':14}{'body':>6}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'loadgen cpu':>13}")
+    for (name, path), result in results.items():
+        size = f"{len(BODIES[path.encode()]) // 1024} KB"
+        print(f"{name:14}{size:>6}{result.rps:9.0f}{result.percentile(50):9.1f}"
+              f"{result.percentile(99):9.1f}{result.errors:8d}{result.cpu:12.0%}")
+    for path, target in (("/bench/1k", 0.8), ("/bench/256k", 0.6)):
+        ratio = results["toolgate", path].rps / results["bare mitmdump", path].rps
+        verdict = "ok" if ratio >= target else "MISSED"
+        print(f"gateway/bare {path.rsplit('/', 1)[1]:>5}: {ratio:.2f}x (target {target}x) {verdict}")
+    if any(r.errors for r in results.values()):
+        print("errors were answered: the figures are not comparable", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Large bodies take the classifier's selective path (gated detectors scan only the strings their
+gates select): it must find exactly what scanning each string on its own finds."""
+
+from rules import Classifier, load_rules_text
+from rules.classify import SELECT_ABOVE
+from rules.detectors import DETECTORS
+from rules.walk import Document
+
+from test_rules_detectors import NEGATIVE, POSITIVE
+
+LABELS = "labels:\n" + "".join(f"  - {{name: {name}, level: restricted, detector: {name}}}\n" for name in DETECTORS)
+
+
+def _found(classifier: Classifier, body) -> list[tuple[str, str, str]]:
+    hits = classifier.classify(Document(body))
+    return sorted((hit.path, hit.label.name, hit.text or "") for hit in hits)
+
+
+def test_selective_scan_finds_what_each_string_alone_finds():
+    classifier = Classifier(load_rules_text(LABELS).labels)
+    values = [case[1] for case in POSITIVE + NEGATIVE]
+    texts = [f"{prefix}{value}{suffix}" for value in values for prefix, suffix in (("", ""), ("id 7: ", " (2024-01-02)"))]
+    body = {f"f{i}": text for i, text in enumerate(texts)}
+    assert sum(map(len, texts)) > SELECT_ABOVE
+    alone = sorted(hit for key, text in body.items() for hit in _found(classifier, {key: text}))
+    assert _found(classifier, body) == alone
+    assert any(label == "phone" for _, label, _ in alone) and any(label == "ip_address" for _, label, _ in alone)
