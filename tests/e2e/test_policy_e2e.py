@@ -325,3 +325,25 @@ def test_rule_files_reload_on_change_and_a_broken_edit_keeps_the_last_good_rules
     assert "previous rules stay in force" in gateway.output
     assert export(500) == "denied" and export(5000) == "blocked"  # the last good rules
     assert backend.received == []
+
+
+def test_request_side_masks_reach_query_parameters_and_form_fields(start_gateway, backend, issuer, tmp_path):
+    packs = tmp_path / "packs"
+    shutil.copytree(bundled_packs_path(), packs, ignore=shutil.ignore_patterns("__*"))
+    (packs / "outbound.yaml").write_text(
+        "rules:\n"
+        "  - id: no-emails-out\n"
+        "    match: {labels: [email], direction: request}\n"
+        "    action: mask\n"
+        "    mask: redact\n"
+    )
+    gateway = start_gateway(f"toolgate_rules={packs}")
+    with gateway.client() as http:
+        assert http.get("/echo?email=ada@example.com&n=1", headers=auth(issuer)).status_code == 200
+        form = http.post("/echo", content=b"who=ada%40example.com&why=refund",
+                         headers={**auth(issuer), "Content-Type": "application/x-www-form-urlencoded"})
+        assert form.status_code == 200
+    query, posted = backend.received
+    assert "ada@example.com" not in query.path and "ada%40example.com" not in query.path
+    assert "n=1" in query.path and "REDACTED" in query.path
+    assert b"ada%40example.com" not in posted.body and b"why=refund" in posted.body

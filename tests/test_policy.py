@@ -1,0 +1,59 @@
+"""The policy addon under mitmproxy's test context: reloading rules and the mitmweb view."""
+
+import asyncio
+import json
+
+from mitmproxy.test import taddons, tflow, tutils
+
+from addons.approvals import Approvals
+from addons.identity import Identity
+from addons.policy import Policy
+
+RULES = """
+rules:
+  - id: no-deletes
+    match: {method: DELETE}
+    action: block
+    message: nothing is deleted through the gateway
+"""
+
+
+def run(test):
+    asyncio.run(test())
+
+
+def test_reload_command_takes_new_rules_and_keeps_the_last_good_ones(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+
+    async def scenario():
+        policy = Policy()
+        with taddons.context(policy, Identity(), Approvals()) as tctx:
+            tctx.configure(policy, toolgate_rules=str(rules))
+            assert [r.id for r in policy.rules.current.rules] == ["no-deletes"]
+            rules.write_text(RULES.replace("DELETE", "PUT"))
+            tctx.command(policy.reload)
+            assert policy.rules.current.rules[0].match.method == ("PUT",)
+            rules.write_text("rules: [broken: yes\n")
+            tctx.command(policy.reload)
+            assert policy.rules.current.rules[0].match.method == ("PUT",)  # the last good rules
+
+    run(scenario)
+
+
+def test_a_blocked_call_is_marked_and_commented_for_mitmweb(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+
+    async def scenario():
+        policy = Policy()
+        with taddons.context(policy, Identity(), Approvals()) as tctx:
+            tctx.configure(policy, toolgate_rules=str(rules))
+            flow = tflow.tflow(req=tutils.treq(method=b"DELETE", content=b""))
+            policy.request(flow)
+            assert flow.response.status_code == 403
+            assert json.loads(flow.response.content)["error"]["rule"] == "no-deletes"
+            assert flow.marked == ":no_entry:"
+            assert "block" in flow.comment and "no-deletes" in flow.comment
+
+    run(scenario)
