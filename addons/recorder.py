@@ -1,20 +1,68 @@
 """The recorder: writes every call to the DuckDB session store, last in the chain.
 
-This addon owns the store's options; recording is built on them.
+Thin glue between mitmproxy's events and `sessions.Writer`, which owns the store on its own
+thread. Under `toolgate_durability=audit` the recorder awaits the writer's commit (never
+blocking the event loop) at two points:
+
+- `request`: a call about to be forwarded first gets a committed `pending` row; if the store
+  cannot record it, the call is answered 503 `unrecorded` and never forwarded;
+- `response` / `error`: the answer is released only once the call's `calls` row is committed;
+  if that fails, the caller gets 503 `unrecorded` instead of the answer.
+
+A gateway killed between the two leaves the `pending` row, which the next start records as an
+`interrupted` call: no call that reached a backend or a caller goes unrecorded. Under `async`
+the same records are written in the background and nothing waits.
+
+For other addons and the admin server: `record_approval(...)` records a reviewer's decision,
+`query(path, params)` answers the admin API's session routes (see `sessions.api`) and
+`run_query(fn)` runs any read on the store, each returning a concurrent Future to await with
+`asyncio.wrap_future`. The addon is found as `ctx.master.addons.get("recorder")`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any, TypeVar
 
-from mitmproxy import ctx, exceptions
+from mitmproxy import ctx, exceptions, http
 
 from addons import settings
+from addons.answers import Refusal, call_id_of, refuse
+from addons.failclosed import flow_hook
+from sessions import api
+from sessions.records import CallRecord, Finding, final_decision
+from sessions.sessionize import MCP_SESSION_HEADER, SESSION_HEADER, Sessionizer
+from sessions.writer import RecordingError, Writer
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DURABILITIES = ("audit", "async")
+# How long a call waits for its record before it is refused as unrecorded.
+COMMIT_TIMEOUT = 30.0
+
+SESSION_KEY = "toolgate.session_id"  # written here, for mitmweb and the addons after us
+RECORDED_KEY = "toolgate.recorded"  # "request" once pending is committed, "call" at the end
+
+UNRECORDED = (
+    "the session store cannot record calls right now, so this call was not {what}; "
+    "the gateway's log says why"
+)
 
 
 class Recorder:
+    def __init__(self) -> None:
+        self.writer: Writer | None = None
+        self.db_path: str | None = None
+        self.durability = "audit"
+        self.sessions = Sessionizer()
+
     def load(self, loader) -> None:
         loader.add_option("toolgate_db", str, "toolgate.duckdb", "The session store (DuckDB file).")
         loader.add_option(
@@ -27,12 +75,192 @@ class Recorder:
     def configure(self, updated: set[str]) -> None:
         if "toolgate_durability" in updated:
             try:
-                settings.check_choice(
+                self.durability = settings.check_choice(
                     "toolgate_durability", ctx.options.toolgate_durability, DURABILITIES
                 )
             except ValueError as exc:
                 raise exceptions.OptionsError(str(exc)) from None
         if "toolgate_db" in updated:
-            folder = Path(ctx.options.toolgate_db).expanduser().resolve().parent
-            if not folder.is_dir():
-                raise exceptions.OptionsError(f"toolgate_db: the folder {folder} does not exist")
+            path = Path(ctx.options.toolgate_db).expanduser().resolve()
+            if not path.parent.is_dir():
+                raise exceptions.OptionsError(
+                    f"toolgate_db: the folder {path.parent} does not exist")
+            if str(path) != self.db_path:
+                self.db_path = str(path)
+                if self.writer is not None:  # the next call opens the new store
+                    self.writer.stop()
+                    self.writer = None
+
+    def running(self) -> None:
+        self._writer()  # open the store (and recover interrupted calls) before the first call
+
+    def done(self) -> None:
+        if self.writer is not None:
+            # Commits what is queued (the process waits for it at exit). The stopped writer
+            # stays: a call still in flight is refused (audit), not recorded in a new one.
+            self.writer.stop()
+
+    # -- the API for the admin server and the approvals addon -------------------------------
+
+    def record_approval(
+        self,
+        call_id: str,
+        requested_at: float | None,
+        decided_at: float | None,
+        decision: str,
+        reviewer: str | None = None,
+        channel: str | None = None,
+        reason: str | None = None,
+        scope: str | None = None,
+    ) -> Future:
+        """Record a decision on a held call; the Future resolves once it is committed."""
+        return self._writer().record_approval(
+            call_id, requested_at, decided_at, decision, reviewer, channel, reason, scope
+        )
+
+    def query(self, path: str, params: Mapping[str, str]) -> "Future[tuple[int, dict[str, Any]]]":
+        """Answer a GET on the admin API's session routes (`sessions.api`)."""
+        writer = self._writer()
+        return writer.run_query(lambda con: api.handle(con, path, params, writer.head_file))
+
+    def run_query(self, fn: Callable[[Any], T]) -> "Future[T]":
+        return self._writer().run_query(fn)
+
+    def health(self) -> dict[str, Any]:
+        writer = self.writer
+        return {
+            "store": self.db_path,
+            "durability": self.durability,
+            "recording": None if writer is None else writer.healthy,
+            "error": None if writer is None else writer.last_error,
+            "stats": {} if writer is None else dict(writer.stats),
+        }
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    @flow_hook
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or flow.error is not None:
+            return  # answered by the gateway: recorded with its answer
+        record = self._record(flow, final=False)
+        if self.durability == "audit":
+            if not await self._committed(self._writer().submit_request(record)):
+                refuse(flow, Refusal("unrecorded", UNRECORDED.format(what="forwarded")))
+                return
+        flow.metadata[RECORDED_KEY] = "request"
+
+    @flow_hook
+    async def response(self, flow: http.HTTPFlow) -> None:
+        await self._finish(flow)
+
+    @flow_hook
+    async def error(self, flow: http.HTTPFlow) -> None:
+        await self._finish(flow)
+
+    async def _finish(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.get(RECORDED_KEY) == "call":
+            return
+        forwarded = flow.metadata.get(RECORDED_KEY) == "request"
+        flow.metadata[RECORDED_KEY] = "call"
+        future = self._writer().submit_call(self._record(flow, final=True, forwarded=forwarded))
+        if self.durability != "audit":
+            return
+        if not await self._committed(future) and flow.response is not None and flow.error is None:
+            # The answer is withheld: nobody may see a call that is not on record.
+            if flow.metadata.get("toolgate.refused") != "unrecorded":
+                refuse(flow, Refusal("unrecorded", UNRECORDED.format(what="answered")))
+
+    # -- glue -------------------------------------------------------------------------------
+
+    def _writer(self) -> Writer:
+        if self.writer is None:
+            self.writer = Writer(self.db_path or ctx.options.toolgate_db).start()
+        return self.writer
+
+    @staticmethod
+    async def _committed(future: Future) -> bool:
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(future), COMMIT_TIMEOUT)
+        except (RecordingError, asyncio.TimeoutError):
+            return False
+        return True
+
+    def _record(self, flow: http.HTTPFlow, final: bool, forwarded: bool = False) -> CallRecord:
+        """The call as it stands: its request (as forwarded) and, if `final`, its outcome."""
+        meta = flow.metadata
+        identity = meta.get("toolgate.identity") or {}
+        policy = meta.get("toolgate.decision") or {}
+        refused = meta.get("toolgate.refused")
+        request = flow.request
+        findings = [Finding.from_dict(f) for f in meta.get("toolgate.findings") or []
+                    if isinstance(f, Mapping)]
+        if not final:
+            findings = [f for f in findings if f.direction == "request"]
+        decision, enforced, rules, mode = final_decision(policy, refused if final else None,
+                                               forwarded or not final)
+        response = flow.response if final else None
+        error = (refused or (flow.error.msg if flow.error else None)) if final else None
+        return CallRecord(
+            call_id=call_id_of(flow),
+            session_id=self._session(flow, identity, final),
+            started_at=float(meta.get("toolgate.started") or request.timestamp_start),
+            ended_at=time.time() if final else None,
+            client_addr=_address(flow.client_conn.peername),
+            subject=None if identity.get("anonymous") else identity.get("subject"),
+            issuer=identity.get("issuer"),
+            token_id=identity.get("token_id"),
+            groups=list(identity.get("groups") or []),
+            protocol=policy.get("protocol") or "http",
+            function=policy.get("function") or f"{request.method} {request.path.split('?')[0]}",
+            method=request.method,
+            url=request.url,
+            request_headers=_headers(request.headers),
+            request_body=request.raw_content,
+            status=response.status_code if response is not None else None,
+            response_headers=_headers(response.headers) if response is not None else None,
+            response_body=response.raw_content if response is not None else None,
+            decision=decision,
+            enforced=enforced,
+            rules=rules,
+            mode=mode or getattr(ctx.options, "toolgate_mode", None),
+            error=error,
+            forwarded=forwarded,
+            findings=findings,
+            secret_headers=tuple(meta.get("toolgate.injected_headers") or ()),
+        )
+
+    def _session(self, flow: http.HTTPFlow, identity: Mapping[str, Any], final: bool) -> str:
+        headers = flow.request.headers
+        mcp = headers.get(MCP_SESSION_HEADER)
+        if not mcp and final and flow.response is not None:
+            mcp = flow.response.headers.get(MCP_SESSION_HEADER)  # the answer to `initialize`
+        named = mcp or headers.get(SESSION_HEADER)
+        if not named and SESSION_KEY in flow.metadata:
+            return flow.metadata[SESSION_KEY]
+        subject = None if identity.get("anonymous") else identity.get("subject")
+        caller = f"sub:{subject}" if subject else f"addr:{(flow.client_conn.peername or ('?',))[0]}"
+        session_id = self.sessions.assign(
+            caller, float(flow.metadata.get("toolgate.started") or time.time()),
+            mcp, headers.get(SESSION_HEADER),
+        )
+        flow.metadata[SESSION_KEY] = session_id
+        return session_id
+
+
+def _headers(headers: http.Headers) -> list[tuple[str, str]]:
+    return [(_text(k), _text(v)) for k, v in headers.fields]
+
+
+def _text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _address(peername: tuple | None) -> str | None:
+    if not peername:
+        return None
+    host, port = peername[0], peername[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+

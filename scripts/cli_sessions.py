@@ -1,8 +1,332 @@
-"""`toolgate sessions ...`: search, show, export, replay, verify and report recorded calls."""
+"""`toolgate sessions ...`: search, show, export, replay, verify and report recorded calls.
+
+Every command reads the store file (read-only) when no gateway holds it, and the running
+gateway's admin API when one does (`--admin`, `--token`): the same answers either way. Tables
+for people, `--json` for scripts, tab-separated lines when stdout is not a terminal. Exit status
+0 on success, 1 when a check fails (`verify`, `report --fail-on`, `replay --check`), 2 when the
+command cannot run (a usage error, no store, no admin API).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from sessions.client import Source, SourceError, open_source
+from sessions.fingerprint import fingerprint
+from sessions.query import LEVELS
+from sessions.timeparse import parse_time
+
+DECISION_STYLES = {"allow": "green", "mask": "yellow", "approve": "cyan", "block": "red",
+                   "deny": "red", "interrupted": "magenta"}
+
+
+class CannotRun(click.ClickException):
+    """The command cannot run as asked (exit 2, like a usage error)."""
+
+    exit_code = 2
+
+
+@dataclass
+class Common:
+    db: Path
+    admin: str
+    token: str | None
+    mask_key: str | None
+    as_json: bool
+
+    def source(self) -> Source:
+        try:
+            return open_source(self.db, self.admin, self.token)
+        except SourceError as exc:
+            raise CannotRun(str(exc)) from None
+
+    def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        source = self.source()
+        try:
+            return source.get(path, params)
+        except SourceError as exc:
+            raise CannotRun(f"{exc} ({source.description})") from None
+        finally:
+            source.close()
+
+
+def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every `sessions` command takes after its name."""
+
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    @click.option("--mask-key", envvar="TOOLGATE_MASK_KEY", default=None,
+                  metavar="env:NAME|file:PATH",
+                  help="The gateway's toolgate_mask_key, for find-value. [env: TOOLGATE_MASK_KEY]")
+    @click.option("--token", envvar="TOOLGATE_TOKEN", default=None,
+                  help="Bearer token for the admin API. [env: TOOLGATE_TOKEN]")
+    @click.option("--admin", default="http://127.0.0.1:8090", show_default=True,
+                  help="The gateway's admin API, used while the gateway holds the store.")
+    @click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
+                  default=Path("toolgate.duckdb"), show_default=True,
+                  help="The session store (the gateway's toolgate_db).")
+    @functools.wraps(fn)
+    def wrapper(db, admin, token, mask_key, as_json, **kwargs):
+        return fn(Common(db, admin, token, mask_key, as_json), **kwargs)
+
+    return wrapper
+
+
+def check_time(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value:
+        try:
+            parse_time(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
 
 
 @click.group()
 def sessions() -> None:
     """Search, show, export, replay, verify and report recorded sessions."""
+
+
+@sessions.command("list")
+@click.option("--subject", help="The caller (the token's subject).")
+@click.option("--since", callback=check_time, help="ISO time, or a duration ago: 30m, 1h, 2d.")
+@click.option("--until", callback=check_time, help="ISO time, or a duration ago.")
+@click.option("--function", help="A glob on the function name, e.g. 'crm.*'.")
+@click.option("--label", help="Only calls with a finding of this label.")
+@click.option("--level", type=click.Choice(LEVELS),
+              help="Only calls with a finding at this level or above.")
+@click.option("--decision", help="Comma-separated decisions, e.g. block,deny.")
+@click.option("--session", "session_id", help="Only this session.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@common_options
+def list_calls(opts: Common, **filters: Any) -> None:
+    """List recorded calls, newest first."""
+    params = {k: str(v) for k, v in filters.items() if v not in (None, "")}
+    answer = opts.get("/api/calls", params)
+    if opts.as_json:
+        return emit_json(answer)
+    calls = answer["calls"]
+    columns = ["started_at", "session_id", "subject", "function", "status", "decision", "labels",
+               "call_id"]
+    rows = [[c["started_at"], c["session_id"], c["subject"] or c["client_addr"], c["function"],
+             c["status"], c["decision"], ",".join(c["labels"]), c["call_id"]] for c in calls]
+    emit_table(f"{len(calls)} call(s)", columns, rows, decision_column=5)
+    if answer.get("next_before"):
+        click.echo("(there may be more: raise --limit, or narrow with --since/--until)", err=True)
+
+
+@sessions.command("show")
+@click.argument("session_id")
+@click.option("--full", is_flag=True, help="Also show headers and bodies.")
+@common_options
+def show(opts: Common, session_id: str, full: bool) -> None:
+    """Show a session as a timeline: calls, decisions, findings, approvals."""
+    timeline = get_session(opts, session_id, full)
+    if opts.as_json:
+        return emit_json(timeline)
+    console = Console()
+    console.print(f"[bold]session {timeline['session_id']}[/bold]: {timeline['count']} call(s), "
+                  f"{timeline['started_at']} .. {timeline['ended_at']}, "
+                  f"by {', '.join(timeline['subjects']) or 'anonymous callers'}")
+    for call in timeline["calls"]:
+        line = Text(f"{call['started_at']}  ")
+        line.append(f"{call['decision']:<11}", style=DECISION_STYLES.get(call["decision"], ""))
+        line.append(f" {call['status'] if call['status'] is not None else '---'}  "
+                    f"{call['function']}  ({call['method']} {call['url']})  "
+                    f"{call['subject'] or call['client_addr']}  {call['duration_ms']} ms")
+        console.print(line, highlight=False)
+        details = [f"call {call['call_id']} seq {call['seq']}"]
+        if call["rules"]:
+            details.append("rules " + ", ".join(call["rules"]))
+        if call["error"]:
+            details.append(f"error {call['error']}")
+        console.print("    " + "; ".join(details), style="dim", highlight=False)
+        for f in call["findings"]:
+            console.print(f"    finding {f['direction']} {f['path']}: {f['label']} "
+                          f"({f['level']}) -> {f['action']}", highlight=False)
+        for a in call["approvals"]:
+            console.print(f"    {a['decision']} by {a['reviewer']} via {a['channel']} at "
+                          f"{a['decided_at']}: {a['reason']} [{a['scope']}]", highlight=False)
+        if full:
+            for side in ("request", "response"):
+                headers = call.get(f"{side}_headers") or []
+                for name, value in headers:
+                    console.print(f"    {side} {name}: {value}", style="dim", highlight=False)
+                body = call.get(f"{side}_body")
+                if body:
+                    console.print(f"    {side} body ({call[f'{side}_body_encoding']}): {body}",
+                                  highlight=False, markup=False)
+
+
+@sessions.command("export")
+@click.argument("session_id")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The .mitm file to write (open it with `mitmweb -r FILE`).")
+@common_options
+def export(opts: Common, session_id: str, output: Path) -> None:
+    """Export a session as a .mitm file for mitmweb / mitmproxy."""
+    from sessions.export import export_session  # imports mitmproxy: only when needed
+
+    count = export_session(get_session(opts, session_id, True), output)
+    if opts.as_json:
+        return emit_json({"session_id": session_id, "output": str(output), "flows": count})
+    click.echo(f"wrote {count} flow(s) to {output}; open it with: mitmweb -r {output}")
+
+
+@sessions.command("replay")
+@click.argument("session_id")
+@click.option("--target", required=True, help="Base URL to send the requests to, e.g. http://staging:8080.")
+@click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
+              help="Add a header to every request (e.g. the target's own credentials).")
+@click.option("--check", is_flag=True, help="Exit 1 if any status or JSON shape changed.")
+@common_options
+def replay(
+    opts: Common, session_id: str, target: str, headers: tuple[str, ...], check: bool
+) -> None:
+    """Re-issue a session's requests against TARGET and report what changed."""
+    from sessions.replay import replay_session
+
+    extra = {}
+    for header in headers:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{header!r} is not 'NAME: VALUE'", param_hint="--header")
+        extra[name.strip()] = value.strip()
+    result = replay_session(get_session(opts, session_id, True), target, extra)
+    if opts.as_json:
+        emit_json(result)
+    else:
+        rows = [[r["method"], r["path"], r["recorded_status"], r["status"] or r["error"],
+                 "changed" if r["status_changed"] else "same",
+                 "; ".join(r["shape_differences"]) or "same shape"] for r in result["results"]]
+        emit_table(f"replayed {result['replayed']} call(s) against {target}: "
+                   f"{result['changed']} changed, {len(result['skipped'])} skipped (refused)",
+                   ["method", "path", "recorded", "now", "status", "JSON shape"], rows)
+        dropped = sorted({h for r in result["results"] for h in r["dropped_headers"]})
+        if dropped:
+            click.echo(f"not sent (never stored): {', '.join(dropped)}; pass --header to add "
+                       "the target's own", err=True)
+    if check and result["changed"]:
+        sys.exit(1)
+
+
+@sessions.command("verify")
+@common_options
+def verify(opts: Common) -> None:
+    """Check the hash chain: exit 1 naming the first bad row if the store was tampered with."""
+    result = opts.get("/api/verify")
+    if opts.as_json:
+        emit_json(result)
+    elif result["ok"]:
+        click.echo(f"ok: {result['rows']['calls']} call(s) and {result['rows']['approvals']} "
+                   f"approval(s), chain intact up to the head in {result['head_file']}")
+    else:
+        for p in result["problems"]:
+            where = f"{p['table']} row seq {p['seq']}" if p["seq"] is not None else p["table"]
+            call = f" (call {p['call_id']})" if p["call_id"] else ""
+            click.echo(f"TAMPERED: {where}{call}: {p['problem']}")
+    if not result["ok"]:
+        sys.exit(1)
+
+
+@sessions.command("report")
+@click.option("--since", callback=check_time, help="ISO time, or a duration ago: 30m, 1h, 2d.")
+@click.option("--until", callback=check_time, help="ISO time, or a duration ago.")
+@click.option("--fail-on", default="", metavar="DECISIONS",
+              help="Comma-separated decisions that fail the run, e.g. block,deny.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "junit"]), default="text",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the report to a file instead of stdout.")
+@common_options
+def report(opts: Common, since: str | None, until: str | None, fail_on: str, fmt: str,
+           output: Path | None) -> None:
+    """Summarize recorded calls for CI; exit 1 if a call's decision is in --fail-on."""
+    from sessions.report import render_junit, render_text
+
+    params = {"since": since or "", "until": until or "", "fail_on": fail_on}
+    result = opts.get("/api/report", params)
+    if opts.as_json or fmt == "json":
+        text = json.dumps(result, indent=2) + "\n"
+    elif fmt == "junit":
+        text = render_junit(result)
+    else:
+        text = render_text(result)
+    if output:
+        output.write_text(text)
+    else:
+        click.echo(text, nl=False)
+    if not result["passed"]:
+        sys.exit(1)
+
+
+@sessions.command("find-value")
+@click.argument("value")
+@common_options
+def find_value(opts: Common, value: str) -> None:
+    """Was VALUE ever seen? Looks its keyed fingerprint up in the findings ('-' reads VALUE
+    from stdin, which keeps it out of shell history)."""
+    from addons.settings import resolve_secret
+
+    if not opts.mask_key:
+        raise click.UsageError(
+            "find-value needs the gateway's mask key: pass --mask-key env:NAME|file:PATH "
+            "or set TOOLGATE_MASK_KEY"
+        )
+    try:
+        key = resolve_secret(opts.mask_key, "--mask-key")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--mask-key") from None
+    if value == "-":
+        value = sys.stdin.read()
+    result = opts.get("/api/findings", {"fingerprint": fingerprint(key, value)})
+    if opts.as_json:
+        return emit_json(result)
+    if not result["seen"]:
+        click.echo("not seen: no finding in the store has this value's fingerprint")
+        return
+    rows = [[f["started_at"], f["session_id"], f["subject"], f["function"], f["direction"],
+             f["path"], f["label"], f["action"], f["call_id"]] for f in result["findings"]]
+    emit_table(f"seen {result['count']} time(s)",
+               ["started_at", "session_id", "subject", "function", "direction", "path", "label",
+                "action", "call_id"], rows)
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def get_session(opts: Common, session_id: str, full: bool) -> dict[str, Any]:
+    return opts.get(f"/api/sessions/{session_id}", {"full": "1" if full else ""})
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def emit_table(title: str, columns: list[str], rows: list[list[Any]],
+               decision_column: int | None = None) -> None:
+    console = Console()
+    if not console.is_terminal:  # plain lines for pipes: one row per line, tab-separated
+        click.echo("\t".join(columns))
+        for row in rows:
+            click.echo("\t".join("" if v is None else str(v) for v in row))
+        return
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        cells = ["" if v is None else str(v) for v in row]
+        if decision_column is not None:
+            cells[decision_column] = Text(cells[decision_column],
+                                          style=DECISION_STYLES.get(cells[decision_column], ""))
+        table.add_row(*cells)
+    console.print(table)

@@ -1,1 +1,20 @@
-"""toolgate: sessions."""
+"""toolgate's session store: every call, decision and approval, in DuckDB, tamper-evident.
+
+- `migrations`  the schema, as ordered, versioned migrations (`schema_migrations`)
+- `schema`      the columns the writer fills and the verifier hashes
+- `records`     what is recorded (`CallRecord`, `Finding`, `ApprovalRecord`); secrets redacted
+- `writer`      `Writer`: the one thread that owns the DuckDB connection; group commits of
+                Arrow batches; a Future per record that resolves on commit
+- `chain`       the hash chain and its head file (`<db>.head`)
+- `verify`      walks the chains, names the first bad row
+- `sessionize`  which session a call belongs to
+- `fingerprint` the keyed HMAC of a value (what findings keep instead of the value)
+- `query`       searches, timelines, reports, fingerprint look-ups (pure, JSON-able)
+- `api`         the admin API's session routes over `query` and `verify`
+- `client`      where the CLI reads from: the file, or the running gateway's admin API
+- `report`      text and JUnit renderings of a report
+- `export`      a session as a `.mitm` file (the only module importing mitmproxy)
+- `replay`      re-issues a session's requests against a target and compares
+
+Only this package talks to DuckDB.
+"""

@@ -1,0 +1,119 @@
+"""Where the command line reads the store from: the file itself when no gateway holds it
+(read-only), else the running gateway's admin API. Both answer the same routes with the same
+JSON (`sessions.api`), so every command gives the same answer either way."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import duckdb
+
+from sessions import api, chain
+from sessions.migrations import LATEST, current_version
+from sessions.writer import CONNECTION_CONFIG
+
+
+class SourceError(Exception):
+    """A request the source could not answer; the message says what to do."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Source(Protocol):
+    description: str
+
+    def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+class FileSource:
+    """The store's file, opened read-only."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path) -> None:
+        self.con, self.path = con, path
+        self.description = str(path)
+
+    def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
+        status, body = api.handle(self.con, path, params or {}, chain.head_path(self.path))
+        if status != 200:
+            raise SourceError(body["error"]["message"], status)
+        return body
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class AdminSource:
+    """The running gateway's admin API."""
+
+    def __init__(self, base_url: str, token: str | None, timeout: float = 30) -> None:
+        self.base_url, self.token, self.timeout = base_url.rstrip("/"), token, timeout
+        self.description = f"the gateway's admin API at {self.base_url}"
+
+    def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
+        query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v})
+        url = f"{self.base_url}{urllib.parse.quote(path)}" + (f"?{query}" if query else "")
+        request = urllib.request.Request(url, headers={"Accept": "application/json"})
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
+                return json.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read())["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = f"HTTP {exc.code}"
+            if exc.code == 401:
+                message += " (pass --token or set TOOLGATE_TOKEN)"
+            raise SourceError(message, exc.code) from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise SourceError(
+                f"the store is held by a running gateway, and its admin API at {self.base_url} "
+                f"did not answer ({reason}): pass --admin URL (toolgate_admin_listen), or stop "
+                "the gateway to read the file directly"
+            ) from None
+
+    def close(self) -> None:
+        pass
+
+
+def open_source(db: Path, admin: str, token: str | None) -> Source:
+    """The file if it can be opened, the admin API if a gateway holds it."""
+    if not db.exists():
+        raise SourceError(
+            f"there is no session store at {db}: pass --db PATH (the gateway's toolgate_db)"
+        )
+    try:
+        con = duckdb.connect(str(db), read_only=True, config=CONNECTION_CONFIG)
+    except (duckdb.IOException, duckdb.ConnectionException) as exc:
+        # Another process holds the file (or this one, with a writable connection).
+        if "lock" in str(exc).lower() or "different configuration" in str(exc).lower():
+            return AdminSource(admin, token)
+        raise SourceError(f"cannot open the session store {db}: {exc}") from None
+    except duckdb.Error as exc:
+        raise SourceError(f"{db} is not a toolgate session store: {exc}") from None
+    try:
+        version = current_version(con)
+    except duckdb.Error:
+        version = 0
+    if version == 0:
+        con.close()
+        raise SourceError(f"{db} is not a toolgate session store (no schema_migrations table)")
+    if version < LATEST:
+        con.close()
+        raise SourceError(
+            f"{db} has schema version {version}; start the gateway once on it to migrate it to "
+            f"version {LATEST}"
+        )
+    return FileSource(con, db)

@@ -1,0 +1,142 @@
+"""The store's schema, as ordered migrations.
+
+Each migration runs once, in its own transaction, and is remembered in `schema_migrations`, so
+a store written by an older toolgate is brought up to date when the gateway opens it. Never edit
+a migration that has shipped: add the next one.
+
+The column names of `calls`, `findings` and `approvals` are a contract with users who query the
+store with SQL (see "The session store" in SPEC.md); more columns are fine, renames are not.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+# (version, name, SQL). Timestamps are TIMESTAMPTZ in UTC; headers are JSON text (a list of
+# [name, value] pairs, in order, duplicates kept); bodies are BLOBs exactly as forwarded and
+# returned (after masking), including any Content-Encoding.
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "calls, findings, approvals, pending",
+        """
+        CREATE TABLE calls (
+            seq              BIGINT NOT NULL,   -- the chain's order, from 1
+            call_id          VARCHAR NOT NULL,  -- equals the X-Toolgate-Call-Id header
+            session_id       VARCHAR,
+            started_at       TIMESTAMPTZ NOT NULL,
+            ended_at         TIMESTAMPTZ,
+            client_addr      VARCHAR,
+            subject          VARCHAR,
+            issuer           VARCHAR,
+            token_id         VARCHAR,
+            groups           VARCHAR[],
+            protocol         VARCHAR,
+            function         VARCHAR,
+            method           VARCHAR,
+            url              VARCHAR,
+            request_headers  VARCHAR,           -- JSON [[name, value], ...], secrets redacted
+            request_body     BLOB,              -- as forwarded, after masking
+            status           INTEGER,           -- the status the caller got; NULL if none
+            response_headers VARCHAR,
+            response_body    BLOB,              -- as returned to the caller
+            decision         VARCHAR,           -- allow, mask, approve, block, deny, ...
+            enforced         VARCHAR,           -- what was done (decision, unless monitored)
+            rules            VARCHAR[],
+            mode             VARCHAR,           -- enforce or monitor
+            error            VARCHAR,           -- toolgate's error code, or the transport error
+            forwarded        BOOLEAN,           -- whether the call was let through to the backend
+            prev_hash        VARCHAR NOT NULL,
+            hash             VARCHAR NOT NULL
+        );
+        CREATE TABLE findings (
+            call_id     VARCHAR NOT NULL,
+            direction   VARCHAR,                -- request or response
+            path        VARCHAR,                -- where in the body
+            label       VARCHAR,
+            level       VARCHAR,
+            action      VARCHAR,
+            fingerprint VARCHAR                 -- keyed HMAC of the raw value, never the value
+        );
+        CREATE TABLE approvals (
+            seq          BIGINT NOT NULL,
+            call_id      VARCHAR NOT NULL,
+            requested_at TIMESTAMPTZ,
+            decided_at   TIMESTAMPTZ,
+            decision     VARCHAR,               -- approved, denied, expired
+            reviewer     VARCHAR,
+            channel      VARCHAR,               -- mitmweb, api, cli, timeout, ...
+            reason       VARCHAR,
+            scope        VARCHAR,               -- this call, or a grant for a time window
+            prev_hash    VARCHAR NOT NULL,
+            hash         VARCHAR NOT NULL
+        );
+        -- Requests let through under audit durability whose answer is not recorded yet. A row
+        -- left here when the gateway stopped becomes an `interrupted` call at the next start.
+        CREATE TABLE pending (
+            call_id          VARCHAR NOT NULL,
+            session_id       VARCHAR,
+            started_at       TIMESTAMPTZ NOT NULL,
+            client_addr      VARCHAR,
+            subject          VARCHAR,
+            issuer           VARCHAR,
+            token_id         VARCHAR,
+            groups           VARCHAR[],
+            protocol         VARCHAR,
+            function         VARCHAR,
+            method           VARCHAR,
+            url              VARCHAR,
+            request_headers  VARCHAR,
+            request_body     BLOB,
+            decision         VARCHAR,
+            enforced         VARCHAR,
+            rules            VARCHAR[],
+            mode             VARCHAR,
+            findings         VARCHAR            -- JSON of the request's findings
+        );
+        """,
+    ),
+]
+
+LATEST = MIGRATIONS[-1][0]
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The store's schema version; 0 for an empty database."""
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+    ).fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = con.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    return int(row[0] or 0) if row else 0
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply the migrations the store lacks; the resulting version."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER NOT NULL, name VARCHAR NOT NULL,"
+        " applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
+    )
+    version = current_version(con)
+    if version > LATEST:
+        raise RuntimeError(
+            f"the store's schema is version {version}, newer than this toolgate knows "
+            f"({LATEST}): upgrade toolgate"
+        )
+    for number, name, sql in MIGRATIONS:
+        if number <= version:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(sql)
+            con.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [number, name]
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        version = number
+    return version

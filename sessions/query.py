@@ -1,0 +1,282 @@
+"""Reading the store: pure functions from a DuckDB connection to JSON-able values.
+
+The command line runs them on the file when the gateway is stopped, and the admin API runs the
+same functions on the gateway's own connection while it holds the file (see `sessions.api`),
+so both give the same answers.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from sessions.timeparse import iso, iso_us, to_us
+
+LEVELS = ("public", "internal", "confidential", "restricted")
+MAX_LIMIT = 10_000
+
+_SUMMARY = """
+    c.seq, c.call_id, c.session_id, epoch_us(c.started_at), epoch_us(c.ended_at),
+    c.client_addr, c.subject,
+    c.groups, c.protocol, c.function, c.method, c.url, c.status, c.decision, c.enforced,
+    c.rules, c.mode,
+    c.error, c.forwarded,
+    (SELECT count(*) FROM findings f WHERE f.call_id = c.call_id) AS findings,
+    (SELECT list(DISTINCT f.label ORDER BY f.label) FROM findings f
+      WHERE f.call_id = c.call_id) AS labels
+"""
+_SUMMARY_NAMES = [
+    "seq", "call_id", "session_id", "started_at", "ended_at", "client_addr", "subject",
+    "groups", "protocol", "function", "method", "url", "status", "decision", "enforced", "rules",
+    "mode",
+    "error", "forwarded", "findings", "labels",
+]
+_FULL = ", c.request_headers, c.request_body, c.response_headers, c.response_body"
+
+
+@dataclass
+class CallFilter:
+    """What `search_calls` looks for; every field narrows the search."""
+
+    subject: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    function: str | None = None  # a glob: crm.*, GET /customers/*
+    label: str | None = None  # a finding's label
+    level: str | None = None  # a finding at this level or above
+    decisions: list[str] = field(default_factory=list)
+    session_id: str | None = None
+    call_id: str | None = None
+    before: int | None = None  # only calls with a smaller seq (paging back in time)
+    limit: int = 100
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        if self.subject:
+            clauses.append("c.subject = ?")
+            params.append(self.subject)
+        if self.since:
+            clauses.append("c.started_at >= make_timestamptz(?::BIGINT)")
+            params.append(to_us(self.since))
+        if self.until:
+            clauses.append("c.started_at < make_timestamptz(?::BIGINT)")
+            params.append(to_us(self.until))
+        if self.function:
+            clauses.append("c.function GLOB ?")
+            params.append(self.function)
+        if self.label:
+            clauses.append(
+                "EXISTS (SELECT 1 FROM findings f WHERE f.call_id = c.call_id AND f.label = ?)"
+            )
+            params.append(self.label)
+        if self.level:
+            levels = levels_at_least(self.level)
+            marks = ", ".join("?" for _ in levels)
+            clauses.append(
+                "EXISTS (SELECT 1 FROM findings f WHERE f.call_id = c.call_id "
+                f"AND f.level IN ({marks}))"
+            )
+            params.extend(levels)
+        if self.decisions:
+            marks = ", ".join("?" for _ in self.decisions)
+            clauses.append(f"c.decision IN ({marks})")
+            params.extend(self.decisions)
+        if self.session_id:
+            clauses.append("c.session_id = ?")
+            params.append(self.session_id)
+        if self.call_id:
+            clauses.append("c.call_id = ?")
+            params.append(self.call_id)
+        if self.before is not None:
+            clauses.append("c.seq < ?")
+            params.append(self.before)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def levels_at_least(level: str) -> list[str]:
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}, not {level!r}")
+    return list(LEVELS[LEVELS.index(level):])
+
+
+def search_calls(con: duckdb.DuckDBPyConnection, flt: CallFilter) -> list[dict[str, Any]]:
+    """Calls matching `flt`, newest first, at most `flt.limit`."""
+    where, params = flt.where()
+    limit = max(1, min(int(flt.limit), MAX_LIMIT))
+    rows = con.execute(
+        f"SELECT {_SUMMARY} FROM calls c{where} ORDER BY c.seq DESC LIMIT {limit}", params
+    ).fetchall()
+    return [_summary(row) for row in rows]
+
+
+def session_timeline(
+    con: duckdb.DuckDBPyConnection, session_id: str, full: bool = False
+) -> dict[str, Any] | None:
+    """A session's calls in order, each with its findings and approvals; with `full`, also
+    headers and bodies (for export and replay). None if there is no such session."""
+    select = _SUMMARY + (_FULL if full else "")
+    rows = con.execute(
+        f"SELECT {select} FROM calls c WHERE c.session_id = ? ORDER BY c.started_at, c.seq",
+        [session_id],
+    ).fetchall()
+    if not rows:
+        return None
+    calls = [_call(row, full) for row in rows]
+    ids = [c["call_id"] for c in calls]
+    findings = _by_call(con, "findings", ids, "direction, path, label, level, action, fingerprint",
+                        "direction, path")
+    approvals = _by_call(con, "approvals", ids,
+                         "epoch_us(requested_at) AS requested_at, epoch_us(decided_at) AS "
+                         "decided_at, decision, reviewer, channel, reason, scope", "seq")
+    for call in calls:
+        call["findings"] = findings.get(call["call_id"], [])
+        call["approvals"] = approvals.get(call["call_id"], [])
+    return {
+        "session_id": session_id,
+        "started_at": calls[0]["started_at"],
+        "ended_at": max((c["ended_at"] or c["started_at"]) for c in calls),
+        "subjects": sorted({c["subject"] for c in calls if c["subject"]}),
+        "count": len(calls),
+        "calls": calls,
+    }
+
+
+def find_fingerprint(con: duckdb.DuckDBPyConnection, fingerprint: str) -> dict[str, Any]:
+    """Where a value with this fingerprint was seen."""
+    rows = con.execute(
+        """
+        SELECT f.call_id, c.session_id, epoch_us(c.started_at), c.subject, c.function, f.direction,
+               f.path, f.label, f.level, f.action
+        FROM findings f LEFT JOIN calls c ON c.call_id = f.call_id
+        WHERE f.fingerprint = ? ORDER BY c.started_at, f.call_id, f.path
+        """,
+        [fingerprint.lower()],
+    ).fetchall()
+    names = ["call_id", "session_id", "started_at", "subject", "function", "direction",
+             "path", "label", "level", "action"]
+    seen = [dict(zip(names, row)) for row in rows]
+    for s in seen:
+        s["started_at"] = iso_us(s["started_at"])
+    return {"fingerprint": fingerprint.lower(), "seen": bool(seen), "count": len(seen),
+            "findings": seen}
+
+
+def report(
+    con: duckdb.DuckDBPyConnection,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    fail_on: list[str] | None = None,
+) -> dict[str, Any]:
+    """A run's summary for CI: calls by decision and by function, and the calls whose
+    decision is in `fail_on` (then `passed` is false)."""
+    fail_on = list(fail_on or [])
+    flt = CallFilter(since=since, until=until)
+    where, params = flt.where()
+    by_decision = dict(con.execute(
+        f"SELECT c.decision, count(*) FROM calls c{where} GROUP BY 1 ORDER BY 1", params
+    ).fetchall())
+    functions = con.execute(
+        f"""SELECT coalesce(c.function, '?'), coalesce(c.protocol, '?'), c.decision, count(*)
+            FROM calls c{where} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
+        params,
+    ).fetchall()
+    by_function: dict[tuple[str, str], dict[str, Any]] = {}
+    for function, protocol, decision, count in functions:
+        entry = by_function.setdefault(
+            (function, protocol),
+            {"function": function, "protocol": protocol, "calls": 0, "decisions": {}},
+        )
+        entry["calls"] += count
+        entry["decisions"][decision] = count
+    failed: list[dict[str, Any]] = []
+    if fail_on:
+        failed = search_calls(con, CallFilter(since=since, until=until, decisions=fail_on,
+                                              limit=MAX_LIMIT))
+        failed.reverse()  # oldest first, as they happened
+    total = sum(by_decision.values())
+    return {
+        "since": iso(since),
+        "until": iso(until),
+        "total": total,
+        "by_decision": by_decision,
+        "by_function": list(by_function.values()),
+        "fail_on": fail_on,
+        "failed": failed,
+        "failed_count": sum(by_decision.get(d, 0) for d in fail_on),
+        "passed": not any(by_decision.get(d, 0) for d in fail_on),
+    }
+
+
+# -- JSON shapes -------------------------------------------------------------------------
+
+
+def body_json(data: bytes | None) -> tuple[str | None, str | None]:
+    """A body as JSON text: UTF-8 when it is, base64 otherwise; with its encoding's name."""
+    if data is None:
+        return None, None
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode(), "base64"
+
+
+def body_bytes(text: str | None, encoding: str | None) -> bytes | None:
+    if text is None:
+        return None
+    return base64.b64decode(text) if encoding == "base64" else text.encode("utf-8")
+
+
+def _summary(row: tuple) -> dict[str, Any]:
+    d = dict(zip(_SUMMARY_NAMES, row))
+    started, ended = d["started_at"], d["ended_at"]
+    d["duration_ms"] = round((ended - started) / 1000, 3) if started and ended else None
+    d["started_at"], d["ended_at"] = iso_us(started), iso_us(ended)
+    d["groups"] = list(d["groups"] or [])
+    d["rules"] = list(d["rules"] or [])
+    d["labels"] = list(d["labels"] or [])
+    return d
+
+
+def _call(row: tuple, full: bool) -> dict[str, Any]:
+    d = _summary(row[: len(_SUMMARY_NAMES)])
+    if full:
+        req_h, req_b, resp_h, resp_b = row[len(_SUMMARY_NAMES):]
+        d["request_headers"] = orjson.loads(req_h) if req_h else []
+        d["request_body"], d["request_body_encoding"] = body_json(req_b)
+        d["response_headers"] = orjson.loads(resp_h) if resp_h else None
+        d["response_body"], d["response_body_encoding"] = body_json(resp_b)
+    return d
+
+
+def _by_call(
+    con: duckdb.DuckDBPyConnection, table: str, ids: list[str], columns: str, order: str
+) -> dict[str, list[dict[str, Any]]]:
+    if not ids:
+        return {}
+    names = [c.strip().split(" AS ")[-1] for c in columns.split(",")]
+    con.register("_ids", _ids_table(ids))
+    try:
+        rows = con.execute(
+            f"SELECT call_id, {columns} FROM {table} WHERE call_id IN (SELECT id FROM _ids) "
+            f"ORDER BY call_id, {order}"
+        ).fetchall()
+    finally:
+        con.unregister("_ids")
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        item = dict(zip(names, row[1:]))
+        for key in ("requested_at", "decided_at"):
+            if key in item:
+                item[key] = iso_us(item[key])
+        out.setdefault(row[0], []).append(item)
+    return out
+
+
+def _ids_table(ids: list[str]) -> pa.Table:
+    return pa.table({"id": pa.array(ids, pa.string())})

@@ -1,0 +1,160 @@
+"""What gets recorded: plain values, built by the recorder addon from a flow, stored by the
+writer. Secrets are removed here, when a record is made, so that no path into the store can
+carry them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+REDACTED = "[REDACTED]"
+
+# Headers whose values are credentials as the caller (or the backend) sent them. Vaulted
+# credentials injected by the gateway are named per call in `CallRecord.secret_headers`.
+CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "set-cookie2",
+        "x-api-key",
+        "api-key",
+        "x-auth-token",
+        "x-access-token",
+        "x-amz-security-token",
+        "x-goog-api-key",
+    }
+)
+
+# How a refusal (toolgate's error code) reads as a decision when the policy wrote none.
+REFUSAL_DECISIONS = {
+    "identity": "deny",
+    "blocked": "block",
+    "denied": "deny",
+    "approval_timeout": "deny",
+}
+
+# Calls found in `pending` at start: the gateway stopped before their answer was recorded.
+INTERRUPTED = "interrupted"
+
+Headers = list[tuple[str, str]]
+
+
+def redact_headers(headers: Iterable[tuple[str, str]], secret_names: Iterable[str] = ()) -> Headers:
+    """`headers` with credential values replaced by `[REDACTED]`; names and order kept, so a
+    responder still sees that a credential was sent."""
+    secret = CREDENTIAL_HEADERS | {name.lower() for name in secret_names}
+    return [(name, REDACTED if name.lower() in secret else value) for name, value in headers]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One classified value: where it was and what it is, never the value itself."""
+
+    direction: str
+    path: str
+    label: str
+    level: str | None = None
+    action: str | None = None
+    fingerprint: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Finding":
+        return cls(
+            direction=str(d.get("direction") or ""),
+            path=str(d.get("path") or ""),
+            label=str(d.get("label") or ""),
+            level=_opt_str(d.get("level")),
+            action=_opt_str(d.get("action")),
+            fingerprint=_opt_str(d.get("fingerprint")),
+        )
+
+    def as_tuple(self) -> tuple[str, str, str, str | None, str | None, str | None]:
+        return (self.direction, self.path, self.label, self.level, self.action, self.fingerprint)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(zip(("direction", "path", "label", "level", "action", "fingerprint"),
+                        self.as_tuple()))
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One call. The request phase fills the request side; the response phase the rest."""
+
+    call_id: str
+    started_at: float
+    method: str
+    url: str
+    request_headers: Headers
+    request_body: bytes | None
+    session_id: str | None = None
+    ended_at: float | None = None
+    client_addr: str | None = None
+    subject: str | None = None
+    issuer: str | None = None
+    token_id: str | None = None
+    groups: list[str] = field(default_factory=list)
+    protocol: str | None = None
+    function: str | None = None
+    status: int | None = None
+    response_headers: Headers | None = None
+    response_body: bytes | None = None
+    decision: str | None = None
+    enforced: str | None = None
+    rules: list[str] = field(default_factory=list)
+    mode: str | None = None
+    error: str | None = None
+    forwarded: bool = False
+    findings: list[Finding] = field(default_factory=list)
+    # Names of headers holding vaulted credentials the gateway injected into this call.
+    secret_headers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.request_headers = redact_headers(self.request_headers, self.secret_headers)
+        if self.response_headers is not None:
+            self.response_headers = redact_headers(self.response_headers, self.secret_headers)
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRecord:
+    """One reviewer decision on a held call (or its expiry)."""
+
+    call_id: str
+    requested_at: float | None
+    decided_at: float | None
+    decision: str
+    reviewer: str | None = None
+    channel: str | None = None
+    reason: str | None = None
+    scope: str | None = None
+
+
+def final_decision(
+    policy: Mapping[str, Any] | None, refused: str | None, forwarded: bool
+) -> tuple[str, str, list[str], str | None]:
+    """(decision, enforced, rules, mode) of a call.
+
+    `decision` is what was decided: the policy's strongest action even where it was only
+    monitored (`mode` says so), or a refusal that is a policy outcome (identity, a block, a
+    reviewer's denial), which is what happened whatever the policy first planned. `enforced` is
+    what was actually done to the call. Without a policy decision: `allow` if forwarded, else
+    the refusal's code."""
+    policy = policy or {}
+    rules = [str(r) for r in policy.get("rules") or []]
+    mode = _opt_str(policy.get("mode"))
+    action = _opt_str(policy.get("action"))
+    if refused in REFUSAL_DECISIONS:
+        outcome = REFUSAL_DECISIONS[refused]
+        if refused == "blocked" and action in ("block", "deny"):
+            outcome = action  # e.g. deny: a function outside the catalog
+        return outcome, outcome, rules, mode
+    if action:
+        return _opt_str(policy.get("would")) or action, action, rules, mode
+    outcome = refused if refused and not forwarded else "allow"
+    return outcome, outcome, rules, mode
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,591 @@
+"""The one writer: a thread that owns the store's DuckDB connection.
+
+Everything that changes the store goes through `Writer`: the request of a call let through
+under audit durability (`submit_request`, a `pending` row), a finished call (`submit_call`: its
+`calls` row, its findings, and the `pending` row removed, in one transaction), an approval
+decision (`record_approval`). Each returns a `concurrent.futures.Future` that resolves once the
+transaction holding the record has committed, and fails (with `RecordingError`) if it did not;
+the event loop awaits it with `asyncio.wrap_future` and never touches DuckDB itself.
+
+Records that arrive while a commit is running are committed together in the next one (group
+commit), inserted as Arrow tables rather than row by row: one fsync serves many calls.
+
+If the store cannot be written (disk full, file unwritable, a broken connection) the batch
+fails, the connection is dropped, and the next batch tries to open the store again: recording
+resumes by itself once the file is writable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from sessions import chain
+from sessions.chain import ChainHead, Position
+from sessions.migrations import migrate
+from sessions.records import INTERRUPTED, ApprovalRecord, CallRecord, Finding
+from sessions.schema import (
+    CHAIN_PREFIX,
+    CHAINED,
+    FINDING_COLUMNS,
+    PENDING_COLUMNS,
+    arrow_schema,
+    chained_columns,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_BATCH = 4096
+# Never resolve an unknown table name to a Python variable of the caller (DuckDB's default).
+CONNECTION_CONFIG = {"python_enable_replacements": False}
+
+# One writer per store per process: a new writer for the same file (a script reload) waits
+# for the previous one to finish; pending rows are recovered once per process.
+_registry_lock = threading.Lock()
+_latest: dict[str, "Writer"] = {}
+_recovered: set[str] = set()
+
+
+class RecordingError(Exception):
+    """The store did not record: under audit durability the call must not go on."""
+
+
+@dataclass(slots=True)
+class _Item:
+    kind: str  # request | call | approval
+    record: Any
+    future: Future
+
+
+_STOP = object()
+
+
+def _us(seconds: float | None) -> int | None:
+    return None if seconds is None else int(round(seconds * 1_000_000))
+
+
+def _headers_json(headers: Sequence[tuple[str, str]] | None) -> str | None:
+    return None if headers is None else orjson.dumps([list(h) for h in headers]).decode()
+
+
+def call_values(rec: CallRecord) -> dict[str, Any]:
+    """A call record in the store's terms (CALL_CONTENT's columns)."""
+    return {
+        "call_id": rec.call_id,
+        "session_id": rec.session_id,
+        "started_at": _us(rec.started_at),
+        "ended_at": _us(rec.ended_at),
+        "client_addr": rec.client_addr,
+        "subject": rec.subject,
+        "issuer": rec.issuer,
+        "token_id": rec.token_id,
+        "groups": [str(g) for g in rec.groups],
+        "protocol": rec.protocol,
+        "function": rec.function,
+        "method": rec.method,
+        "url": rec.url,
+        "request_headers": _headers_json(rec.request_headers),
+        "request_body": rec.request_body,
+        "status": None if rec.status is None else int(rec.status),
+        "response_headers": _headers_json(rec.response_headers),
+        "response_body": rec.response_body,
+        "decision": rec.decision,
+        "enforced": rec.enforced,
+        "rules": [str(r) for r in rec.rules],
+        "mode": rec.mode,
+        "error": rec.error,
+        "forwarded": bool(rec.forwarded),
+    }
+
+
+def approval_values(rec: ApprovalRecord) -> dict[str, Any]:
+    return {
+        "call_id": rec.call_id,
+        "requested_at": _us(rec.requested_at),
+        "decided_at": _us(rec.decided_at),
+        "decision": rec.decision,
+        "reviewer": rec.reviewer,
+        "channel": rec.channel,
+        "reason": rec.reason,
+        "scope": rec.scope,
+    }
+
+
+class _Columns:
+    """Rows gathered column by column, then handed to DuckDB as one Arrow table."""
+
+    def __init__(self, columns: list[tuple[str, str]]) -> None:
+        self.columns = columns
+        self.data: dict[str, list[Any]] = {name: [] for name, _ in columns}
+        self.rows = 0
+
+    def add(self, values: dict[str, Any]) -> None:
+        for name, _ in self.columns:
+            self.data[name].append(values[name])
+        self.rows += 1
+
+    def table(self) -> pa.Table:
+        return pa.table(self.data, schema=arrow_schema(self.columns))
+
+
+class Writer:
+    """Owns the store at `path`; see the module's docstring."""
+
+    def __init__(self, path: str | os.PathLike[str], max_batch: int = MAX_BATCH) -> None:
+        self.path = str(Path(path).expanduser().resolve())
+        self.head_file = chain.head_path(self.path)
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="toolgate-writer")
+        self._queries = ThreadPoolExecutor(1, thread_name_prefix="toolgate-query")
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._reader: duckdb.DuckDBPyConnection | None = None
+        self._reader_lock = threading.Lock()
+        self._positions: dict[str, Position] = {}
+        self._settled = True
+        self._stopping = False
+        self._first_open = threading.Event()  # set once the store was first tried
+        self._resolved: queue.SimpleQueue[list[_Item] | None] = queue.SimpleQueue()
+        self._resolver = threading.Thread(target=self._resolve, name="toolgate-writer-done",
+                                          daemon=True)
+        self._previous: Writer | None = None
+        self.healthy: bool | None = None  # None until the store was first opened
+        self.last_error: str | None = None
+        self.stats = {"commits": 0, "calls": 0, "requests": 0, "approvals": 0, "failures": 0}
+
+    # -- the API (any thread) ---------------------------------------------------------------
+
+    def start(self) -> "Writer":
+        with _registry_lock:
+            self._previous = _latest.get(self.path)
+            _latest[self.path] = self
+        if self._previous is not None:
+            self._previous.stop()
+        self._resolver.start()
+        self._thread.start()
+        return self
+
+    def submit_request(self, record: CallRecord) -> Future:
+        """Record that `record`'s request is being let through (a `pending` row)."""
+        return self._submit("request", record)
+
+    def submit_call(self, record: CallRecord) -> Future:
+        """Record a finished call: its `calls` row and findings; its `pending` row goes."""
+        return self._submit("call", record)
+
+    def submit_approval(self, record: ApprovalRecord) -> Future:
+        return self._submit("approval", record)
+
+    def record_approval(
+        self,
+        call_id: str,
+        requested_at: float | None,
+        decided_at: float | None,
+        decision: str,
+        reviewer: str | None = None,
+        channel: str | None = None,
+        reason: str | None = None,
+        scope: str | None = None,
+    ) -> Future:
+        """Record a reviewer's decision (approved, denied, expired) on a held call."""
+        return self.submit_approval(
+            ApprovalRecord(call_id, requested_at, decided_at, decision, reviewer, channel,
+                           reason, scope)
+        )
+
+    def run_query(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> "Future[T]":
+        """Run `fn(connection)` on a reading connection to the store, off the caller's thread
+        and off the writer's: a long query never holds up a commit. It sees committed data."""
+        return self._queries.submit(self._query, fn)
+
+    def stop(self) -> None:
+        """Commit what was submitted, then close the store (without waiting for it)."""
+        if not self._stopping:
+            self._stopping = True
+            self._queue.put(_STOP)
+            self._queries.shutdown(wait=False)
+
+    def join(self, timeout: float | None = None) -> bool:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- the writer thread ------------------------------------------------------------------
+
+    def _submit(self, kind: str, record: Any) -> Future:
+        future: Future = Future()
+        if self._stopping:
+            future.set_exception(RecordingError("the session store is closing"))
+        else:
+            self._queue.put(_Item(kind, record, future))
+        return future
+
+    def _run(self) -> None:
+        if self._previous is not None:
+            self._previous.join()
+            self._previous = None
+        stop = False
+        try:
+            try:  # open at once: interrupted calls are recovered before the first new one
+                self._ensure_open()
+                self.healthy = True
+            except Exception as exc:  # noqa: BLE001 - retried by every batch
+                # A warning, not an error: mitmdump exits on an error logged while it starts,
+                # and a gateway that answers 503 until its store is back is the better outcome.
+                self.healthy = False
+                self.last_error = f"cannot open the session store {self.path}: {exc}"
+                logger.warning("toolgate: %s; calls are refused until it can be opened "
+                               "(toolgate_durability=audit)", self.last_error)
+            finally:
+                self._first_open.set()
+            while not stop:
+                try:
+                    first = self._queue.get(timeout=1.0)
+                except queue.Empty:
+                    # A program that forgot to stop its writer must still be able to exit.
+                    stop = not threading.main_thread().is_alive()
+                    continue
+                batch: list[_Item] = []
+                if first is _STOP:
+                    stop = True
+                else:
+                    batch.append(first)
+                while len(batch) < self.max_batch and not stop:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stop = True
+                    else:
+                        batch.append(item)
+                if batch:
+                    self._commit_batch(batch)
+                if self._queue.empty() and not self._settled and self._con is not None:
+                    self._settle()
+        except BaseException:  # noqa: BLE001 - the thread must not die with futures unresolved
+            logger.exception("toolgate: the session store's writer failed")
+        finally:
+            self._first_open.set()
+            self._fail_queued(RecordingError("the session store's writer stopped"))
+            self._close()
+            self._resolved.put(None)
+            self._resolver.join()
+
+    def _resolve(self) -> None:
+        while (items := self._resolved.get()) is not None:
+            for item in items:
+                item.future.set_result(None)
+
+    def _fail_queued(self, error: Exception) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Item) and item.future.set_running_or_notify_cancel():
+                item.future.set_exception(error)
+
+    def _commit_batch(self, batch: list[_Item]) -> None:
+        # A future whose waiter gave up (cancelled) before we got to it is not recorded.
+        items = [i for i in batch if i.future.set_running_or_notify_cancel()]
+        if not items:
+            return
+        try:
+            self._ensure_open()
+        except Exception as exc:  # noqa: BLE001
+            self._failed(items, f"cannot open the session store {self.path}: {exc}")
+            return
+        try:
+            self._commit(items)
+        except Exception as exc:  # noqa: BLE001
+            self._failed(items, f"cannot write to the session store {self.path}: {exc}")
+            self._close()  # reopened (and the chain re-read) by the next batch
+            return
+        if self.healthy is False:
+            logger.warning("toolgate: the session store %s records again", self.path)
+        self.healthy, self.last_error = True, None
+
+    def _failed(self, items: Iterable[_Item], message: str) -> None:
+        if self.healthy is not False or message != self.last_error:
+            logger.error("toolgate: %s", message)
+        self.healthy, self.last_error = False, message
+        self.stats["failures"] += 1
+        error = RecordingError(message)
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    def _commit(self, items: list[_Item]) -> None:
+        con = self._con
+        assert con is not None
+        pending = _Columns(PENDING_COLUMNS)
+        calls = _Columns(chained_columns("calls"))
+        findings = _Columns(FINDING_COLUMNS)
+        approvals = _Columns(chained_columns("approvals"))
+        positions = dict(self._positions)
+        done: list[_Item] = []
+        for item in items:
+            try:  # a record that cannot be stored fails alone, not its whole batch
+                if item.kind == "request":
+                    pending.add(self._pending_values(item.record))
+                elif item.kind == "call":
+                    positions["calls"] = self._add_call(item.record, positions["calls"],
+                                                        calls, findings)
+                elif item.kind == "approval":
+                    positions["approvals"] = self._add_chained(
+                        "approvals", approval_values(item.record), positions["approvals"],
+                        approvals)
+                else:
+                    raise ValueError(f"unknown record kind {item.kind!r}")
+            except Exception as exc:  # noqa: BLE001
+                item.future.set_exception(RecordingError(f"the record is not valid: {exc!r}"))
+                continue
+            done.append(item)
+        if not done:
+            return
+        # The head file first: if we crash before the commit, it still accepts the store.
+        chain.write_head(self.head_file, {
+            table: ChainHead(self._positions[table], positions[table]) for table in CHAINED
+        })
+        self._settled = positions == self._positions
+        con.execute("BEGIN TRANSACTION")
+        try:
+            self._insert(con, "pending", pending)
+            self._insert(con, "calls", calls)
+            self._insert(con, "findings", findings)
+            self._insert(con, "approvals", approvals)
+            if calls.rows:
+                con.execute(
+                    "DELETE FROM pending WHERE call_id IN (SELECT call_id FROM _batch_calls)"
+                )
+            con.execute("COMMIT")
+        except BaseException:
+            try:
+                con.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - the connection may be gone; it is dropped
+                pass
+            raise
+        finally:
+            for name in ("pending", "calls", "findings", "approvals"):
+                try:
+                    con.unregister(f"_batch_{name}")
+                except Exception:  # noqa: BLE001
+                    pass
+        self._positions = positions
+        self.stats["commits"] += 1
+        self.stats["requests"] += pending.rows
+        self.stats["calls"] += calls.rows
+        self.stats["approvals"] += approvals.rows
+        # Waking each waiter costs a syscall per future (asyncio's self-pipe): a helper
+        # thread does it while this one starts the next commit.
+        self._resolved.put(done)
+
+    @staticmethod
+    def _insert(con: duckdb.DuckDBPyConnection, table: str, columns: _Columns) -> None:
+        if not columns.rows:
+            return
+        view = f"_batch_{table}"
+        con.register(view, columns.table())
+        names = ", ".join(name for name, _ in columns.columns)
+        con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {view}")
+
+    @staticmethod
+    def _pending_values(rec: CallRecord) -> dict[str, Any]:
+        values = call_values(rec)
+        values["findings"] = orjson.dumps([f.as_dict() for f in rec.findings]).decode()
+        return values
+
+    def _add_call(
+        self, rec: CallRecord, position: Position, calls: _Columns, findings: _Columns
+    ) -> Position:
+        values = call_values(rec)
+        finding_rows = [f.as_tuple() for f in rec.findings]
+        position = self._add_chained("calls", values, position, calls,
+                                     extra=chain.canonical_findings(finding_rows))
+        for f in finding_rows:
+            findings.add(dict(zip((n for n, _ in FINDING_COLUMNS), (rec.call_id, *f))))
+        return position
+
+    @staticmethod
+    def _add_chained(
+        table: str, values: dict[str, Any], position: Position, rows: _Columns, extra: Any = None
+    ) -> Position:
+        seq = position.seq + 1
+        content = CHAINED[table]
+        digest = chain.row_hash(
+            position.hash,
+            CHAIN_PREFIX + content,
+            [seq, *(values[name] for name, _ in content)],
+            extra,
+        )
+        rows.add({**values, "seq": seq, "prev_hash": position.hash, "hash": digest})
+        return Position(seq, digest)
+
+    # -- opening, recovering, closing ------------------------------------------------------
+
+    def _ensure_open(self) -> None:
+        if self._con is not None:
+            return
+        con = duckdb.connect(self.path, config=CONNECTION_CONFIG)
+        try:
+            migrate(con)
+            self._positions = self._chain_positions(con)
+            self._con = con
+            if self.path not in _recovered:
+                self._recover_pending(con)
+                _recovered.add(self.path)
+            self._settle()
+            with self._reader_lock:
+                self._reader = con.cursor()
+        except BaseException:
+            self._con = None
+            con.close()
+            raise
+
+    def _chain_positions(self, con: duckdb.DuckDBPyConnection) -> dict[str, Position]:
+        """Where each chain goes on: its last row, unless the head file shows rows were cut
+        from its end (then from the head file's position, so the cut stays visible)."""
+        try:
+            heads = chain.read_head(self.head_file)
+        except ValueError as exc:
+            logger.error("toolgate: %s", exc)
+            self._keep_evidence("unreadable")
+            heads = None
+        positions: dict[str, Position] = {}
+        for table in CHAINED:
+            row = con.execute(
+                f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            tail = Position(int(row[0]), str(row[1])) if row else Position()
+            head = (heads or {}).get(table)
+            if head is None or head.accepts(tail):
+                if head is None and heads is None and tail.seq:
+                    logger.warning(
+                        "toolgate: %s has no chain head file; starting one at %s row %d",
+                        self.path, table, tail.seq,
+                    )
+                positions[table] = tail
+            elif head.committed.seq > tail.seq:
+                logger.error(
+                    "toolgate: the session store %s has lost %s rows %d..%d from its end; "
+                    "`toolgate sessions verify` reports it", self.path, table,
+                    tail.seq + 1, head.committed.seq,
+                )
+                positions[table] = head.committed
+            else:
+                logger.error(
+                    "toolgate: the session store %s does not end where its chain head says "
+                    "(%s row %d, head %d): it was changed outside the gateway; keeping the head "
+                    "file as evidence", self.path, table, tail.seq, head.committed.seq,
+                )
+                self._keep_evidence("mismatch")
+                positions[table] = tail
+        return positions
+
+    def _keep_evidence(self, why: str) -> None:
+        if self.head_file.exists():
+            target = self.head_file.with_name(f"{self.head_file.name}.{why}-{int(time.time())}")
+            shutil.copy2(self.head_file, target)
+
+    def _recover_pending(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Calls let through before the gateway last stopped, whose answer was never
+        recorded, become `interrupted` calls: nobody got an answer recorded as given."""
+        names = [name for name, _ in PENDING_COLUMNS]
+        select = ", ".join(names)
+        select = select.replace("started_at", "epoch_us(started_at)")
+        rows = con.execute(
+            f"SELECT {select} FROM pending ORDER BY started_at, call_id"
+        ).fetchall()
+        if not rows:
+            return
+        done = con.execute("SELECT DISTINCT call_id FROM calls WHERE call_id IN "
+                           "(SELECT call_id FROM pending)").fetchall()
+        finished = {r[0] for r in done}
+        records = [
+            _interrupted(dict(zip(names, row))) for row in rows if row[0] not in finished
+        ]
+        items = [_Item("call", rec, Future()) for rec in records]
+        for item in items:
+            item.future.set_running_or_notify_cancel()
+        self._commit(items)
+        if finished:  # already recorded: only the leftover pending rows go
+            con.execute("DELETE FROM pending WHERE call_id IN (SELECT call_id FROM calls)")
+        logger.warning(
+            "toolgate: recorded %d call(s) interrupted when the gateway last stopped",
+            len(records),
+        )
+
+    def _settle(self) -> None:
+        chain.write_head(self.head_file, {
+            table: ChainHead(pos, pos) for table, pos in self._positions.items()
+        }, sync=False)
+        self._settled = True
+
+    def _query(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        self._first_open.wait(30)
+        with self._reader_lock:
+            if self._reader is None:
+                raise RecordingError(
+                    f"the session store {self.path} is not open: {self.last_error or 'starting'}"
+                )
+            return fn(self._reader)
+
+    def _close(self) -> None:
+        with self._reader_lock:
+            if self._reader is not None:
+                try:
+                    self._reader.close()
+                except Exception:  # noqa: BLE001
+                    pass
+                self._reader = None
+        if self._con is not None:
+            con, self._con = self._con, None
+            try:
+                con.close()
+            except Exception:  # noqa: BLE001
+                logger.exception("toolgate: closing the session store failed")
+
+
+def _interrupted(row: dict[str, Any]) -> CallRecord:
+    started = row["started_at"]  # microseconds
+    findings = [Finding.from_dict(f) for f in orjson.loads(row.get("findings") or "[]")]
+    headers = [tuple(h) for h in orjson.loads(row["request_headers"] or "[]")]
+    return CallRecord(
+        call_id=row["call_id"],
+        session_id=row["session_id"],
+        started_at=started / 1_000_000,
+        method=row["method"],
+        url=row["url"],
+        request_headers=headers,  # type: ignore[arg-type]
+        request_body=row["request_body"],
+        client_addr=row["client_addr"],
+        subject=row["subject"],
+        issuer=row["issuer"],
+        token_id=row["token_id"],
+        groups=list(row["groups"] or []),
+        protocol=row["protocol"],
+        function=row["function"],
+        decision=INTERRUPTED,
+        enforced=row["enforced"],
+        rules=list(row["rules"] or []),
+        mode=row["mode"],
+        error="the gateway stopped before this call's answer was recorded",
+        forwarded=True,
+        findings=findings,
+    )

@@ -1,0 +1,36 @@
+"""Fixtures for the session store's tests: writers on a fresh store (helpers: storekit)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sessions import writer as writer_module
+from sessions.writer import Writer
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "store.duckdb"
+
+
+@pytest.fixture
+def open_writer(db: Path, monkeypatch) -> Iterator:
+    """Starts writers (as if each were a new gateway process) and stops them at the end."""
+    started: list[Writer] = []
+
+    def start(path: Path = db, new_process: bool = True, **kwargs) -> Writer:
+        if new_process:  # pending rows are recovered once per process
+            monkeypatch.setattr(writer_module, "_recovered", set())
+        w = Writer(path, **kwargs).start()
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+        w.join(10)
+
+

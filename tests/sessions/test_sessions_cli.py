@@ -1,0 +1,254 @@
+"""`toolgate sessions ...` on a store: offline on the file, and through the admin API while a
+process holds it, with the same answers; export, replay, report and find-value."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from scripts.cli import cli
+from sessions.fingerprint import fingerprint
+from sessions.records import Finding
+from storekit import make_call, record_all
+
+KEY = b"mask-key-for-tests"
+HERE = Path(__file__).parent
+
+
+def toolgate(*args: str, env: dict[str, str] | None = None, input: str | None = None):
+    return CliRunner().invoke(cli, list(args), env=env, input=input)
+
+
+@pytest.fixture
+def store(open_writer, db) -> Path:
+    """Two sessions: alice's (allowed, masked, blocked) and bob's (one denied call)."""
+    w = open_writer()
+    now = time.time()
+    ssn = fingerprint(KEY, "536-22-1234")
+    record_all(w, [
+        make_call(call_id="a1", session_id="s-alice", started_at=now - 7200, subject="alice",
+                  function="crm.get_customer", decision="mask",
+                  findings=[Finding("response", "$.ssn", "ssn", "restricted", "mask", ssn)]),
+        make_call(call_id="a2", session_id="s-alice", started_at=now - 60, subject="alice",
+                  function="crm.export", decision="block", status=403, forwarded=False,
+                  rules=["no-bulk-export"], url="http://backend.test/customers/export?limit=500",
+                  response_body=b'{"error": {"code": "blocked"}}', findings=[]),
+        make_call(call_id="a3", session_id="s-alice", started_at=now - 30, subject="alice",
+                  function="deploy.start", decision="approve", method="POST",
+                  url="http://backend.test/deploy", request_body=b'{"service": "api"}',
+                  response_body=b'{"deployment": "x1", "status": "started"}', status=202,
+                  findings=[Finding("request", "$.email", "email", "confidential", "allow",
+                                    fingerprint(KEY, "ada@example.com"))]),
+        make_call(call_id="b1", session_id="s-bob", started_at=now - 10, subject="bob",
+                  function="crm.get_customer", decision="deny", status=401, forwarded=False,
+                  findings=[]),
+    ])
+    w.record_approval("a3", now - 29, now - 20, "approved", "carol", "api", "release day",
+                      "call").result(10)
+    w.stop()
+    w.join(10)
+    return db
+
+
+def call_ids(result) -> list[str]:
+    assert result.exit_code == 0, result.output
+    return [c["call_id"] for c in json.loads(result.output)["calls"]]
+
+
+@pytest.mark.parametrize("args, expected", [
+    ([], ["b1", "a3", "a2", "a1"]),
+    (["--subject", "alice"], ["a3", "a2", "a1"]),
+    (["--since", "1h"], ["b1", "a3", "a2"]),
+    (["--until", "1h"], ["a1"]),
+    (["--function", "crm.*"], ["b1", "a2", "a1"]),
+    (["--label", "ssn"], ["a1"]),
+    (["--level", "confidential"], ["a3", "a1"]),
+    (["--level", "restricted"], ["a1"]),
+    (["--decision", "block,deny"], ["b1", "a2"]),
+    (["--session", "s-bob"], ["b1"]),
+    (["--limit", "2"], ["b1", "a3"]),
+])
+def test_list_filters(store, args, expected):
+    assert call_ids(toolgate("sessions", "list", *args, "--json", "--db", str(store))) == expected
+
+
+def test_list_prints_a_table_for_people(store):
+    result = toolgate("sessions", "list", "--db", str(store))
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0].split("\t")[:4] == ["started_at", "session_id", "subject", "function"]
+    assert len(lines) == 5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sessions", "list", "--since", "yesterday"], "not a time"),
+    (["sessions", "list", "--level", "secret"], "secret"),
+    (["sessions", "list", "--db", "/nonexistent/x.duckdb"], "no session store"),
+    (["sessions", "find-value", "x"], "mask key"),
+])
+def test_usage_errors_exit_2_and_say_what_to_do(store, args, message):
+    result = toolgate(*args, env={"TOOLGATE_MASK_KEY": ""})
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_show_is_a_timeline_with_findings_and_approvals(store):
+    result = toolgate("sessions", "show", "s-alice", "--db", str(store))
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert text.index("crm.get_customer") < text.index("crm.export") < text.index("deploy.start")
+    assert "finding response $.ssn: ssn (restricted) -> mask" in text
+    assert "approved by carol via api" in text and "release day" in text
+    assert "rules no-bulk-export" in text
+    as_json = json.loads(toolgate("sessions", "show", "s-alice", "--json", "--full", "--db",
+                                  str(store)).output)
+    assert [c["call_id"] for c in as_json["calls"]] == ["a1", "a2", "a3"]
+    assert as_json["calls"][2]["request_body"] == '{"service": "api"}'
+    missing = toolgate("sessions", "show", "nope", "--db", str(store))
+    assert missing.exit_code == 2 and "no session 'nope'" in missing.output
+
+
+def test_report_fails_on_the_decisions_named(store):
+    ok = toolgate("sessions", "report", "--fail-on", "interrupted", "--db", str(store))
+    assert ok.exit_code == 0 and "PASSED" in ok.output
+    bad = toolgate("sessions", "report", "--fail-on", "block", "--db", str(store))
+    assert bad.exit_code == 1 and "a2" in bad.output and "b1" not in bad.output
+    recent = toolgate("sessions", "report", "--since", "20s", "--fail-on", "block", "--db",
+                      str(store))
+    assert recent.exit_code == 0, recent.output  # the block was earlier
+    junit = toolgate("sessions", "report", "--fail-on", "block,deny", "--format", "junit",
+                     "--db", str(store))
+    assert junit.exit_code == 1
+    suite = ET.fromstring(junit.output.split("\n", 1)[1])
+    failures = {c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None}
+    assert failures == {"crm.export", "crm.get_customer"}
+    as_json = json.loads(toolgate("sessions", "report", "--format", "json", "--db",
+                                  str(store)).output)
+    assert as_json["by_decision"] == {"approve": 1, "block": 1, "deny": 1, "mask": 1}
+    assert as_json["total"] == 4 and as_json["passed"] is True
+
+
+def test_find_value_uses_the_fingerprint_only(store, tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_bytes(KEY + b"\n")
+    seen = toolgate("sessions", "find-value", " 536-22-1234 ", "--json", "--mask-key",
+                    f"file:{key_file}", "--db", str(store))
+    assert seen.exit_code == 0, seen.output
+    body = json.loads(seen.output)
+    assert body["seen"] and [f["call_id"] for f in body["findings"]] == ["a1"]
+    from_stdin = toolgate("sessions", "find-value", "-", "--json", "--db", str(store),
+                          env={"TOOLGATE_MASK_KEY": "env:TEST_MASK", "TEST_MASK": KEY.decode()},
+                          input="ada@example.com\n")
+    assert json.loads(from_stdin.output)["findings"][0]["call_id"] == "a3"
+    unseen = toolgate("sessions", "find-value", "000-00-0000", "--mask-key", f"file:{key_file}",
+                      "--db", str(store))
+    assert unseen.exit_code == 0 and "not seen" in unseen.output
+    wrong_key = toolgate("sessions", "find-value", "536-22-1234", "--json", "--db", str(store),
+                         env={"TOOLGATE_MASK_KEY": "env:OTHER", "OTHER": "another-key"})
+    assert json.loads(wrong_key.output)["seen"] is False
+
+
+def test_export_loads_in_mitmproxy(store, tmp_path):
+    from mitmproxy import io as mitm_io
+
+    out = tmp_path / "alice.mitm"
+    result = toolgate("sessions", "export", "s-alice", "-o", str(out), "--db", str(store))
+    assert result.exit_code == 0, result.output
+    with out.open("rb") as f:
+        flows = list(mitm_io.FlowReader(f).stream())
+    assert [f.metadata["toolgate.call_id"] for f in flows] == ["a1", "a2", "a3"]
+    assert [f.response.status_code for f in flows] == [200, 403, 202]
+    assert flows[2].request.method == "POST" and flows[2].request.content == b'{"service": "api"}'
+    assert "approved by carol" in flows[2].comment and "no-bulk-export" in flows[1].comment
+    assert flows[0].request.headers["Host"] == "backend.test"
+    assert not any(f.live for f in flows)
+
+
+class _Target(BaseHTTPRequestHandler):
+    """A replay target whose deploy answer changed shape and whose customer reads fail."""
+
+    seen: list[tuple[str, str, dict]] = []
+
+    def _answer(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        _Target.seen.append((self.command, self.path, dict(self.headers), body))
+        if self.path == "/deploy":
+            data, status = b'{"deployment": 7, "status": "started", "eta": 3}', 202
+        else:
+            data, status = b'{"error": "gone"}', 404
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+def test_replay_reports_status_and_shape_changes(store):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Target)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Target.seen = []
+    try:
+        target = f"http://127.0.0.1:{server.server_address[1]}"
+        result = toolgate("sessions", "replay", "s-alice", "--target", target, "--json",
+                          "--header", "X-Replay: yes", "--check", "--db", str(store))
+    finally:
+        server.shutdown()
+    assert result.exit_code == 1, result.output  # --check: something changed
+    body = json.loads(result.output)
+    assert body["replayed"] == 2 and [s["call_id"] for s in body["skipped"]] == ["a2"]
+    get, post = body["results"]
+    assert (get["recorded_status"], get["status"], get["status_changed"]) == (200, 404, True)
+    assert post["status_changed"] is False
+    assert post["shape_differences"] == ["$.deployment: string -> number", "$.eta: new"]
+    sent = {(m, p): (h, b) for m, p, h, b in _Target.seen}
+    headers, sent_body = sent[("POST", "/deploy")]
+    assert sent_body == b'{"service": "api"}' and headers["X-Replay"] == "yes"
+    assert "X-Toolgate-Call-Id" not in headers
+
+
+def test_the_same_answers_through_the_admin_api_while_a_gateway_holds_the_store(store):
+    offline = {
+        "list": toolgate("sessions", "list", "--subject", "alice", "--json", "--db",
+                         str(store)).output,
+        "show": toolgate("sessions", "show", "s-alice", "--json", "--db", str(store)).output,
+        "report": toolgate("sessions", "report", "--fail-on", "block", "--format", "json",
+                           "--db", str(store)).output,
+    }
+    holder = subprocess.Popen([sys.executable, str(HERE / "admin_stub.py"), str(store)],
+                              stdout=subprocess.PIPE, text=True, cwd=HERE,
+                              env={"PYTHONPATH": str(HERE.parents[1]), "PATH": "/usr/bin:/bin"})
+    try:
+        port = int(holder.stdout.readline())
+        admin = ["--db", str(store), "--admin", f"http://127.0.0.1:{port}"]
+        env = {"TOOLGATE_TOKEN": "admin-test-token"}
+        live = {
+            "list": toolgate("sessions", "list", "--subject", "alice", "--json", *admin,
+                             env=env).output,
+            "show": toolgate("sessions", "show", "s-alice", "--json", *admin, env=env).output,
+            "report": toolgate("sessions", "report", "--fail-on", "block", "--format", "json",
+                               *admin, env=env).output,
+        }
+        assert live == offline
+        assert toolgate("sessions", "verify", *admin, env=env).exit_code == 0
+        refused = toolgate("sessions", "list", *admin, env={"TOOLGATE_TOKEN": "wrong"})
+        assert refused.exit_code == 2 and "--token" in refused.output
+        gone = toolgate("sessions", "list", "--db", str(store), "--admin", "http://127.0.0.1:9")
+        assert gone.exit_code == 2 and "held by a running gateway" in gone.output
+    finally:
+        holder.terminate()
+        holder.wait(10)

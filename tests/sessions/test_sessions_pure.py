@@ -1,0 +1,107 @@
+"""The store's pure parts: decisions, sessions, fingerprints, times, JSON shapes, migrations."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime, timezone
+
+import duckdb
+import pytest
+
+from sessions import api
+from sessions.fingerprint import fingerprint
+from sessions.migrations import LATEST, current_version, migrate
+from sessions.records import final_decision
+from sessions.replay import shape, shape_differences
+from sessions.sessionize import Sessionizer
+from sessions.timeparse import parse_time, to_us, iso_us
+
+
+@pytest.mark.parametrize("policy, refused, forwarded, expected", [
+    (None, None, True, ("allow", "allow")),
+    (None, "identity", False, ("deny", "deny")),
+    (None, "unrecorded", False, ("unrecorded", "unrecorded")),
+    ({"action": "mask", "would": "mask"}, None, True, ("mask", "mask")),
+    ({"action": "allow", "would": "block", "mode": "monitor"}, None, True, ("block", "allow")),
+    ({"action": "block", "would": "block"}, "blocked", False, ("block", "block")),
+    ({"action": "deny", "would": "deny"}, "blocked", False, ("deny", "deny")),
+    ({"action": "approve", "would": "approve"}, "denied", False, ("deny", "deny")),
+    ({"action": "approve", "would": "approve"}, "approval_timeout", False, ("deny", "deny")),
+    ({"action": "approve", "would": "approve"}, None, True, ("approve", "approve")),
+    ({"action": "mask"}, "upstream", True, ("mask", "mask")),
+])
+def test_final_decision(policy, refused, forwarded, expected):
+    decision, enforced, _, _ = final_decision(policy, refused, forwarded)
+    assert (decision, enforced) == expected
+
+
+def test_sessions_by_idle_gap_per_caller():
+    ids = iter(f"s{i}" for i in range(10))
+    s = Sessionizer(idle=60, new_id=lambda: next(ids))
+    assert s.assign("sub:alice", 0) == "s0"
+    assert s.assign("sub:alice", 50) == "s0"
+    assert s.assign("sub:bob", 55) == "s1"
+    assert s.assign("sub:alice", 105) == "s0"  # the gap counts from the last call
+    assert s.assign("sub:alice", 200) == "s2"  # idle for longer than the gap
+    assert s.assign("sub:alice", 201, mcp_session="m-1", toolgate_session="t-1") == "m-1"
+    assert s.assign("sub:alice", 202, toolgate_session=" t-1 ") == "t-1"
+    assert s.assign("sub:alice", 203) == "s2"  # named sessions do not break the gap's
+
+
+def test_fingerprint_is_hmac_sha256_of_the_stripped_value():
+    expected = hmac.new(b"k", b"536-22-1234", hashlib.sha256).hexdigest()
+    assert fingerprint(b"k", "  536-22-1234\n") == expected
+    assert fingerprint(b"other", "536-22-1234") != expected
+    with pytest.raises(ValueError):
+        fingerprint(b"", "x")
+
+
+def test_times():
+    now = datetime(2026, 5, 1, 12, tzinfo=timezone.utc)
+    assert parse_time("90m", now) == datetime(2026, 5, 1, 10, 30, tzinfo=timezone.utc)
+    assert parse_time("2d", now).day == 29
+    assert parse_time("2026-05-01T10:00:00Z") == datetime(2026, 5, 1, 10, tzinfo=timezone.utc)
+    assert parse_time("2026-05-01 10:00").tzinfo is timezone.utc
+    with pytest.raises(ValueError, match="ISO 8601"):
+        parse_time("last tuesday")
+    assert iso_us(to_us(now)) == "2026-05-01T12:00:00Z"
+
+
+def test_json_shapes():
+    before = shape({"a": 1, "b": [{"x": "s"}], "c": None})
+    assert before == {"a": "number", "b": [{"x": "string"}], "c": "null"}
+    after = shape({"a": "1", "b": [{"x": "s", "y": True}]})
+    assert shape_differences(before, after) == [
+        "$.a: number -> string", "$.b[*].y: new", "$.c: missing now"]
+    assert shape_differences(before, before) == []
+
+
+def test_migrations_are_versioned_and_run_once():
+    con = duckdb.connect()
+    assert current_version(con) == 0
+    assert migrate(con) == LATEST
+    assert migrate(con) == LATEST
+    assert con.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == LATEST
+    con.execute("INSERT INTO schema_migrations (version, name) VALUES (999, 'future')")
+    with pytest.raises(RuntimeError, match="upgrade toolgate"):
+        migrate(con)
+
+
+@pytest.mark.parametrize("path, params, status", [
+    ("/api/calls", {"limit": "0"}, 400),
+    ("/api/calls", {"limit": "x"}, 400),
+    ("/api/calls", {"level": "secret"}, 400),
+    ("/api/calls", {"since": "soon"}, 400),
+    ("/api/findings", {"fingerprint": "not hex"}, 400),
+    ("/api/sessions/none", {}, 404),
+    ("/api/nothing", {}, 404),
+    ("/api/calls", {"subject": "x", "decision": "block, deny", "limit": "5"}, 200),
+])
+def test_api_parameters_are_checked(path, params, status):
+    con = duckdb.connect()
+    migrate(con)
+    got, body = api.handle(con, path, params)
+    assert got == status
+    if status != 200:
+        assert body["error"]["code"] in ("bad_request", "not_found") and body["error"]["message"]

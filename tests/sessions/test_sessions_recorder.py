@@ -1,0 +1,204 @@
+"""The recorder addon on mitmproxy's test flows: what it records at each hook, that audit
+durability refuses calls it cannot record, and that it leaves non-live flows alone."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from mitmproxy.test import taddons, tflow
+
+from addons.failclosed import unguarded_hooks
+from addons.recorder import Recorder
+from storekit import query
+
+
+def run(db: Path, scenario, durability: str = "audit"):
+    async def main():
+        recorder = Recorder()
+        with taddons.context(recorder) as tctx:
+            tctx.options.update  # noqa: B018 - options exist once loaded
+            tctx.configure(recorder, toolgate_db=str(db), toolgate_durability=durability)
+            try:
+                return await scenario(recorder)
+            finally:
+                recorder.done()
+                recorder_writer_join(recorder)
+
+    return asyncio.run(main())
+
+
+def recorder_writer_join(recorder: Recorder) -> None:
+    from sessions import writer
+
+    w = writer._latest.get(str(Path(recorder.db_path)))
+    if w is not None:
+        w.join(10)
+
+
+def flow_with_identity(**kwargs):
+    f = tflow.tflow(**kwargs)
+    f.metadata["toolgate.call_id"] = f"call-{f.id}"
+    f.metadata["toolgate.started"] = f.request.timestamp_start
+    f.metadata["toolgate.identity"] = {"subject": "alice", "issuer": "https://i", "groups": ["sre"],
+                                       "token_id": "jti-1", "anonymous": False}
+    f.request.headers["Authorization"] = "Bearer caller-token"
+    f.request.headers["X-Backend-Key"] = "vaulted-credential"
+    f.metadata["toolgate.injected_headers"] = ["X-Backend-Key"]
+    return f
+
+
+def test_every_flow_hook_fails_closed():
+    assert unguarded_hooks(Recorder()) == []
+
+
+def test_a_call_is_recorded_in_two_phases(tmp_path):
+    db = tmp_path / "s.duckdb"
+
+    async def scenario(recorder):
+        f = flow_with_identity()
+        await recorder.request(f)
+        assert f.response is None  # let through
+        assert f.metadata["toolgate.recorded"] == "request"
+        pending = await asyncio.wrap_future(recorder.run_query(
+            lambda con: con.execute("SELECT call_id FROM pending").fetchall()))
+        assert pending == [(f.metadata["toolgate.call_id"],)]
+        f.response = tflow.tresp()
+        f.metadata["toolgate.decision"] = {"action": "mask", "rules": ["r1"], "mode": "enforce",
+                                           "protocol": "mcp", "function": "get_customer"}
+        f.metadata["toolgate.findings"] = [{"direction": "response", "path": "$.ssn",
+                                            "label": "ssn", "level": "restricted",
+                                            "action": "mask", "fingerprint": "cd" * 32}]
+        await recorder.response(f)
+        assert f.response.status_code == 200
+        return f.metadata["toolgate.call_id"]
+
+    call_id = run(db, scenario)
+    [row] = query(db, "SELECT call_id, subject, groups, token_id, decision, rules, protocol, "
+                      "function, status, forwarded, request_headers, session_id FROM calls")
+    assert row[:10] == (call_id, "alice", ["sre"], "jti-1", "mask", ["r1"], "mcp",
+                        "get_customer", 200, True)
+    assert "caller-token" not in row[10] and "vaulted-credential" not in row[10]
+    assert row[11].startswith("s-")
+    assert query(db, "SELECT label, fingerprint FROM findings") == [("ssn", "cd" * 32)]
+    assert query(db, "SELECT count(*) FROM pending") == [(0,)]
+
+
+def test_a_call_refused_before_forwarding_is_recorded_once(tmp_path):
+    db = tmp_path / "s.duckdb"
+
+    async def scenario(recorder):
+        from addons.answers import Refusal, refuse
+
+        f = flow_with_identity()
+        refuse(f, Refusal("identity", "no token"))
+        await recorder.request(f)
+        await recorder.response(f)
+        await recorder.response(f)  # hooks may repeat: recorded once
+
+    run(db, scenario)
+    assert query(db, "SELECT status, decision, enforced, forwarded, error FROM calls") == [
+        (401, "deny", "deny", False, "identity")]
+
+
+def test_a_store_that_cannot_record_refuses_the_call_under_audit(tmp_path):
+    db = tmp_path / "s.duckdb"
+    db.mkdir()
+
+    async def scenario(recorder):
+        f = flow_with_identity()
+        await recorder.request(f)
+        return f
+
+    f = run(db, scenario)
+    assert f.response.status_code == 503
+    assert f.metadata["toolgate.refused"] == "unrecorded"
+    assert b'"unrecorded"' in f.response.content
+
+
+def test_an_answer_that_cannot_be_recorded_is_withheld(tmp_path):
+    db = tmp_path / "s.duckdb"
+
+    async def scenario(recorder):
+        f = flow_with_identity(resp=True)
+        await recorder.request(tflow.tflow())  # opens the store
+        f.response.content = b'{"secret": "backend answer"}'
+        await asyncio.wrap_future(recorder.run_query(
+            lambda con: con.execute("DROP TABLE pending")))  # the store breaks
+        await recorder.response(f)
+        return f
+
+    f = run(db, scenario)
+    assert f.response.status_code == 503
+    assert b"backend answer" not in f.response.content
+
+
+def test_async_durability_does_not_wait_and_still_records(tmp_path):
+    db = tmp_path / "s.duckdb"
+
+    async def scenario(recorder):
+        f = flow_with_identity()
+        await recorder.request(f)
+        f.response = tflow.tresp()
+        await recorder.response(f)
+
+    run(db, scenario, durability="async")
+    assert query(db, "SELECT count(*), min(forwarded) FROM calls") == [(1, True)]
+    assert query(db, "SELECT count(*) FROM pending") == [(0,)]  # async writes no pending row
+
+
+def test_flows_loaded_from_a_file_are_not_recorded(tmp_path):
+    db = tmp_path / "s.duckdb"
+
+    async def scenario(recorder):
+        f = flow_with_identity(resp=True)
+        f.live = False
+        await recorder.request(f)
+        await recorder.response(f)
+        return f
+
+    f = run(db, scenario)
+    assert "toolgate.recorded" not in f.metadata
+    assert not db.exists()  # nothing was even opened
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("Mcp-Session-Id", "mcp-abc"), ("X-Toolgate-Session", "mcp-abc")])
+def test_a_named_session_is_used(tmp_path, header, expected):
+    db = tmp_path / "s.duckdb"
+
+    async def scenario(recorder):
+        f = flow_with_identity(resp=True)
+        f.request.headers[header] = "mcp-abc"
+        await recorder.request(f)
+        await recorder.response(f)
+
+    run(db, scenario)
+    assert query(db, "SELECT session_id FROM calls") == [(expected,)]
+
+
+def test_an_initialize_answer_names_the_session(tmp_path):
+    db = tmp_path / "s.duckdb"
+
+    async def scenario(recorder):
+        f = flow_with_identity(resp=True)
+        f.response.headers["Mcp-Session-Id"] = "from-server"
+        await recorder.request(f)
+        await recorder.response(f)
+
+    run(db, scenario)
+    assert query(db, "SELECT session_id FROM calls") == [("from-server",)]
+
+
+def test_the_admin_query_runs_the_api_on_the_live_store(tmp_path):
+    db = tmp_path / "s.duckdb"
+
+    async def scenario(recorder):
+        f = flow_with_identity(resp=True)
+        await recorder.request(f)
+        await recorder.response(f)
+        return await asyncio.wrap_future(recorder.query("/api/calls", {"subject": "alice"}))
+
+    status, body = run(db, scenario)
+    assert status == 200 and body["count"] == 1 and body["calls"][0]["subject"] == "alice"

@@ -1,0 +1,221 @@
+"""The writer: group commits, futures that resolve on commit, failures that fail only what
+they must, recovery of calls interrupted by a crash, queries beside the writes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+
+import pytest
+
+from sessions import chain
+from sessions.records import CallRecord
+from sessions.writer import RecordingError
+from storekit import fill, make_call, query
+
+
+def test_records_commit_and_futures_resolve(open_writer, db):
+    w = open_writer()
+    calls = fill(w, 5)
+    rows = query(db, "SELECT call_id, seq, status, decision FROM calls ORDER BY seq")
+    assert [r[0] for r in rows] == [c.call_id for c in calls]
+    assert [r[1] for r in rows] == [1, 2, 3, 4, 5]
+    assert query(db, "SELECT count(*) FROM findings") == [(5,)]
+    assert query(db, "SELECT decision, reviewer FROM approvals") == [("approved", "bob")]
+
+
+def test_a_future_resolves_only_once_its_transaction_committed(open_writer, db):
+    w = open_writer()
+    call = make_call()
+    w.submit_call(call).result(10)
+    # Committed means visible to another connection right away.
+    seen = w.run_query(lambda con: con.execute(
+        "SELECT count(*) FROM calls WHERE call_id = ?", [call.call_id]).fetchone()[0]).result(10)
+    assert seen == 1
+
+
+def test_concurrent_submissions_are_grouped_into_few_commits(open_writer):
+    w = open_writer()
+    w.submit_call(make_call()).result(10)  # the store is open
+    barrier = threading.Barrier(8)
+    futures: list[Future] = []
+    lock = threading.Lock()
+
+    def producer():
+        barrier.wait()
+        for _ in range(50):
+            f = w.submit_call(make_call())
+            with lock:
+                futures.append(f)
+
+    threads = [threading.Thread(target=producer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for f in futures:
+        f.result(10)
+    assert w.stats["calls"] == 401
+    assert w.stats["commits"] < 401 / 4  # group commit: many records per transaction
+
+
+def test_request_then_call_leaves_no_pending_row(open_writer, db):
+    w = open_writer()
+    call = make_call()
+    w.submit_request(make_call(call_id=call.call_id, status=None, response_body=None,
+                               response_headers=None, ended_at=None)).result(10)
+    assert w.run_query(lambda c: c.execute("SELECT call_id FROM pending").fetchall()
+                       ).result(10) == [(call.call_id,)]
+    w.submit_call(call).result(10)
+    assert w.run_query(lambda c: c.execute("SELECT count(*) FROM pending").fetchone()[0]
+                       ).result(10) == 0
+
+
+def test_pending_calls_of_a_killed_gateway_are_recorded_as_interrupted(open_writer, db):
+    w = open_writer()
+    kept = make_call()
+    w.submit_call(kept).result(10)
+    lost = make_call(subject="mallory", request_body=b'{"deploy": "prod"}')
+    w.submit_request(lost).result(10)
+    w.stop()
+    assert w.join(10)
+    assert query(db, "SELECT call_id FROM pending") == [(lost.call_id,)]
+
+    w2 = open_writer()  # the gateway starts again
+    w2.submit_call(make_call()).result(10)
+    rows = query(db, "SELECT call_id, decision, subject, request_body, forwarded, status, seq "
+                     "FROM calls ORDER BY seq")
+    interrupted = [r for r in rows if r[0] == lost.call_id]
+    assert interrupted == [(lost.call_id, "interrupted", "mallory", b'{"deploy": "prod"}',
+                            True, None, 2)]
+    assert query(db, "SELECT count(*) FROM pending") == [(0,)]
+
+
+def test_a_bad_record_fails_alone(open_writer, db):
+    w = open_writer()
+    good = make_call()
+    bad = make_call(status="not a status")
+    futures = [w.submit_call(good), w.submit_call(bad)]
+    futures[0].result(10)
+    with pytest.raises(RecordingError, match="not valid"):
+        futures[1].result(10)
+    assert query(db, "SELECT call_id FROM calls") == [(good.call_id,)]
+
+
+def test_an_unwritable_store_fails_records_until_it_can_be_written(open_writer, db):
+    db.mkdir()  # DuckDB cannot open a folder (this works even as root)
+    w = open_writer()
+    with pytest.raises(RecordingError, match="cannot open the session store"):
+        w.submit_call(make_call()).result(10)
+    assert w.healthy is False and "cannot open" in w.last_error
+    with pytest.raises(RecordingError):
+        w.run_query(lambda con: 1).result(10)
+    db.rmdir()
+    call = make_call()
+    w.submit_call(call).result(10)
+    assert w.healthy is True
+    assert w.run_query(lambda c: c.execute("SELECT call_id FROM calls").fetchall()
+                       ).result(10) == [(call.call_id,)]
+
+
+def test_a_failed_commit_drops_the_connection_and_the_next_batch_reopens(open_writer, db):
+    w = open_writer()
+    w.submit_call(make_call()).result(10)
+
+    def break_the_store(con):  # as if the disk went away under the writer
+        con.execute("DROP TABLE findings")
+
+    w.run_query(break_the_store).result(10)
+    with pytest.raises(RecordingError, match="cannot write"):
+        w.submit_call(make_call()).result(10)
+    assert w.healthy is False
+    # Reopening does not bring the table back; the chain itself is intact up to here.
+    assert query(db, "SELECT max(seq) FROM calls") == [(1,)]
+
+
+def test_a_record_given_up_before_its_commit_is_not_written(open_writer, db, monkeypatch):
+    w = open_writer()
+    w.submit_call(make_call()).result(10)
+    release, entered = threading.Event(), threading.Event()
+    real_write_head = chain.write_head
+
+    def slow_write_head(path, heads, **kwargs):  # holds the writer inside a commit
+        entered.set()
+        release.wait(10)
+        real_write_head(path, heads, **kwargs)
+
+    monkeypatch.setattr(chain, "write_head", slow_write_head)
+    first = w.submit_call(make_call())
+    assert entered.wait(10)
+    given_up, kept = make_call(), make_call()
+    f_given_up, f_kept = w.submit_call(given_up), w.submit_call(kept)
+    assert f_given_up.cancel()  # e.g. the caller's wait timed out
+    release.set()
+    first.result(10)
+    f_kept.result(10)
+    ids = {r[0] for r in query(db, "SELECT call_id FROM calls")}
+    assert kept.call_id in ids and given_up.call_id not in ids
+
+
+def test_stopping_commits_what_was_submitted_and_refuses_the_rest(open_writer, db):
+    w = open_writer()
+    futures = [w.submit_call(make_call()) for _ in range(20)]
+    w.stop()
+    late = w.submit_call(make_call())
+    assert w.join(10)
+    for f in futures:
+        f.result(0)
+    with pytest.raises(RecordingError, match="closing"):
+        late.result(0)
+    assert query(db, "SELECT count(*) FROM calls") == [(20,)]
+    heads = chain.read_head(chain.head_path(db))
+    tail = query(db, "SELECT seq, hash FROM calls ORDER BY seq DESC LIMIT 1")[0]
+    assert heads["calls"].committed == heads["calls"].intent == chain.Position(*tail)
+
+
+def test_a_new_writer_for_the_same_store_waits_for_the_old_one(open_writer, db):
+    first = open_writer()
+    futures = [first.submit_call(make_call()) for _ in range(50)]
+    second = open_writer(new_process=False)  # a script reload: same process, same file
+    second.submit_call(make_call()).result(10)
+    for f in futures:
+        f.result(10)
+    second.stop()
+    second.join(10)
+    seqs = [r[0] for r in query(db, "SELECT seq FROM calls ORDER BY seq")]
+    assert seqs == list(range(1, 52))  # one chain, no fork
+
+
+def test_records_are_redacted_when_made():
+    call = CallRecord(
+        call_id="x", started_at=0, method="GET", url="http://b/", request_body=None,
+        request_headers=[("Authorization", "Bearer abc"), ("cookie", "a=b"),
+                         ("X-Backend-Key", "vaulted"), ("Accept", "*/*")],
+        response_headers=[("Set-Cookie", "sid=1"), ("X-Backend-Key", "echoed")],
+        secret_headers=("x-backend-key",),
+    )
+    assert call.request_headers == [("Authorization", "[REDACTED]"), ("cookie", "[REDACTED]"),
+                                    ("X-Backend-Key", "[REDACTED]"), ("Accept", "*/*")]
+    assert call.response_headers == [("Set-Cookie", "[REDACTED]"),
+                                     ("X-Backend-Key", "[REDACTED]")]
+
+
+def test_a_forgotten_writer_does_not_keep_a_program_alive(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "from sessions.writer import Writer\n"
+        "from storekit import make_call\n"
+        f"w = Writer({str(tmp_path / 'x.duckdb')!r}).start()\n"
+        "w.submit_call(make_call()).result(10)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], timeout=30,
+                          cwd=str(__import__("pathlib").Path(__file__).parent),
+                          env={**__import__("os").environ,
+                               "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[2])})
+    assert done.returncode == 0
+    assert time.monotonic() - started < 15
+    assert query(tmp_path / "x.duckdb", "SELECT count(*) FROM calls") == [(1,)]
