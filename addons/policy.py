@@ -61,8 +61,8 @@ class Policy:
         )
         loader.add_option(
             "toolgate_mask_key", Optional[str], None,
-            "The key of hash masks and fingerprints: env:NAME or file:PATH. Unset, a random "
-            "key is used and tokens change at every start.",
+            "The key of hash masks and fingerprints: env:NAME or file:PATH. Unset, a key "
+            "file beside the session store (toolgate_db + '.key') is used, created if missing.",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -71,19 +71,25 @@ class Policy:
                 settings.check_choice("toolgate_mode", ctx.options.toolgate_mode, MODES)
             if "toolgate_max_body" in updated:
                 self.max_body = settings.parse_size(ctx.options.toolgate_max_body)
-            if "toolgate_mask_key" in updated:
-                ref = ctx.options.toolgate_mask_key
-                if ref:
-                    self.mask_key = settings.resolve_secret(ref, "toolgate_mask_key")
-                else:
-                    logger.warning(
-                        "toolgate: toolgate_mask_key is not set: hash masks and fingerprints "
-                        "use a random key and change at every start"
-                    )
+            if updated & {"toolgate_mask_key", "toolgate_db"} and "toolgate_db" in ctx.options:
+                self.mask_key = self._mask_key()
             if "toolgate_rules" in updated:
                 self.rules.load(ctx.options.toolgate_rules)  # raises with file:line
         except ValueError as exc:
             raise exceptions.OptionsError(str(exc)) from None
+
+    def _mask_key(self) -> bytes:
+        ref = ctx.options.toolgate_mask_key
+        if ref:
+            return settings.resolve_secret(ref, "toolgate_mask_key")
+        path = settings.default_mask_key_file(ctx.options.toolgate_db)
+        try:
+            key = settings.load_or_create_key(path)
+        except OSError as exc:
+            raise ValueError(f"toolgate_mask_key is unset and {path} cannot be created: "
+                             f"{exc.strerror}") from None
+        logger.info("toolgate: hash masks and fingerprints use the key in %s", path)
+        return key
 
     def running(self) -> None:
         self._watcher = asyncio.get_running_loop().create_task(self.rules.watch())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import urllib.parse
 from pathlib import Path
 
@@ -68,3 +69,23 @@ def resolve_secret(ref: str, what: str) -> bytes:
     if not data:
         raise ValueError(f"{what}: {ref} is empty")
     return data
+
+
+def default_mask_key_file(db: str | Path) -> Path:
+    """Where the mask key lives when `toolgate_mask_key` is unset: beside the session store,
+    so hash tokens and fingerprints survive restarts and `find-value` can use them."""
+    return Path(db).expanduser().with_name(Path(db).name + ".key")
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The key in `path`, created (random, readable by its owner only) if it is missing."""
+    try:
+        return resolve_secret(f"file:{path}", "the mask key file")
+    except ValueError:
+        if path.exists():
+            raise
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32) + "\n")
+    return resolve_secret(f"file:{path}", "the mask key file")

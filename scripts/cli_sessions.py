@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sessions.client import Source, SourceError, open_source
-from sessions.fingerprint import fingerprint
+from rules import candidate_fingerprints
 from sessions.query import LEVELS
 from sessions.timeparse import parse_time
 
@@ -277,18 +277,26 @@ def find_value(opts: Common, value: str) -> None:
     from stdin, which keeps it out of shell history)."""
     from addons.settings import resolve_secret
 
-    if not opts.mask_key:
+    from addons.settings import default_mask_key_file
+
+    mask_key = opts.mask_key
+    if not mask_key and default_mask_key_file(opts.db).exists():
+        mask_key = f"file:{default_mask_key_file(opts.db)}"  # the gateway's default key
+    if not mask_key:
         raise click.UsageError(
             "find-value needs the gateway's mask key: pass --mask-key env:NAME|file:PATH "
-            "or set TOOLGATE_MASK_KEY"
+            f"or set TOOLGATE_MASK_KEY (no {default_mask_key_file(opts.db)} either)"
         )
     try:
-        key = resolve_secret(opts.mask_key, "--mask-key")
+        key = resolve_secret(mask_key, "--mask-key")
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--mask-key") from None
     if value == "-":
         value = sys.stdin.read()
-    result = opts.get("/api/findings", {"fingerprint": fingerprint(key, value)})
+    # Every form the rule engine could have fingerprinted the value in (digits only for a
+    # card, lower case for an email...), so "4242 4242 4242 4242" finds "4242-4242-...".
+    result = _merged([opts.get("/api/findings", {"fingerprint": fp})
+                      for fp in sorted(candidate_fingerprints(value.strip(), key))])
     if opts.as_json:
         return emit_json(result)
     if not result["seen"]:
@@ -299,6 +307,15 @@ def find_value(opts: Common, value: str) -> None:
     emit_table(f"seen {result['count']} time(s)",
                ["started_at", "session_id", "subject", "function", "direction", "path", "label",
                 "action", "call_id"], rows)
+
+
+def _merged(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """One find-value answer from the answers for each candidate fingerprint."""
+    findings = {(f["call_id"], f["direction"], f["path"]): f
+                for answer in answers for f in answer["findings"]}
+    ordered = sorted(findings.values(), key=lambda f: (f["started_at"] or "", f["call_id"]))
+    return {"fingerprints": [a["fingerprint"] for a in answers], "seen": bool(ordered),
+            "count": len(ordered), "findings": ordered}
 
 
 # -- output ---------------------------------------------------------------------------------

@@ -8,7 +8,6 @@
 - `chain`       the hash chain and its head file (`<db>.head`)
 - `verify`      walks the chains, names the first bad row
 - `sessionize`  which session a call belongs to
-- `fingerprint` the keyed HMAC of a value (what findings keep instead of the value)
 - `query`       searches, timelines, reports, fingerprint look-ups (pure, JSON-able)
 - `api`         the admin API's session routes over `query` and `verify`
 - `client`      where the CLI reads from: the file, or the running gateway's admin API

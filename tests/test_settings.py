@@ -56,3 +56,11 @@ def test_choices():
     assert settings.check_choice("m", "a", ("a", "b")) == "a"
     with pytest.raises(ValueError, match="one of a, b"):
         settings.check_choice("m", "c", ("a", "b"))
+
+
+def test_the_default_mask_key_is_created_once_private_and_kept(tmp_path):
+    path = settings.default_mask_key_file(tmp_path / "toolgate.duckdb")
+    assert path.name == "toolgate.duckdb.key"
+    key = settings.load_or_create_key(path)
+    assert len(key) == 64 and path.stat().st_mode & 0o077 == 0
+    assert settings.load_or_create_key(path) == key

@@ -259,3 +259,24 @@ def test_a_recorded_session_exports_to_a_mitm_file(start_gateway, backend, issue
         a.headers["X-Toolgate-Call-Id"] for a in answers]
     assert [f.response.json() for f in flows] == [a.json() for a in answers]
     assert all(f.request.path.startswith("/customers/") for f in flows)
+
+
+def test_find_value_answers_with_the_gateways_default_key(start_gateway, backend, issuer, tmp_path):
+    gateway = start_gateway()  # no toolgate_mask_key: the gateway keeps a key beside its store
+    with gateway.client() as http:
+        first = http.get("/customers/1", headers=bearer(issuer, groups=("support",))).json()
+    assert first["ssn"] == "***-**-1234"
+    gateway.stop()
+    db = db_of(tmp_path)
+    key_file = db.with_name(db.name + ".key")
+    assert key_file.stat().st_mode & 0o077 == 0
+    seen = toolgate("sessions", "find-value", "536 22 1234", "--json", "--db", str(db))
+    assert seen.exit_code == 0, seen.output
+    assert json.loads(seen.output)["seen"] is True
+    unseen = toolgate("sessions", "find-value", "219-09-9999", "--json", "--db", str(db))
+    assert json.loads(unseen.output)["seen"] is False
+    # The key is kept: a restarted gateway masks with the same hash tokens.
+    again = start_gateway()
+    with again.client() as http:
+        second = http.get("/customers/1", headers=bearer(issuer, groups=("support",))).json()
+    assert first["email"].startswith("tok_email_") and second["email"] == first["email"]

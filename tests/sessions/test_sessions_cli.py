@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from scripts.cli import cli
-from sessions.fingerprint import fingerprint
+from rules import Call, bundled_packs_path, evaluate, load_rules
 from sessions.records import Finding
 from storekit import make_call, record_all
 
@@ -28,12 +28,20 @@ def toolgate(*args: str, env: dict[str, str] | None = None, input: str | None = 
     return CliRunner().invoke(cli, list(args), env=env, input=input)
 
 
+def fingerprint(key: bytes, field: str, value) -> str:
+    """The fingerprint the gateway's rule engine records for `value` found in `field`."""
+    decision = evaluate(load_rules(bundled_packs_path()),
+                        Call(direction="response", body={field: value}), key)
+    [finding] = decision.findings
+    return finding.fingerprint
+
+
 @pytest.fixture
 def store(open_writer, db) -> Path:
     """Two sessions: alice's (allowed, masked, blocked) and bob's (one denied call)."""
     w = open_writer()
     now = time.time()
-    ssn = fingerprint(KEY, "536-22-1234")
+    ssn = fingerprint(KEY, "ssn", "536-22-1234")
     record_all(w, [
         make_call(call_id="a1", session_id="s-alice", started_at=now - 7200, subject="alice",
                   function="crm.get_customer", decision="mask",
@@ -47,7 +55,7 @@ def store(open_writer, db) -> Path:
                   url="http://backend.test/deploy", request_body=b'{"service": "api"}',
                   response_body=b'{"deployment": "x1", "status": "started"}', status=202,
                   findings=[Finding("request", "$.email", "email", "confidential", "allow",
-                                    fingerprint(KEY, "ada@example.com"))]),
+                                    fingerprint(KEY, "email", "ada@example.com"))]),
         make_call(call_id="b1", session_id="s-bob", started_at=now - 10, subject="bob",
                   function="crm.get_customer", decision="deny", status=401, forwarded=False,
                   findings=[]),
@@ -149,6 +157,13 @@ def test_find_value_uses_the_fingerprint_only(store, tmp_path):
                           env={"TOOLGATE_MASK_KEY": "env:TEST_MASK", "TEST_MASK": KEY.decode()},
                           input="ada@example.com\n")
     assert json.loads(from_stdin.output)["findings"][0]["call_id"] == "a3"
+    # Found in any form the engine normalizes to: spaces for dashes, upper-case email.
+    reformatted = toolgate("sessions", "find-value", "536 22 1234", "--json", "--mask-key",
+                           f"file:{key_file}", "--db", str(store))
+    assert [f["call_id"] for f in json.loads(reformatted.output)["findings"]] == ["a1"]
+    shouted = toolgate("sessions", "find-value", "ADA@EXAMPLE.COM", "--json", "--mask-key",
+                       f"file:{key_file}", "--db", str(store))
+    assert [f["call_id"] for f in json.loads(shouted.output)["findings"]] == ["a3"]
     unseen = toolgate("sessions", "find-value", "000-00-0000", "--mask-key", f"file:{key_file}",
                       "--db", str(store))
     assert unseen.exit_code == 0 and "not seen" in unseen.output

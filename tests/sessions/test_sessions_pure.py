@@ -1,4 +1,4 @@
-"""The store's pure parts: decisions, sessions, fingerprints, times, JSON shapes, migrations."""
+"""The store's pure parts: decisions, sessions, times, JSON shapes, migrations."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import duckdb
 import pytest
 
 from sessions import api
-from sessions.fingerprint import fingerprint
 from sessions.migrations import LATEST, current_version, migrate
 from sessions.records import final_decision
 from sessions.replay import shape, shape_differences
@@ -47,14 +46,6 @@ def test_sessions_by_idle_gap_per_caller():
     assert s.assign("sub:alice", 201, mcp_session="m-1", toolgate_session="t-1") == "m-1"
     assert s.assign("sub:alice", 202, toolgate_session=" t-1 ") == "t-1"
     assert s.assign("sub:alice", 203) == "s2"  # named sessions do not break the gap's
-
-
-def test_fingerprint_is_hmac_sha256_of_the_stripped_value():
-    expected = hmac.new(b"k", b"536-22-1234", hashlib.sha256).hexdigest()
-    assert fingerprint(b"k", "  536-22-1234\n") == expected
-    assert fingerprint(b"other", "536-22-1234") != expected
-    with pytest.raises(ValueError):
-        fingerprint(b"", "x")
 
 
 def test_times():
