@@ -9,9 +9,8 @@ from typing import Any
 from mitmproxy import http
 
 from rules import Decision
+from rules.model import STRENGTH
 from rules.protocols import Refused, Unit
-
-STRENGTH = {"allow": 0, "mask": 1, "approve": 2, "deny": 3, "block": 3}
 # mitmweb shows `flow.marked` as an emoji.
 MARKERS = {"allow": ":white_check_mark:", "mask": ":see_no_evil:", "approve": ":hourglass:",
            "deny": ":no_entry:", "block": ":no_entry:"}

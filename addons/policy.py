@@ -33,6 +33,9 @@ MODES = ("enforce", "monitor")
 DEFAULT_MAX_BODY = "10MiB"
 CONTEXT_KEY = "toolgate.protocol"  # what a response needs to know of its request
 DECISION_HEADER = "X-Toolgate-Decision"
+# What the session store keeps instead of the flow's own bodies (see `_keep_record`).
+RECORD_KEYS = {"request": "toolgate.record_request", "response": "toolgate.record_response"}
+RECORD_QUERY_KEY = "toolgate.record_query"
 BACKSTOP_MARGIN = 16 * 1024 * 1024
 
 
@@ -167,7 +170,8 @@ class Policy:
 
         def check(units: list[Unit]) -> Refused | None:
             outcome = self._decide(flow, Message(context.get("protocol", "rest"), units,
-                                                 lambda: b"", context), "response")
+                                                 lambda: b"", context), "response",
+                                   keep_record=False)
             return outcome.refused if outcome.refusal else None
 
         def render(refused: Refused, rpc_id: Any, jsonrpc: bool) -> dict[str, Any]:
@@ -188,8 +192,9 @@ class Policy:
         if response is None or flow.metadata.get("toolgate.refused"):
             return
         if isinstance(response.stream, StreamChecker):
-            # Already checked event by event; keep what the caller got, for the record.
+            # Already checked event by event; keep what the caller got, and its record version.
             response.content = bytes(response.stream.transcript)
+            self._record_stream(flow, response.stream)
             return
         if reason := flow.metadata.get("toolgate.stream_refused"):
             refuse(flow, Refusal("uninspectable", reason, status=502))
@@ -211,10 +216,35 @@ class Policy:
         if header := decision_header(flow):
             response.headers[DECISION_HEADER] = header
 
+    def _record_stream(self, flow: http.HTTPFlow, passed: StreamChecker) -> None:
+        """The record version of a streamed answer: its transcript, checked again with every
+        labelled value redacted (a second pass, for streams only)."""
+        identity = flow.metadata.get(IDENTITY_KEY) or {}
+
+        def redact(units: list[Unit]) -> Refused | None:
+            for unit in units:
+                decision = evaluate(self.rules.current, Call(
+                    direction=unit.direction, protocol=unit.protocol, function=unit.function,
+                    subject=identity.get("subject"), groups=tuple(identity.get("groups") or ()),
+                    body=unit.body), self.mask_key, monitor=True)
+                if decision.record_body is not unit.body:
+                    unit.put(decision.record_body)
+            return None
+
+        again = StreamChecker(passed.protocol, dict(flow.metadata.get(CONTEXT_KEY) or {}), redact,
+                              lambda refused, rpc_id, jsonrpc: {}, keep=len(passed.transcript))
+        again(bytes(passed.transcript))
+        again(b"")
+        if bytes(again.transcript) != bytes(passed.transcript):
+            flow.metadata[RECORD_KEYS["response"]] = bytes(again.transcript)
+
     # -- deciding ----------------------------------------------------------------------------
 
-    def _decide(self, flow: http.HTTPFlow, message: Message, phase: str) -> CallDecision:
-        """Evaluate every unit of `message`, mask in place, and record the outcome on the flow."""
+    def _decide(
+        self, flow: http.HTTPFlow, message: Message, phase: str, keep_record: bool = True
+    ) -> CallDecision:
+        """Evaluate every unit of `message`, mask in place, and record the outcome on the flow.
+        With `keep_record`, the message as the session store keeps it goes to the flow too."""
         ruleset: RuleSet = self.rules.current
         identity = flow.metadata.get(IDENTITY_KEY) or {}
         request = flow.request
@@ -238,6 +268,8 @@ class Policy:
             decisions.append((unit, decision))
             if decision.changed and decision.action != "block":
                 unit.put(decision.body)
+        if keep_record:
+            _keep_record(flow, message, decisions, phase)
         outcome = summarize(decisions, phase, message.jsonrpc)
         outcome.record(flow)
         return outcome
@@ -247,9 +279,32 @@ class Policy:
             # The approvals addon, next in the chain, holds the call (or denies it).
             flow.metadata["toolgate.approval"] = outcome.approval
             return
+        record = flow.metadata.get(RECORD_KEYS[outcome.phase])
+        if outcome.phase == "request" and record is not None:
+            flow.request.content = record  # never forwarded: keep nothing raw on the flow
         refused = outcome.refused
         assert refused is not None
         refuse(flow, Refusal(refused.code, refused.message, refused.rule, refused.field))
+
+
+def _keep_record(
+    flow: http.HTTPFlow, message: Message, decisions: list[tuple[Unit, Decision]], phase: str
+) -> None:
+    """The message as the session store keeps it, if that differs from what is forwarded:
+    every labelled value the rules let through (or that a refused call carries) redacted."""
+    differing = [(u, d) for u, d in decisions if d.record_body is not d.body]
+    if phase == "request":
+        query = next((d for u, d in decisions if u.protocol == "rest"
+                      and d.record_query is not d.query and d.record_query), None)
+        if query is not None:
+            flow.metadata[RECORD_QUERY_KEY] = {k: v for k, v in query.record_query.items()}
+    if not differing:
+        return
+    for unit, decision in differing:
+        unit.put(decision.record_body)
+    flow.metadata[RECORD_KEYS[phase]] = message.encode()
+    for unit, decision in differing:  # back to what is forwarded
+        unit.put(decision.body if decision.changed and decision.action != "block" else unit.body)
 
 
 def _query_items(request: http.Request):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
@@ -44,6 +45,12 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DURABILITIES = ("audit", "async")
+# Where the policy leaves the record versions of a call's bodies (see addons/policy.py).
+RECORD_REQUEST, RECORD_RESPONSE = "toolgate.record_request", "toolgate.record_response"
+RECORD_QUERY_KEY = "toolgate.record_query"
+# Refusals that come after the policy read the request: its record version covers it.
+CHECKED_REFUSALS = ("blocked", "denied", "approval_timeout", "unrecorded")
+
 # How long a call waits for its record before it is refused as unrecorded.
 COMMIT_TIMEOUT = 30.0
 
@@ -213,12 +220,14 @@ class Recorder:
             protocol=policy.get("protocol") or "http",
             function=policy.get("function") or f"{request.method} {request.path.split('?')[0]}",
             method=request.method,
-            url=request.url,
-            request_headers=_headers(request.headers),
-            request_body=request.raw_content,
+            url=_recorded_url(flow),
+            request_headers=_headers(request.headers, decoded=RECORD_REQUEST in meta),
+            request_body=_recorded_body(meta, RECORD_REQUEST, request, refused),
             status=response.status_code if response is not None else None,
-            response_headers=_headers(response.headers) if response is not None else None,
-            response_body=response.raw_content if response is not None else None,
+            response_headers=(_headers(response.headers, decoded=RECORD_RESPONSE in meta)
+                              if response is not None else None),
+            response_body=(_recorded_body(meta, RECORD_RESPONSE, response, refused)
+                           if response is not None else None),
             decision=decision,
             enforced=enforced,
             rules=rules,
@@ -247,8 +256,30 @@ class Recorder:
         return session_id
 
 
-def _headers(headers: http.Headers) -> list[tuple[str, str]]:
-    return [(_text(k), _text(v)) for k, v in headers.fields]
+def _headers(headers: http.Headers, decoded: bool = False) -> list[tuple[str, str]]:
+    """The headers as stored; a body stored decoded loses its Content-Encoding."""
+    return [(_text(k), _text(v)) for k, v in headers.fields
+            if not (decoded and k.lower() == b"content-encoding")]
+
+
+def _recorded_body(meta: Mapping[str, Any], key: str, message: http.Message,
+                   refused: str | None) -> bytes | None:
+    """A body as the store keeps it: the policy's record version (every labelled value
+    redacted) when there is one; nothing for a request the gateway refused unread or could
+    not inspect, since what it holds is unknown."""
+    if key in meta and not (key == RECORD_RESPONSE and refused):
+        return meta[key]
+    if key == RECORD_REQUEST and refused and refused not in CHECKED_REFUSALS:
+        return None
+    return message.raw_content
+
+
+def _recorded_url(flow: http.HTTPFlow) -> str:
+    query = flow.metadata.get(RECORD_QUERY_KEY)
+    if query is None:
+        return flow.request.url
+    parts = urllib.parse.urlsplit(flow.request.url)
+    return parts._replace(query=urllib.parse.urlencode(query, doseq=True)).geturl()
 
 
 def _text(data: bytes) -> str:

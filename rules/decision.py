@@ -107,6 +107,10 @@ class Decision:
     body: Any = None
     query: Mapping[str, Any] | None = None
     changed: bool = False
+    # The body and query for the session store: `body`/`query` with every labelled value they
+    # still hold redacted too (the very same objects when there is none).
+    record_body: Any = None
+    record_query: Mapping[str, Any] | None = None
     rule: str | None = None
     message: str | None = None
     field: str | None = None

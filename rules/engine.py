@@ -86,6 +86,13 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
     prints = Fingerprints(mask_key)
     body = _masked(body_doc, plan, prints)
     masked_query = _masked(query_doc, plan, prints) if query_doc is not None else query
+    # What the session store keeps: the forwarded body with every labelled value still in it
+    # (allowed, only monitored, or in a refused call) redacted as well.
+    record_plan = _redacting_rest(plan, hits)
+    record_body, record_query = body, masked_query
+    if record_plan is not plan:
+        record_body = _masked(body_doc, record_plan, prints)
+        record_query = _masked(query_doc, record_plan, prints) if query_doc is not None else query
     findings = _findings(hits, outcomes, call.direction, prints)
     return Decision(
         action=action,
@@ -99,6 +106,8 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
         body=body,
         query=masked_query,
         changed=body is not call.body or masked_query is not query,
+        record_body=record_body,
+        record_query=record_query,
         rule=decisive.rule if decisive else None,
         message=decisive.message if decisive else None,
         field=decisive.field if decisive else None,
@@ -272,6 +281,29 @@ def _mask_plan(outcomes: list[_Outcome]) -> _MaskPlan:
             if current is None or strength > MASK_STRENGTH[current[0]]:
                 table[slot] = (style, hit)
     return plan
+
+
+def _redacting_rest(plan: _MaskPlan, hits: list[Hit]) -> _MaskPlan:
+    """`plan` plus a redaction of every hit it leaves as it is; `plan` itself if none."""
+    extra = [hit for hit in hits if not _planned(plan, hit)]
+    if not extra:
+        return plan
+    wholes = {doc: dict(table) for doc, table in plan.wholes.items()}
+    spans = {doc: {slot: dict(chosen) for slot, chosen in table.items()}
+             for doc, table in plan.spans.items()}
+    for hit in extra:
+        if hit.span is None:
+            wholes.setdefault(hit.document, {})[(hit.node, hit.key)] = ("redact", hit)
+        else:
+            spans.setdefault(hit.document, {}).setdefault((hit.node, hit.key), {})[hit.span] = ("redact", hit)
+    return _MaskPlan(wholes, spans)
+
+
+def _planned(plan: _MaskPlan, hit: Hit) -> bool:
+    slot = (hit.node, hit.key)
+    if slot in plan.wholes.get(hit.document, {}):
+        return True
+    return hit.span is not None and hit.span in plan.spans.get(hit.document, {}).get(slot, {})
 
 
 def _masked(document: Document, plan: _MaskPlan, prints: Fingerprints) -> Any:

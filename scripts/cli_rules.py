@@ -28,6 +28,7 @@ from rich.table import Table
 
 from rules import Call, Decision, RuleLoadError, RuleSet, evaluate, load_rules
 from rules.model import PROTOCOLS
+from scripts.cli_sessions import Common, common_options
 
 ACTION_STYLE = {"allow": "green", "mask": "yellow", "approve": "magenta", "block": "red", "deny": "red"}
 
@@ -268,3 +269,60 @@ def _print_decision(console: Console, decision: Decision) -> None:
         console.print(json.dumps(decision.body, indent=2, ensure_ascii=False), markup=False)
     else:
         console.print_json(data=decision.body)
+
+
+@rules.command("test")
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--since", default=None, metavar="TIME",
+              help="Only calls since TIME (ISO 8601, or relative: 1h, 2d).")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=1000, show_default=True,
+              help="Re-evaluate at most this many calls (the most recent).")
+@common_options
+def test(opts: Common, path: str, since: str | None, limit: int) -> None:
+    """Re-evaluate recorded calls against the rules in PATH and list those whose decision
+    would change. Works on the store file, or through the admin API while a gateway holds it.
+
+    Recordings keep bodies as forwarded and returned, after masking: a value that was masked
+    cannot be found again, so decisions resting on it may come out weaker. Such labels are
+    listed for each call ("masked in the recording")."""
+    from rules.whatif import reevaluate
+
+    try:
+        ruleset = load_rules(path)
+    except RuleLoadError as exc:
+        for error in exc.errors:
+            click.echo(str(error), err=True)
+        sys.exit(1)
+    calls = opts.get("/api/calls/full", {"since": since or "", "limit": str(limit)})["calls"]
+    outcomes = [(call, reevaluate(ruleset, call)) for call in calls]
+    judged = [(call, what) for call, what in outcomes if what is not None]
+    changed = [(call, what) for call, what in judged if what.changed]
+    undetermined = [what for _, what in judged if what.undetermined]
+    if opts.as_json:
+        click.echo(json.dumps({
+            "evaluated": len(judged), "skipped": len(outcomes) - len(judged),
+            "undetermined": [{"call_id": w.call_id, "recorded": w.recorded, "now": w.now,
+                              "masked_in_recording": w.masked_labels} for w in undetermined],
+            "changed": [{"call_id": what.call_id, "started_at": call["started_at"],
+                         "subject": call["subject"], "function": call["function"],
+                         "recorded": what.recorded, "now": what.now, "rules": what.rules,
+                         "masked_in_recording": what.masked_labels, "note": what.note}
+                        for call, what in changed],
+        }, indent=2))
+        return
+    console = _console()
+    console.print(f"{len(judged)} recorded call(s) re-evaluated against {path} "
+                  f"({len(outcomes) - len(judged)} skipped: no policy decided them); "
+                  f"{len(changed)} would change", markup=False)
+    if undetermined:
+        console.print(f"{len(undetermined)} undetermined: weaker now, but the values they were "
+                      "decided on were masked in the recording", markup=False)
+    if not changed:
+        return
+    table = Table("started", "call", "subject", "function", "recorded", "now", "rules",
+                  "masked in the recording")
+    for call, what in changed:
+        table.add_row(call["started_at"] or "", what.call_id[:12], call["subject"] or "",
+                      call["function"] or "", what.recorded, what.now, ", ".join(what.rules),
+                      ", ".join(what.masked_labels) + (f" ({what.note})" if what.note else ""))
+    console.print(table)

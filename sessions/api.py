@@ -16,6 +16,9 @@ Routes (all GET; parameters are query-string values; times are ISO 8601 or relat
   "duration_ms", "client_addr", "subject", "groups", "protocol", "function", "method", "url",
   "status", "decision", "enforced", "rules", "mode", "error", "forwarded", "findings" (a count),
   "labels"}`; `next_before` is set when there may be more.
+- `/api/calls/full` — the same parameters as `/api/calls`; the calls oldest first, each with
+  its headers, bodies (as in a full timeline) and findings: what `toolgate rules test`
+  re-evaluates. Answer: `{"calls": [...], "count": n}`.
 - `/api/sessions/{session_id}` — a timeline. Parameter `full=1` adds headers and bodies. Answer:
   `{"session_id", "started_at", "ended_at", "subjects", "count", "calls": [CALL + {"findings":
   [{"direction", "path", "label", "level", "action", "fingerprint"}], "approvals":
@@ -66,6 +69,9 @@ def handle(
     try:
         if path == "/api/calls":
             return 200, calls_endpoint(con, params)
+        if path == "/api/calls/full":
+            calls = query.calls_with_bodies(con, call_filter(params))
+            return 200, {"calls": calls, "count": len(calls)}
         if path.startswith("/api/sessions/"):
             session_id = urllib.parse.unquote(path[len("/api/sessions/"):])
             found = query.session_timeline(con, session_id, full=_flag(params.get("full")))

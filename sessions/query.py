@@ -115,6 +115,22 @@ def search_calls(con: duckdb.DuckDBPyConnection, flt: CallFilter) -> list[dict[s
     return [_summary(row) for row in rows]
 
 
+def calls_with_bodies(con: duckdb.DuckDBPyConnection, flt: CallFilter) -> list[dict[str, Any]]:
+    """Calls matching `flt`, oldest first, with headers, bodies and findings: what
+    `toolgate rules test` re-evaluates."""
+    where, params = flt.where()
+    limit = max(1, min(int(flt.limit), MAX_LIMIT))
+    rows = con.execute(
+        f"SELECT {_SUMMARY}{_FULL} FROM calls c{where} ORDER BY c.seq DESC LIMIT {limit}", params
+    ).fetchall()
+    calls = [_call(row, True) for row in reversed(rows)]
+    findings = _by_call(con, "findings", [c["call_id"] for c in calls],
+                        "direction, path, label, level, action", "direction, path")
+    for call in calls:
+        call["findings"] = findings.get(call["call_id"], [])
+    return calls
+
+
 def session_timeline(
     con: duckdb.DuckDBPyConnection, session_id: str, full: bool = False
 ) -> dict[str, Any] | None:

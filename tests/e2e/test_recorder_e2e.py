@@ -36,6 +36,12 @@ def rows(db: Path, sql: str, params=()) -> list[tuple]:
         con.close()
 
 
+def store_view(answer: dict) -> dict:
+    """A customer record as the store keeps it: phones (monitored, so passed to the caller)
+    are redacted."""
+    return {**answer, "phone": "[REDACTED:phone]"} if "phone" in answer else answer
+
+
 def toolgate(*args: str):
     return CliRunner().invoke(cli, list(args))
 
@@ -69,7 +75,9 @@ def test_calls_are_recorded_with_who_what_and_outcome(start_gateway, backend, is
     assert first[1:5] == ("alice", ["sre", "support"], 200, "mask")
     assert first[5] == "GET" and first[6] == f"{backend.url}/customers/1"
     assert first[7] == "incident-42" and first[8] is True and first[12] == "crm.get_customer"
-    assert first[10] == masked.content  # the answer as returned, after masking
+    # The answer as returned, after masking, except that what the rules let through (phones
+    # are only monitored) is redacted in the store too.
+    assert json.loads(first[10]) == store_view(masked.json())
     assert token not in first[9]
     findings = rows(db, "SELECT label, fingerprint FROM findings WHERE call_id = ?",
                     [call_id["masked"]])
@@ -257,7 +265,7 @@ def test_a_recorded_session_exports_to_a_mitm_file(start_gateway, backend, issue
         flows = list(mitm_io.FlowReader(f).stream())
     assert [f.metadata["toolgate.call_id"] for f in flows] == [
         a.headers["X-Toolgate-Call-Id"] for a in answers]
-    assert [f.response.json() for f in flows] == [a.json() for a in answers]
+    assert [f.response.json() for f in flows] == [store_view(a.json()) for a in answers]
     assert all(f.request.path.startswith("/customers/") for f in flows)
 
 
@@ -280,3 +288,34 @@ def test_find_value_answers_with_the_gateways_default_key(start_gateway, backend
     with again.client() as http:
         second = http.get("/customers/1", headers=bearer(issuer, groups=("support",))).json()
     assert first["email"].startswith("tok_email_") and second["email"] == first["email"]
+
+
+def test_values_the_policy_lets_through_or_refuses_are_stored_redacted(
+    start_gateway, backend, issuer, tmp_path
+):
+    """The store never keeps a raw labelled value: not one the rules let through (phones are
+    only monitored), not one in a refused call, not one in a query string or a stream."""
+    gateway = start_gateway()
+    alice = bearer(issuer, groups=("support",))
+    raw = {b"+1 415 555 0100", b"(212) 555-0199", b"AKIAIOSFODNN7EXAMPLE", b"536-22-1234",
+           b"ada@example.com", b"ada%40example.com", b"4111 1111 1111 1111"}
+    with gateway.client() as http:
+        shown = http.get("/customers/1", headers=alice)
+        assert b"+1 415 555 0100" in shown.content  # monitored, so the caller sees it...
+        assert http.post("/echo", json={"key": "AKIAIOSFODNN7EXAMPLE", "ssn": "536-22-1234"},
+                         headers=alice).status_code == 403
+        assert http.get("/echo?contact=ada@example.com", headers=alice).status_code == 200
+        stream = http.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                         "params": {"name": "search_customers",
+                                                    "arguments": {"query": "a"}}},
+                           headers={**alice, "Accept": "text/event-stream"})
+        assert b"(212) 555-0199" in stream.content
+    db = db_of(tmp_path)
+    gateway.proc.kill()
+    gateway.proc.wait(10)
+    data = b"".join(p.read_bytes() for p in (db, Path(f"{db}.wal")) if p.exists())
+    assert b"/customers/1" in data and b"REDACTED:phone" in data  # ...but the store does not
+    for value in raw:
+        assert value not in data, f"{value!r} reached the store"
+    start_gateway().stop()
+    assert rows(db, "SELECT count(*) FROM calls") == [(4,)]
