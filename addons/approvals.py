@@ -1,49 +1,101 @@
-"""Approvals: decides calls that policy marks `approve` (`flow.metadata["toolgate.approval"]`).
+"""Approvals: holds a call that policy marks `approve` until someone decides, and always answers.
 
-Holding a call until a reviewer decides is not built yet: until it is, such a call is denied,
-never let through. This addon also owns the approval options (the admin API's address, the
-timeout, the webhook).
+Policy leaves `flow.metadata["toolgate.approval"]` on such a call. Unless a live grant covers it,
+the call is intercepted (mitmweb shows it marked, with a comment saying why), registered as a
+`HeldCall`, announced to `toolgate_webhook`, and its hook waits without blocking the event
+loop for the first of:
+
+- a decision through the admin API / `toolgate approvals` (`approve`, `deny`, with a verified
+  reviewer), or the `toolgate.approve` / `toolgate.deny` commands (mitmweb's command bar);
+- Resume in mitmweb (approves) or Abort (denies). mitmproxy 11's kill only marks the flow and
+  never wakes a waiting hook, so the wait looks at the flow every `POLL` seconds: a killed flow
+  is revived just enough to carry a 403 `denied` answer instead of a hung connection;
+- the caller disconnecting (recorded as expired, channel `disconnect`);
+- the timeout (403 `approval_timeout`); `toolgate_approval_timeout=0` denies at once.
+
+An approved call continues down the chain (credentials are injected only then), unless it was
+changed while held (edited in mitmweb): an approval covers the call the reviewer saw. Every
+decision goes to the `DecisionLog`s; a call is released only once its record is kept.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import asyncio
+import inspect
+import json
+import logging
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Optional
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import command, ctx, exceptions, hooks, http
+from mitmproxy.connection import ConnectionState
+from mitmproxy.flow import Error, Flow
 
 from addons import settings
-from addons.answers import Refusal, refuse
+from addons.answers import Refusal, call_id_of, refuse
+from addons.decisionlog import (
+    ApprovalRecord,
+    DecisionLog,
+    MemoryDecisionLog,
+    StoreDecisionLog,
+)
 from addons.failclosed import flow_hook
+from addons.holds import (
+    Grant,
+    Grants,
+    HeldCall,
+    HeldCalls,
+    ReviewError,
+    Verdict,
+    argument_hash,
+    arguments_view,
+    check_reviewer,
+    effective_timeout,
+    fingerprint,
+    new_grant,
+    new_held_id,
+)
+from addons.identity import IDENTITY_KEY
 
-DEFAULT_ADMIN_LISTEN = "127.0.0.1:8090"
-APPROVAL_KEY = "toolgate.approval"
+logger = logging.getLogger(__name__)
+
+APPROVAL_KEY = "toolgate.approval"  # set by policy: {"rule", "function", "approvers", ...}
+POLL = 0.2  # seconds between looks at a held flow (Resume, Abort, a gone caller)
+RECORD_TIMEOUT = 30.0
+WEBHOOK_TIMEOUT = 5.0
+MARK_HELD, MARK_APPROVED, MARK_DENIED = ":hourglass:", ":white_check_mark:", ":no_entry:"
 
 
 class Approvals:
     def __init__(self) -> None:
-        self.admin_address = settings.parse_listen(DEFAULT_ADMIN_LISTEN)
+        self.held = HeldCalls()
+        self.grants = Grants()
+        self.memory = MemoryDecisionLog()
+        self.logs: list[DecisionLog] = [self.memory]
+        self.stats: Counter[tuple[str, str]] = Counter()  # (decision, channel) -> n
+        self.webhook_failures = 0
+        self.admin_url: str | None = None  # set by the admin addon once it listens
+        self._wake: dict[str, asyncio.Event] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def load(self, loader) -> None:
         loader.add_option(
-            "toolgate_admin_listen", str, DEFAULT_ADMIN_LISTEN,
-            "HOST:PORT of the admin API (approvals, live session queries, health, metrics). "
-            "Keep it on loopback or behind TLS.",
-        )
-        loader.add_option(
             "toolgate_approval_timeout", int, 300,
-            "Seconds a held call waits for a decision before it is denied; 0 denies at once.",
+            "Seconds a held call waits for a decision before it is denied (approval_timeout). "
+            "A rule's own timeout can only shorten it. 0 denies at once: CI, where nobody is "
+            "there to approve.",
         )
         loader.add_option(
             "toolgate_webhook", Optional[str], None,
-            "A URL notified with a JSON POST of every held call.",
+            "A URL notified with a JSON POST of every held call (id, caller, function, rule, "
+            "masked arguments, how to approve). Failures are logged; they never approve.",
         )
 
     def configure(self, updated: set[str]) -> None:
         try:
-            if "toolgate_admin_listen" in updated:
-                self.admin_address = settings.parse_listen(ctx.options.toolgate_admin_listen)
-                if self.admin_address[1] != 0 and self.admin_address[1] == ctx.options.listen_port:
-                    raise ValueError("toolgate_admin_listen must not be the proxy's own port")
             if "toolgate_approval_timeout" in updated and ctx.options.toolgate_approval_timeout < 0:
                 raise ValueError("toolgate_approval_timeout must be 0 or more seconds")
             if "toolgate_webhook" in updated and ctx.options.toolgate_webhook:
@@ -51,23 +103,326 @@ class Approvals:
         except ValueError as exc:
             raise exceptions.OptionsError(str(exc)) from None
 
-    @flow_hook
-    def request(self, flow: http.HTTPFlow) -> None:
-        self._decide(flow)
+    def running(self) -> None:
+        # The session store, when the recorder offers it, keeps every decision too.
+        recorder = ctx.master.addons.get("recorder")
+        if callable(getattr(recorder, "record_approval", None)) and not any(
+            isinstance(log, StoreDecisionLog) for log in self.logs
+        ):
+            self.logs.append(StoreDecisionLog(recorder))
+
+    def done(self) -> None:
+        # A reload or a shutdown must not leave callers hanging: deny what is still held.
+        now = time.time()
+        for held in self.held.pending():
+            self._settle(held, Verdict("denied", "gateway", None,
+                                       "the gateway stopped or reloaded while the call was held",
+                                       now))
+        for task in self._tasks:
+            task.cancel()
+
+    # -- commands (mitmweb's command bar, the console) --------------------------------------
+
+    @command.command("toolgate.approve")
+    def approve_flows(self, flows: Sequence[Flow], *reason: str) -> None:
+        """Approve held calls (each for this one call only), as the mitmweb operator."""
+        self._decide_flows(flows, "approved", " ".join(reason) or "approved in mitmweb")
+
+    @command.command("toolgate.deny")
+    def deny_flows(self, flows: Sequence[Flow], *reason: str) -> None:
+        """Deny held calls, as the mitmweb operator; their callers get 403 denied."""
+        self._decide_flows(flows, "denied", " ".join(reason) or "denied in mitmweb")
+
+    def _decide_flows(self, flows: Sequence[Flow], decision: str, reason: str) -> None:
+        now = time.time()
+        for f in flows:
+            held = next((h for h in self.held.pending() if h.call_id == f.metadata.get(
+                "toolgate.call_id")), None)
+            if held is None:
+                logger.warning("toolgate: flow %s is not a held call", f.id)
+                continue
+            self._settle(held, Verdict(decision, "mitmweb", "mitmweb", reason, now,
+                                       argument_hash=held.argument_hash))
+
+    # -- decisions with a verified reviewer (the admin API) ---------------------------------
+
+    def approve(self, held_id: str, reviewer: dict[str, Any], reason: str,
+                window: Any = None, same_args: bool = False, channel: str = "admin") -> Verdict:
+        """Approve a held call for `reviewer` (a verified identity): this one call, or with a
+        `window` (timedelta) a grant for its caller and function that starts now."""
+        held = self._pending(held_id)
+        subject = check_reviewer(held, reviewer, "approve", reason)
+        now = time.time()
+        grant = new_grant(held, subject, reason, window, same_args, now) if window else None
+        verdict = Verdict("approved", channel, subject, reason.strip(), now, grant,
+                          held.argument_hash)
+        self._settle(held, verdict)
+        if grant is not None:
+            self.grants.add(grant)
+            self._release_covered(grant, now)
+        return verdict
+
+    def deny(self, held_id: str, reviewer: dict[str, Any], reason: str,
+             channel: str = "admin") -> Verdict:
+        held = self._pending(held_id)
+        subject = check_reviewer(held, reviewer, "deny", reason)
+        verdict = Verdict("denied", channel, subject, reason.strip(), time.time())
+        self._settle(held, verdict)
+        return verdict
+
+    def _pending(self, held_id: str) -> HeldCall:
+        held = self.held.get(held_id)
+        if held is None:
+            raise ReviewError(404, "not_found", f"no held call {held_id}: it was decided, "
+                              "expired, or its caller left (toolgate approvals list)")
+        return held
+
+    def _settle(self, held: HeldCall, verdict: Verdict) -> None:
+        self.held.decide(held, verdict)
+        if event := self._wake.get(held.id):
+            event.set()
+
+    def _release_covered(self, grant: Grant, now: float) -> None:
+        """A new grant also releases the calls it covers that are already waiting."""
+        for other in self.held.pending():
+            if grant.covers(other.subject, other.function, other.rule, other.argument_hash, now):
+                self._settle(other, Verdict("approved", "grant", grant.reviewer,
+                                            f"grant {grant.id}: {grant.reason}", now, grant))
+
+    # -- hooks ------------------------------------------------------------------------------
 
     @flow_hook
-    def response(self, flow: http.HTTPFlow) -> None:
-        self._decide(flow)
+    async def request(self, flow: http.HTTPFlow) -> None:
+        await self._hold(flow, "request")
 
-    def _decide(self, flow: http.HTTPFlow) -> None:
+    @flow_hook
+    async def response(self, flow: http.HTTPFlow) -> None:
+        await self._hold(flow, "response")
+
+    async def _hold(self, flow: http.HTTPFlow, phase: str) -> None:
         approval = flow.metadata.get(APPROVAL_KEY)
-        if approval is None or flow.metadata.get("toolgate.refused"):
+        if approval is None or "verdict" in approval or flow.metadata.get("toolgate.refused"):
             return
-        approvers = ", ".join(approval.get("approvers") or []) or "a reviewer"
-        refuse(flow, Refusal(
-            "denied",
-            f"{approval['message']} (approvers: {approvers}); this gateway cannot hold calls "
-            "for approval yet, so it is denied",
-            approval.get("rule"),
-            approval.get("field"),
-        ))
+        if phase == "request" and flow.response is not None:
+            return
+        held = self._held_call(flow, approval, phase)
+        now = held.requested_at
+        if grant := self.grants.match(held.subject, held.function, held.rule,
+                                      held.argument_hash, now):
+            verdict = Verdict("approved", "grant", grant.reviewer,
+                              f"grant {grant.id}: {grant.reason}", now, grant)
+            await self._finish(flow, held, approval, verdict)
+            return
+        if held.expires_at <= now:
+            verdict = Verdict("expired", "timeout", None, "toolgate_approval_timeout is 0: "
+                              "calls that need an approval are denied at once", now)
+            await self._finish(flow, held, approval, verdict)
+            return
+
+        approval.setdefault("policy_comment", flow.comment)
+        self.held.add(held)
+        self._wake[held.id] = asyncio.Event()
+        before = _fingerprint(flow, phase)
+        flow.intercept()
+        flow.marked = MARK_HELD
+        flow.comment = held.describe()
+        try:
+            await _show(flow)
+            self._notify(held)
+            logger.info("toolgate: held %s [%s] for %s: %s (rule %s; approvers: %s)",
+                        held.call_id, held.id, held.caller, held.function, held.rule,
+                        ", ".join(held.approvers) or "-")
+            verdict = await self._await_verdict(flow, held)
+            if flow.error is not None and flow.error.msg == Error.KILLED_MESSAGE:
+                # Abort in mitmweb: revive the flow so that the caller gets our answer.
+                flow.error, flow.live = None, True
+            if verdict.decision == "approved" and _fingerprint(flow, phase) != before:
+                if verdict.grant is not None:
+                    self.grants.remove(verdict.grant.id)
+                verdict = Verdict("denied", "gateway", None,
+                                  "the call was changed while it was held: an approval covers "
+                                  "only the call the reviewer saw", time.time())
+            await self._finish(flow, held, approval, verdict)
+        finally:
+            self.held.remove(held.id)
+            self._wake.pop(held.id, None)
+            if flow.intercepted:
+                flow.resume()  # mitmproxy itself waits for the flow to be resumed
+            await _show(flow)
+
+    async def _await_verdict(self, flow: http.HTTPFlow, held: HeldCall) -> Verdict:
+        event = self._wake[held.id]
+        while held.verdict is None:
+            remaining = held.expires_at - time.time()
+            if remaining <= 0:
+                self._settle(held, Verdict("expired", "timeout", None,
+                                           "nobody decided before the approval timeout",
+                                           time.time()))
+                break
+            try:
+                await asyncio.wait_for(event.wait(), min(POLL, remaining))
+            except TimeoutError:
+                pass
+            if held.verdict is not None:
+                break
+            now = time.time()
+            if flow.error is not None and flow.error.msg == Error.KILLED_MESSAGE:
+                self._settle(held, Verdict("denied", "mitmweb", "mitmweb", "aborted in mitmweb",
+                                           now))
+            elif not flow.intercepted:
+                self._settle(held, Verdict("approved", "mitmweb", "mitmweb",
+                                           "resumed in mitmweb", now,
+                                           argument_hash=held.argument_hash))
+            elif _caller_gone(flow):
+                self._settle(held, Verdict("expired", "disconnect", None,
+                                           "the caller disconnected while the call was held",
+                                           now))
+        assert held.verdict is not None
+        return held.verdict
+
+    async def _finish(self, flow: http.HTTPFlow, held: HeldCall, approval: dict[str, Any],
+                      verdict: Verdict) -> None:
+        """Record the decision, then release the call or answer it."""
+        approval["verdict"] = {**verdict.as_json(), "held_id": held.id}
+        policy = approval.setdefault("policy_comment", flow.comment)  # policy's own summary
+        self.stats[(verdict.decision, verdict.channel)] += 1
+        recorded = await self._record(held, verdict)
+        logger.info("toolgate: %s %s [%s] via %s by %s: %s", verdict.decision, held.call_id,
+                    held.id, verdict.channel, verdict.reviewer or "-", verdict.reason)
+        if verdict.decision == "approved":
+            if not recorded and _audit():
+                refuse(flow, Refusal("unrecorded", "the approval could not be recorded, so "
+                                     "this call was not forwarded; the gateway's log says why"))
+                return
+            flow.marked = MARK_APPROVED
+            flow.comment = (f"approved [{held.id}] by {verdict.reviewer} via {verdict.channel}: "
+                            f"{verdict.reason} · {verdict.scope} · caller {held.caller}\n{policy}")
+            return
+        flow.marked = MARK_DENIED
+        if verdict.decision == "denied":
+            who = verdict.reviewer if verdict.reviewer not in (None, "mitmweb") else None
+            message = (f"denied{' by ' + who if who else ''} via {verdict.channel}: "
+                       f"{verdict.reason} ({held.message})")
+            refusal = Refusal("denied", message, held.rule, held.field)
+        else:
+            approvers = ", ".join(held.approvers) or "a reviewer"
+            refusal = Refusal("approval_timeout", f"{verdict.reason} ({held.message}; "
+                              f"approvers: {approvers})", held.rule, held.field)
+        flow.comment = (f"{verdict.decision} [{held.id}] via {verdict.channel}: {verdict.reason} · "
+                        f"caller {held.caller}\n{policy}")
+        refuse(flow, refusal)
+
+    async def _record(self, held: HeldCall, verdict: Verdict) -> bool:
+        record = ApprovalRecord(
+            call_id=held.call_id, requested_at=held.requested_at,
+            decided_at=verdict.decided_at, decision=verdict.decision,
+            reviewer=verdict.reviewer, channel=verdict.channel, reason=verdict.reason,
+            scope=verdict.scope, held_id=held.id, subject=held.subject,
+            function=held.function, rule=held.rule,
+            grant_seconds=verdict.grant.seconds if verdict.grant else None,
+        )
+        ok = True
+        for log in self.logs:
+            try:
+                pending = log.record(record)
+                if inspect.isawaitable(pending):
+                    await asyncio.wait_for(pending, RECORD_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - any failure means "not recorded"
+                ok = False
+                logger.error("toolgate: could not record the %s decision on call %s in %s: %s",
+                             verdict.decision, held.call_id, type(log).__name__, exc)
+        return ok
+
+    def _held_call(self, flow: http.HTTPFlow, approval: dict[str, Any], phase: str) -> HeldCall:
+        identity = flow.metadata.get(IDENTITY_KEY) or {}
+        request = flow.request
+        body = None if "content-encoding" in request.headers else request.raw_content
+        now = time.time()
+        timeout = effective_timeout(ctx.options.toolgate_approval_timeout, approval.get("timeout"))
+        return HeldCall(
+            id=new_held_id(), call_id=call_id_of(flow),
+            subject=identity.get("subject"), groups=tuple(identity.get("groups") or ()),
+            anonymous=bool(identity.get("anonymous")) or not identity.get("subject"),
+            function=approval.get("function"), rule=approval.get("rule"),
+            approvers=tuple(approval.get("approvers") or ()),
+            message=approval.get("message") or "this call needs an approval",
+            field=approval.get("field"), request=f"{request.method} {request.path.split('?')[0]}",
+            arguments=arguments_view(request.path, body),
+            argument_hash=argument_hash(request.method, request.path, request.raw_content),
+            requested_at=now, expires_at=now + timeout, phase=phase,
+        )
+
+    # -- notification -----------------------------------------------------------------------
+
+    def _notify(self, held: HeldCall) -> None:
+        url = ctx.options.toolgate_webhook
+        if not url:
+            return
+        task = asyncio.get_running_loop().create_task(self._post_webhook(url, held))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post_webhook(self, url: str, held: HeldCall) -> None:
+        payload = webhook_payload(held, self.admin_url)
+        try:
+            await asyncio.to_thread(_post_json, url, payload, WEBHOOK_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - a webhook never decides anything
+            self.webhook_failures += 1
+            logger.warning("toolgate: the webhook %s failed for held call %s: %s", url,
+                           held.id, exc)
+
+
+def webhook_payload(held: HeldCall, admin_url: str | None) -> dict[str, Any]:
+    """What the webhook receives: the held call, and how to approve or deny it."""
+    admin = admin_url or "http://127.0.0.1:8090"
+    return {
+        "event": "toolgate.approval.held",
+        **held.summary(),
+        "caller": held.caller, "groups": list(held.groups), "approvers": list(held.approvers),
+        "message": held.message, "access_review": held.access_review, "request": held.request,
+        "how_to_approve": {
+            "cli": f"toolgate approvals approve {held.id} --reason TEXT [--for 30m] "
+                   f"--admin {admin}",
+            "cli_deny": f"toolgate approvals deny {held.id} --reason TEXT --admin {admin}",
+            "api": f"POST {admin}/api/approvals/{held.id}/approve",
+            "api_deny": f"POST {admin}/api/approvals/{held.id}/deny",
+            "mitmweb": "Resume approves, Abort denies",
+        },
+    }
+
+
+def _post_json(url: str, payload: dict[str, Any], timeout: float) -> None:
+    """Blocking: runs in a worker thread, never on the event loop."""
+    data = json.dumps(payload, default=str).encode()
+    request = urllib.request.Request(url, data=data, method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              "User-Agent": "toolgate"})
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
+        answer.read(1024)
+
+
+def _fingerprint(flow: http.HTTPFlow, phase: str) -> str:
+    request = flow.request
+    parts = [request.method.encode(), request.url.encode(),
+             repr(sorted(request.headers.items(multi=True))).encode(),
+             request.raw_content or b""]
+    if phase == "response" and flow.response is not None:
+        parts += [str(flow.response.status_code).encode(),
+                  repr(sorted(flow.response.headers.items(multi=True))).encode(),
+                  flow.response.raw_content or b""]
+    return fingerprint(parts)
+
+
+def _caller_gone(flow: http.HTTPFlow) -> bool:
+    """The client closed its side: mitmproxy would drop the answer anyway."""
+    conn = flow.client_conn
+    return conn.timestamp_end is not None or not (conn.state & ConnectionState.CAN_READ)
+
+
+def _audit() -> bool:
+    return getattr(ctx.options, "toolgate_durability", "audit") == "audit"
+
+
+async def _show(flow: http.HTTPFlow) -> None:
+    """Tell mitmweb (and other addons) that the flow changed."""
+    await ctx.master.addons.trigger_event(hooks.UpdateHook([flow]))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from scripts.cli_approvals import approvals
 from scripts.cli_rules import rules
 from scripts.cli_sessions import sessions
 
@@ -48,6 +49,7 @@ def dev_token(sub: str, groups: str, alg: str, ttl: int, aud: str | None, keys_p
     click.echo(keys.mint(sub, group_list, alg=alg, ttl=ttl, audience=aud))
 
 
+cli.add_command(approvals)
 cli.add_command(rules)
 cli.add_command(sessions)
 

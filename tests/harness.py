@@ -21,8 +21,10 @@ from scripts.dev_issuer import DevIssuer
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY_SCRIPT = ROOT / "addons" / "gateway.py"
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
+MITMWEB = Path(sys.executable).parent / "mitmweb"
 AUDIENCE = "toolgate-tests"
 LISTENING = re.compile(r"listening at \S*?:(\d+)")
+ADMIN_LISTENING = re.compile(r"admin API serving at (http://\S+)")
 
 
 @dataclass
@@ -46,6 +48,14 @@ class Gateway:
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10, **kwargs)
 
+    @property
+    def admin_url(self) -> str:
+        """The admin API's address, as the gateway logged it (it may bind port 0)."""
+        found = wait_until(lambda: ADMIN_LISTENING.search(self.output), timeout=10)
+        if not found:
+            raise RuntimeError(f"the admin API did not start:\n{self.output}")
+        return found.group(1)
+
     def _pump(self) -> None:
         assert self.proc.stdout
         with self.log.open("w") as out:
@@ -54,6 +64,8 @@ class Gateway:
                 out.write(line)
                 out.flush()
                 match = LISTENING.search(line)
+                if (match and "Web server" in line) or ADMIN_LISTENING.search(line):
+                    continue  # mitmweb's UI or the admin API, not the proxy
                 if match and not self.ready.is_set():
                     self.port = int(match.group(1))
                     self.ready.set()
@@ -75,10 +87,11 @@ class Gateway:
 
 
 def start_mitmdump(
-    args: list[str], log: Path, env: dict[str, str] | None = None, wait: bool = True
+    args: list[str], log: Path, env: dict[str, str] | None = None, wait: bool = True,
+    program: Path = MITMDUMP,
 ) -> Gateway:
     proc = subprocess.Popen(
-        [str(MITMDUMP), *args],
+        [str(program), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -109,6 +122,8 @@ class Launcher:
         upstream: str | None = None,
         wait: bool = True,
         env: dict[str, str] | None = None,
+        program: Path = MITMDUMP,
+        extra_args: tuple[str, ...] = (),
     ) -> Gateway:
         options = {
             "confdir": str(self.confdir),
@@ -124,11 +139,12 @@ class Launcher:
             "-s", str(script),
             "--mode", f"reverse:{upstream or self.backend.url}",
             "--listen-host", "127.0.0.1", "-p", "0",
+            *extra_args,
         ]
         for name, value in options.items():
             args += ["--set", f"{name}={value}"]
         log = self.workdir / f"mitmdump-{len(self.started)}.log"
-        gateway = start_mitmdump(args, log, env, wait)
+        gateway = start_mitmdump(args, log, env, wait, program)
         self.started.append(gateway)
         return gateway
 

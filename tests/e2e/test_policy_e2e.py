@@ -157,18 +157,20 @@ def test_a_batch_with_one_blocked_call_is_refused_whole(gateway, backend, issuer
 
 
 @pytest.mark.parametrize("call", ["rest", "mcp"])
-def test_calls_needing_approval_are_denied_until_approvals_exist(gateway, backend, issuer, call):
+def test_calls_needing_approval_never_reach_the_backend_undecided(start_gateway, backend, issuer, call):
+    gateway = start_gateway("toolgate_approval_timeout=0")  # nobody to approve: CI mode
     with gateway.client() as http:
         if call == "rest":
             answer = http.post("/deploy", json={"service": "api", "version": "2"},
                                headers=auth(issuer, "bob", ["sre"]))
-            error = answer.json()["error"]
             assert answer.status_code == 403
+            error = answer.json()["error"]
         else:
             answer = http.post("/mcp", json=rpc("deploy", {"service": "api", "version": "2"}),
                                headers=auth(issuer, "bob", ["sre"]))
+            assert answer.status_code == 200
             error = answer.json()["error"]["data"]
-    assert error["code"] == "denied" and error["rule"] == "demo-deploys-need-approval"
+    assert error["code"] == "approval_timeout" and error["rule"] == "demo-deploys-need-approval"
     assert backend.received == []
 
 
