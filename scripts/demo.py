@@ -40,37 +40,55 @@ def ensure_free(*ports: int) -> None:
                 )
 
 
-def banner(proxy: str, web: str, service: str, issuer: DevIssuer) -> str:
+def banner(proxy: str, web: str, service: str, issuer: DevIssuer, admin: str) -> str:
     keys = issuer.keys
     alice = keys.mint("alice", ["support"], ttl=8 * 3600)
-    bob = keys.mint("bob", ["sre", "sre-leads"], alg="ES256", ttl=8 * 3600)
+    bob = keys.mint("bob", ["sre"], alg="ES256", ttl=8 * 3600)
+    carol = keys.mint("carol", ["sre-leads"], ttl=8 * 3600)
     mcp_call = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_customer","arguments":{"id":1}}}'
+    toolgate = ".venv/bin/toolgate"
     return f"""
 toolgate demo is running
   gateway (reverse proxy)   {proxy}  ->  demo function service {service}
   mitmweb (watch, approve)  {web}
+  admin API                 {admin}
   dev OIDC issuer           {issuer.url}
   session store             {STATE / 'demo.duckdb'}
 
-Paste these into another shell:
+Paste these into another shell (alice: support, bob: sre, carol: sre-leads):
 
   export ALICE={alice}
   export BOB={bob}
+  export CAROL={carol}
 
-  # an allowed call: alice (group support) reads a customer
+  # allowed: an MCP tool list
+  curl -s {proxy}/mcp -H "Authorization: Bearer $ALICE" -H 'Content-Type: application/json' \\
+       -d '{{"jsonrpc":"2.0","id":1,"method":"tools/list"}}'; echo
+
+  # masked: alice reads a customer; the SSN, card and IBAN come back partial, the email hashed
   curl -s {proxy}/customers/1 -H "Authorization: Bearer $ALICE"; echo
 
-  # no token: refused with 401 and the reason
-  curl -s -i {proxy}/customers/1; echo
-
-  # a token minted for another audience is refused too
-  curl -s {proxy}/customers/1 -H "Authorization: Bearer $(.venv/bin/toolgate dev token --sub eve --aud another-app --keys {STATE / 'dev-issuer.json'})"; echo
-
-  # an MCP tool call over streamable HTTP
-  curl -s {proxy}/mcp -H "Authorization: Bearer $BOB" -H 'Content-Type: application/json' \\
+  # masked, over MCP
+  curl -s {proxy}/mcp -H "Authorization: Bearer $ALICE" -H 'Content-Type: application/json' \\
        -d {shlex.quote(mcp_call)}; echo
 
-  # more tokens: .venv/bin/toolgate dev token --sub NAME --groups a,b --keys {STATE / 'dev-issuer.json'}
+  # blocked: a bulk export (403, with the rule and its message)
+  curl -s "{proxy}/customers/export?limit=500" -H "Authorization: Bearer $ALICE"; echo
+
+  # held for approval: bob starts a deploy; it waits (watch it in mitmweb)...
+  curl -s {proxy}/deploy -H "Authorization: Bearer $BOB" -H 'Content-Type: application/json' \\
+       -d '{{"service":"api","version":"2.1"}}'; echo
+  # ...until carol, in sre-leads, approves it from another shell (or Resume in mitmweb)
+  {toolgate} approvals list --token $CAROL
+  {toolgate} approvals approve <ID> --reason "release 2.1" --token $CAROL
+
+  # refused: no token (401, with the reason)
+  curl -s -i {proxy}/customers/1; echo
+
+  # afterwards: the recorded calls (while the demo runs, through the admin API)
+  {toolgate} sessions list --db {STATE / 'demo.duckdb'} --token $CAROL
+
+  # more tokens: {toolgate} dev token --sub NAME --groups a,b --keys {STATE / 'dev-issuer.json'}
 
 Ctrl-C stops the demo.
 """
@@ -108,7 +126,7 @@ def main() -> int:
             sys.stdout.write(line)
             if not printed and re.search(r"listening at", line) and "Web server" not in line:
                 print(banner(f"http://{HOST}:{proxy_port}", f"http://{HOST}:{web_port}",
-                             service.url, issuer), flush=True)
+                             service.url, issuer, f"http://{HOST}:{admin_port}"), flush=True)
                 printed = True
         return proc.wait()
     except KeyboardInterrupt:

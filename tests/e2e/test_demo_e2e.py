@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -89,6 +91,42 @@ def test_make_run_prints_working_examples(demo):
     shown = httpx.get(demo["web"] + "/flows/dump", timeout=10).content
     for token in (alice, bob):
         assert token.split(".")[2].encode() not in shown
+
+
+def test_make_run_story_masked_blocked_held_and_approved(demo):
+    output = demo["output"]
+    token = {name: re.search(rf"export {name}=(\S+)", output).group(1)
+             for name in ("ALICE", "BOB", "CAROL")}
+    toolgate = [str(Path(sys.executable).parent / "toolgate")]
+    admin = re.search(r"admin API\s+(\S+)", output).group(1)
+    with httpx.Client(base_url=demo["proxy"], timeout=20) as http:
+        alice = {"Authorization": f"Bearer {token['ALICE']}"}
+        masked = http.get("/customers/1", headers=alice).json()
+        assert masked["ssn"] == "***-**-1234" and masked["email"].startswith("tok_email_")
+        blocked = http.get("/customers/export?limit=500", headers=alice)
+        assert blocked.status_code == 403 and blocked.json()["error"]["code"] == "blocked"
+
+        held: dict = {}
+        deploy = threading.Thread(target=lambda: held.update(answer=http.post(
+            "/deploy", json={"service": "api", "version": "2.1"},
+            headers={"Authorization": f"Bearer {token['BOB']}"})))
+        deploy.start()
+
+        def listed():
+            result = subprocess.run([*toolgate, "approvals", "list", "--json", "--admin", admin,
+                                     "--token", token["CAROL"]], capture_output=True, text=True)
+            return json.loads(result.stdout) if result.returncode == 0 else None
+
+        deadline = time.monotonic() + 10
+        while not (waiting := listed()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert waiting and waiting[0]["subject"] == "bob"
+        approve = subprocess.run([*toolgate, "approvals", "approve", waiting[0]["id"], "--reason",
+                                  "release 2.1", "--admin", admin, "--token", token["CAROL"]],
+                                 capture_output=True, text=True)
+        assert approve.returncode == 0, approve.stdout + approve.stderr
+        deploy.join(15)
+        assert held["answer"].status_code == 202 and held["answer"].json()["status"] == "started"
 
 
 def test_make_run_stops_everything_on_ctrl_c(demo):
