@@ -3,12 +3,14 @@
 The token is read from `Authorization` (or `Proxy-Authorization`, also on the CONNECT of an
 explicit proxy), removed from the request so the backend never receives it, and never logged.
 The verified identity (subject, issuer, groups, token id) is attached to the flow as
-`flow.metadata["toolgate.identity"]` for the addons after this one.
+`flow.metadata["toolgate.identity"]` for the addons after this one. The verified token itself
+is kept in memory only (`take_caller_token`), for a credentials target that passes it through.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from pathlib import Path
 from typing import Optional
 
@@ -41,6 +43,16 @@ OPTIONS = frozenset(
         "toolgate_oidc_hmac_secret",
     }
 )
+
+# Verified caller tokens by flow, for `pass_caller_token` targets. Never on `flow.metadata`:
+# mitmweb, `export` and the session store serialize it. Weak keys: a flow that never reaches
+# the credentials addon (refused, killed) takes its token with it.
+_CALLER_TOKENS: weakref.WeakKeyDictionary[http.HTTPFlow, str] = weakref.WeakKeyDictionary()
+
+
+def take_caller_token(flow: http.HTTPFlow) -> str | None:
+    """The bearer token verified for `flow`, forgotten as it is handed out."""
+    return _CALLER_TOKENS.pop(flow, None)
 
 
 def build_verifier(
@@ -159,7 +171,8 @@ class Identity:
                 raise IdentityError("no bearer token: send 'Authorization: Bearer <token>'")
             if self.verifier is None:  # configure() refused the options: nothing can pass
                 raise IdentityError("the gateway has no token verifier configured")
-            identity = await self.verifier.verify(bearer_token(credential))
+            token = bearer_token(credential)
+            identity = await self.verifier.verify(token)
         except IdentityError as exc:
             reason = str(exc)
             logger.info("toolgate: identity refused for %s: %s", flow.client_conn.peername, reason)
@@ -170,6 +183,7 @@ class Identity:
             refuse(flow, Refusal("identity", reason))
             return
         flow.metadata[IDENTITY_KEY] = identity.as_dict()
+        _CALLER_TOKENS[flow] = token
 
     def _take_credential(self, flow: http.HTTPFlow) -> str | None:
         """The caller's credential, removed from the request so it is never forwarded: the
