@@ -14,9 +14,7 @@ import functools
 import json
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +27,7 @@ from rich.text import Text
 
 from rules import parse_duration
 from rules.durations import format_duration
+from scripts.admin_http import AdminRefused, AdminUnreachable, admin_json
 
 DEFAULT_ADMIN = "http://127.0.0.1:8090"
 
@@ -56,25 +55,13 @@ class Common:
             raise CannotRun("no token: pass --token TOKEN or set TOOLGATE_TOKEN (for the dev "
                             "issuer: toolgate dev token --sub YOU --groups GROUP)")
         url = self.admin.rstrip("/") + urllib.parse.quote(path)
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data=data, method=method, headers={
-            "Authorization": f"Bearer {self.token}", "Accept": "application/json",
-            "Content-Type": "application/json", "X-Toolgate-Channel": "cli",
-        })
         try:
-            with urllib.request.urlopen(request, timeout=30) as answer:
-                return json.loads(answer.read())
-        except urllib.error.HTTPError as exc:
-            try:
-                message = json.loads(exc.read())["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = f"HTTP {exc.code}"
-            if exc.code == 401:
-                message += " (pass --token or set TOOLGATE_TOKEN)"
-            raise Refused(f"{message} [HTTP {exc.code}]") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise CannotRun(f"the gateway's admin API at {self.admin} did not answer ({reason}): "
+            return admin_json(url, self.token, method=method, body=body,
+                              headers={"X-Toolgate-Channel": "cli"})
+        except AdminRefused as exc:
+            raise Refused(f"{exc} [HTTP {exc.status}]") from None
+        except AdminUnreachable as exc:
+            raise CannotRun(f"the gateway's admin API at {self.admin} did not answer ({exc}): "
                             "pass --admin URL (the gateway's toolgate_admin_listen)") from None
 
 

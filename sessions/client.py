@@ -4,16 +4,14 @@ JSON (`sessions.api`), so every command gives the same answer either way."""
 
 from __future__ import annotations
 
-import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
 
+from scripts.admin_http import AdminRefused, AdminUnreachable, admin_json
 from sessions import api, chain
 from sessions.migrations import LATEST, current_version
 from sessions.writer import CONNECTION_CONFIG
@@ -62,25 +60,14 @@ class AdminSource:
     def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
         query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v})
         url = f"{self.base_url}{urllib.parse.quote(path)}" + (f"?{query}" if query else "")
-        request = urllib.request.Request(url, headers={"Accept": "application/json"})
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
-                return json.loads(answer.read())
-        except urllib.error.HTTPError as exc:
-            try:
-                message = json.loads(exc.read())["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = f"HTTP {exc.code}"
-            if exc.code == 401:
-                message += " (pass --token or set TOOLGATE_TOKEN)"
-            raise SourceError(message, exc.code) from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
+            return admin_json(url, self.token, timeout=self.timeout)
+        except AdminRefused as exc:
+            raise SourceError(str(exc), exc.status) from None
+        except AdminUnreachable as exc:
             raise SourceError(
                 f"the store is held by a running gateway, and its admin API at {self.base_url} "
-                f"did not answer ({reason}): pass --admin URL (toolgate_admin_listen), or stop "
+                f"did not answer ({exc}): pass --admin URL (toolgate_admin_listen), or stop "
                 "the gateway to read the file directly"
             ) from None
 
