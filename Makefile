@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.toolgate-installed
 
-.PHONY: run test bench-rules clean
+.PHONY: run test fuzz bench-rules clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The property-based fuzz tests with many more examples (the regular suite runs 200 each).
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(STAMP)
+	TOOLGATE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz_protocols.py
 
 bench-rules: $(STAMP)
 	$(BIN)/python scripts/bench_rules.py

@@ -207,6 +207,9 @@ class Recorder:
                                                forwarded or not final)
         response = flow.response if final else None
         error = (refused or (flow.error.msg if flow.error else None)) if final else None
+        # A buffered answer cut off by an error never reached the caller (mitmproxy answered
+        # 502 instead): its status is not what the caller got. A stream's headers had left.
+        released = response is not None and (flow.error is None or bool(response.stream))
         return CallRecord(
             call_id=call_id_of(flow),
             session_id=self._session(flow, identity, final),
@@ -223,7 +226,7 @@ class Recorder:
             url=_recorded_url(flow),
             request_headers=_headers(request.headers, decoded=RECORD_REQUEST in meta),
             request_body=_recorded_body(meta, RECORD_REQUEST, request, refused),
-            status=response.status_code if response is not None else None,
+            status=response.status_code if released else None,
             response_headers=(_headers(response.headers, decoded=RECORD_RESPONSE in meta)
                               if response is not None else None),
             response_body=(_recorded_body(meta, RECORD_RESPONSE, response, refused)

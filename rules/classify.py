@@ -22,6 +22,17 @@ from rules.model import Label
 from rules.walk import HOLDER, Document
 
 SEPARATOR = "\x00"  # no detector pattern matches it, so no match spans two strings
+
+# Characters a reader does not see: format characters (Unicode category Cf: zero-width space and
+# joiners, soft hyphen, word joiner, BOM, bidi controls, tags...) and control characters other
+# than tab and line breaks. Split by them, `4111\u200b1111...` still reads as a card number, so
+# detectors match strings with them taken out (positions are mapped back for masking).
+INVISIBLE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891"
+    "\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+    "\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0001\U000e0020-\U000e007f]"
+)
 SELECT_ABOVE = 4096  # characters; in a smaller text, scanning everything costs less than selecting
 
 
@@ -95,7 +106,17 @@ class Classifier:
         strings = document.strings
         if not strings or not self.string_detectors:
             return []
-        everything = _Joined(list(dict.fromkeys(strings)))
+        distinct = list(dict.fromkeys(strings))
+        positions: dict[int, list[int]] = {}  # strings with invisible characters: visible -> original
+        everything = _Joined(distinct)
+        if everything.text.count(SEPARATOR) >= len(distinct) or INVISIBLE.search(everything.text.replace(SEPARATOR, "")):
+            visible = list(distinct)
+            for index, value in enumerate(distinct):
+                if INVISIBLE.search(value):
+                    keep = [i for i, char in enumerate(value) if not INVISIBLE.match(char)]
+                    positions[index] = keep
+                    visible[index] = "".join(value[i] for i in keep)
+            everything = _Joined(visible)
         selections: dict[Any, _Joined] = {}  # detectors with the same gates share the selected text
         chosen_by: dict[Any, set[int]] = {}
         found: dict[int, list[tuple[int, int, Detector]]] = {}
@@ -111,7 +132,9 @@ class Classifier:
                 found.setdefault(index, []).append((start - offset, end - offset, detector))
         if not found:
             return []
-        distinct = everything.strings
+        for index, keep in positions.items():  # back to positions in the original strings
+            if index in found:
+                found[index] = [(keep[start], keep[end - 1] + 1, detector) for start, end, detector in found[index]]
         spans_of = {distinct[index]: _without_overlaps(spans) for index, spans in found.items()}
         hits = []
         slots = document.string_slots

@@ -103,7 +103,7 @@ def normalize(value: Any, detector: Detector | None = None) -> str:
     lower case when it holds an `@`; containers become canonical JSON.
     """
     if detector is not None:
-        return detector.normalize(str(value))
+        return detector.normalize(_number_text(value))
     if isinstance(value, str):
         text = value.strip()
         if _NUMBER_LIKE.fullmatch(text):
@@ -149,8 +149,16 @@ def mask_whole(value: Any, style: str, label: str, key: bytes | Fingerprints, de
             return f"tok_{label}_{key.of(value, detector)[:TOKEN_HEX]}"
         return hash_token(label, normalize(value, detector), key)
     if style == "partial" and isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return detector.partial(str(value)) if detector is not None else generic_partial(value)
+        return detector.partial(_number_text(value)) if detector is not None else generic_partial(value)
     return redact_token(label)
+
+
+def _number_text(value: Any) -> str:
+    """A value as a detector reads it: `4.111111111111111e15` is the card `4111111111111111`
+    (see `rules.walk`), not `4111111111111111.0`."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def mask_spans(text: str, spans: list[tuple[int, int, str, str, Detector | None]], key: bytes | Fingerprints) -> Any:

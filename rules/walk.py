@@ -93,6 +93,10 @@ class Document:
                 elif kind is int and value >= SMALLEST_CARD:
                     numbers.append(value)
                     number_slots.append((node, key))
+                elif kind is float and SMALLEST_CARD <= value < 1e19 and value.is_integer():
+                    # `4.111111111111111e15` is the integer a backend reads: the same card.
+                    numbers.append(int(value))
+                    number_slots.append((node, key))
 
     def _embedded_json(self, text: str, node: int) -> Any:
         """The object or array a string holds, or None when it is just text."""

@@ -70,6 +70,8 @@ def is_json(data: bytes | str) -> bool:
     """Whether `data` is JSON at all (leniently: duplicate keys are `loads`'s business)."""
     try:
         json.loads(data)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        return True  # too deep to tell: `loads` refuses it as malformed, never read as text
+    except ValueError:
         return False
     return True
