@@ -141,9 +141,11 @@ class Policy:
             return
         flow.metadata[CONTEXT_KEY] = message.context or {"protocol": message.protocol}
         outcome = self._decide(flow, message, "request")
-        if outcome.refusal:
-            self._apply_refusal(flow, outcome)
+        if outcome.action in ("block", "deny"):
+            self._refuse(flow, outcome)
             return
+        # Masks apply to a call held for approval too: the reviewer sees, and an approval
+        # forwards, the masked arguments.
         if outcome.changed_body:
             request.content = message.encode()
         if outcome.query is not None:
@@ -151,6 +153,7 @@ class Policy:
             for key, value in outcome.query.items():
                 for item in value if isinstance(value, list) else [value]:
                     request.query.add(key, str(item))
+        self._hand_over_approval(flow, outcome)
 
     # -- responses ---------------------------------------------------------------------------
 
@@ -208,11 +211,12 @@ class Policy:
             refuse(flow, _refusal(exc, request=False))
             return
         outcome = self._decide(flow, message, "response")
-        if outcome.refusal:
-            self._apply_refusal(flow, outcome)
+        if outcome.action in ("block", "deny"):
+            self._refuse(flow, outcome)
             return
         if outcome.changed_body:
             response.content = message.encode()
+        self._hand_over_approval(flow, outcome)
         if header := decision_header(flow):
             response.headers[DECISION_HEADER] = header
 
@@ -274,11 +278,14 @@ class Policy:
         outcome.record(flow)
         return outcome
 
-    def _apply_refusal(self, flow: http.HTTPFlow, outcome: CallDecision) -> None:
+    @staticmethod
+    def _hand_over_approval(flow: http.HTTPFlow, outcome: CallDecision) -> None:
         if outcome.action == "approve":
             # The approvals addon, next in the chain, holds the call (or denies it).
             flow.metadata["toolgate.approval"] = outcome.approval
-            return
+
+    @staticmethod
+    def _refuse(flow: http.HTTPFlow, outcome: CallDecision) -> None:
         record = flow.metadata.get(RECORD_KEYS[outcome.phase])
         if outcome.phase == "request" and record is not None:
             flow.request.content = record  # never forwarded: keep nothing raw on the flow

@@ -57,3 +57,38 @@ def test_a_blocked_call_is_marked_and_commented_for_mitmweb(tmp_path):
             assert "block" in flow.comment and "no-deletes" in flow.comment
 
     run(scenario)
+
+
+HELD_RULES = """
+labels:
+  - {name: email, level: confidential, detector: email}
+rules:
+  - id: deploys-need-approval
+    match: {method: POST, path: /deploy}
+    action: approve
+    approvers: [sre-leads]
+  - id: no-emails-out
+    match: {labels: [email], direction: request}
+    action: mask
+    mask: redact
+"""
+
+
+def test_a_call_held_for_approval_is_masked_before_it_is_held(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(HELD_RULES)
+
+    async def scenario():
+        policy = Policy()
+        with taddons.context(policy, Identity(), Approvals()) as tctx:
+            tctx.configure(policy, toolgate_rules=str(rules))
+            flow = tflow.tflow(req=tutils.treq(
+                method=b"POST", path=b"/deploy", headers=((b"content-type", b"application/json"),),
+                content=b'{"service": "api", "notify": "ada@example.com"}'))
+            policy.request(flow)
+            assert flow.response is None  # held, not refused: the approvals addon decides
+            assert flow.metadata["toolgate.approval"]["rule"] == "deploys-need-approval"
+            assert b"ada@example.com" not in flow.request.content
+            assert json.loads(flow.request.content)["notify"] == "[REDACTED:email]"
+
+    run(scenario)
