@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.toolgate-installed
 
-.PHONY: run test fuzz bench-rules clean
+.PHONY: run test fuzz soak bench-rules clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,13 @@ test: $(STAMP)
 FUZZ_EXAMPLES ?= 20000
 fuzz: $(STAMP)
 	TOOLGATE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz_protocols.py
+
+# The load and soak run: every call checked, recorded exactly once, memory and throughput
+# reported (the regular suite runs a reduced one: tests/e2e/test_soak_e2e.py).
+SOAK_CALLS ?= 10000
+SOAK_CONCURRENCY ?= 50
+soak: $(STAMP)
+	$(BIN)/python scripts/soak.py --calls $(SOAK_CALLS) --concurrency $(SOAK_CONCURRENCY)
 
 bench-rules: $(STAMP)
 	$(BIN)/python scripts/bench_rules.py

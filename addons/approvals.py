@@ -15,7 +15,10 @@ loop for the first of:
 
 An approved call continues down the chain (credentials are injected only then), unless it was
 changed while held (edited in mitmweb): an approval covers the call the reviewer saw. Every
-decision goes to the `DecisionLog`s; a call is released only once its record is kept.
+decision goes to the `DecisionLog`s; a call is released only once its record is kept. A call is
+on the session store's record as held before it is held (under audit durability, a call that
+cannot be recorded is refused 503 `unrecorded` instead), so a gateway killed while it waits
+still leaves it recorded.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import logging
 import time
 import urllib.request
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -66,6 +70,9 @@ APPROVAL_KEY = "toolgate.approval"  # set by policy: {"rule", "function", "appro
 POLL = 0.2  # seconds between looks at a held flow (Resume, Abort, a gone caller)
 RECORD_TIMEOUT = 30.0
 WEBHOOK_TIMEOUT = 5.0
+# Webhook posts get threads of their own: on asyncio's default executor, a webhook that hangs
+# would hold up what else runs there (DNS lookups of upstream hosts, the issuer's keys).
+WEBHOOK_THREADS = 4
 MARK_HELD, MARK_APPROVED, MARK_DENIED = ":hourglass:", ":white_check_mark:", ":no_entry:"
 
 
@@ -80,6 +87,7 @@ class Approvals:
         self.admin_url: str | None = None  # set by the admin addon once it listens
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._webhook_pool: ThreadPoolExecutor | None = None
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -120,6 +128,9 @@ class Approvals:
                                        now))
         for task in self._tasks:
             task.cancel()
+        if self._webhook_pool is not None:
+            self._webhook_pool.shutdown(wait=False, cancel_futures=True)
+            self._webhook_pool = None
 
     # -- commands (mitmweb's command bar, the console) --------------------------------------
 
@@ -217,6 +228,12 @@ class Approvals:
             verdict = Verdict("expired", "timeout", None, "toolgate_approval_timeout is 0: "
                               "calls that need an approval are denied at once", now)
             await self._finish(flow, held, approval, verdict)
+            return
+
+        if not await _record_held(flow, held):
+            refuse(flow, Refusal("unrecorded", "the session store cannot record calls right "
+                                 "now, so this call was not held for approval; the gateway's "
+                                 "log says why"))
             return
 
         approval.setdefault("policy_comment", flow.comment)
@@ -364,8 +381,12 @@ class Approvals:
 
     async def _post_webhook(self, url: str, held: HeldCall) -> None:
         payload = webhook_payload(held, self.admin_url)
+        if self._webhook_pool is None:
+            self._webhook_pool = ThreadPoolExecutor(WEBHOOK_THREADS,
+                                                    thread_name_prefix="toolgate-webhook")
         try:
-            await asyncio.to_thread(_post_json, url, payload, WEBHOOK_TIMEOUT)
+            await asyncio.get_running_loop().run_in_executor(
+                self._webhook_pool, _post_json, url, payload, WEBHOOK_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - a webhook never decides anything
             self.webhook_failures += 1
             logger.warning("toolgate: the webhook %s failed for held call %s: %s", url,
@@ -417,6 +438,14 @@ def _caller_gone(flow: http.HTTPFlow) -> bool:
     """The client closed its side: mitmproxy would drop the answer anyway."""
     conn = flow.client_conn
     return conn.timestamp_end is not None or not (conn.state & ConnectionState.CAN_READ)
+
+
+async def _record_held(flow: http.HTTPFlow, held: HeldCall) -> bool:
+    """The session store, when the recorder offers it, records the call as held before anyone
+    sees it held: a gateway killed while it waits still leaves it on record."""
+    recorder = ctx.master.addons.get("recorder")
+    record_held = getattr(recorder, "record_held", None)
+    return not callable(record_held) or await record_held(flow, held.requested_at)
 
 
 def _audit() -> bool:

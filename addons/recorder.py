@@ -10,8 +10,10 @@ blocking the event loop) at two points:
   if that fails, the caller gets 503 `unrecorded` instead of the answer.
 
 A gateway killed between the two leaves the `pending` row, which the next start records as an
-`interrupted` call: no call that reached a backend or a caller goes unrecorded. Under `async`
-the same records are written in the background and nothing waits.
+`interrupted` call: no call that reached a backend or a caller goes unrecorded. A call held for
+approval gets its `pending` row when it is held (`record_held`, awaited by the approvals addon),
+so one that a killed gateway was holding is recorded too: interrupted, never forwarded. Under
+`async` the same records are written in the background and nothing waits.
 
 For other addons and the admin server: `record_approval(...)` records a reviewer's decision,
 `query(path, params)` answers the admin API's session routes (see `sessions.api`) and
@@ -125,6 +127,12 @@ class Recorder:
             call_id, requested_at, decided_at, decision, reviewer, channel, reason, scope
         )
 
+    async def record_held(self, flow: http.HTTPFlow, held_at: float) -> bool:
+        """Put a call held for approval on record before anyone sees it held. False if, under
+        audit durability, the store did not commit it: then the call must not be held."""
+        future = self._writer().submit_held(self._record(flow, final=False, held_at=held_at))
+        return self.durability != "audit" or await self._committed(future)
+
     def query(self, path: str, params: Mapping[str, str]) -> "Future[tuple[int, dict[str, Any]]]":
         """Answer a GET on the admin API's session routes (`sessions.api`)."""
         writer = self._writer()
@@ -192,7 +200,8 @@ class Recorder:
             return False
         return True
 
-    def _record(self, flow: http.HTTPFlow, final: bool, forwarded: bool = False) -> CallRecord:
+    def _record(self, flow: http.HTTPFlow, final: bool, forwarded: bool = False,
+                held_at: float | None = None) -> CallRecord:
         """The call as it stands: its request (as forwarded) and, if `final`, its outcome."""
         meta = flow.metadata
         identity = meta.get("toolgate.identity") or {}
@@ -239,6 +248,7 @@ class Recorder:
             forwarded=forwarded,
             findings=findings,
             secret_headers=tuple(meta.get("toolgate.injected_headers") or ()),
+            held_at=held_at,
         )
 
     def _session(self, flow: http.HTTPFlow, identity: Mapping[str, Any], final: bool) -> str:

@@ -310,6 +310,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog (5) resets connections when a proxy in front opens a few
+    # dozen at once (load tests, 50 callers): callers would see 502s the service never caused.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int]) -> None:
         super().__init__(address, _Handler)

@@ -96,6 +96,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "pending: calls held for approval",
+        """
+        -- Set on a row written when a call is held for approval (before anyone sees it), NULL
+        -- on a request being let through: a call found held at start was never forwarded.
+        ALTER TABLE pending ADD COLUMN held_at TIMESTAMPTZ;
+        """,
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -110,6 +110,8 @@ class CallRecord:
     findings: list[Finding] = field(default_factory=list)
     # Names of headers holding vaulted credentials the gateway injected into this call.
     secret_headers: tuple[str, ...] = ()
+    # When the call was held for approval, on the `pending` row written as it was held.
+    held_at: float | None = None
 
     def __post_init__(self) -> None:
         self.request_headers = redact_headers(self.request_headers, self.secret_headers)

@@ -52,7 +52,7 @@ _PENDING_FROM_CALL = {
 }
 PENDING_COLUMNS: list[tuple[str, str]] = [
     c for c in CALL_CONTENT if c[0] in _PENDING_FROM_CALL
-] + [("findings", STR)]
+] + [("findings", STR), ("held_at", TS)]
 
 FINDING_COLUMNS: list[tuple[str, str]] = [
     ("call_id", STR),

@@ -1,7 +1,8 @@
 """The one writer: a thread that owns the store's DuckDB connection.
 
 Everything that changes the store goes through `Writer`: the request of a call let through
-under audit durability (`submit_request`, a `pending` row), a finished call (`submit_call`: its
+under audit durability (`submit_request`, a `pending` row), a call held for approval
+(`submit_held`, a `pending` row marked held), a finished call (`submit_call`: its
 `calls` row, its findings, and the `pending` row removed, in one transaction), an approval
 decision (`record_approval`). Each returns a `concurrent.futures.Future` that resolves once the
 transaction holding the record has committed, and fails (with `RecordingError`) if it did not;
@@ -184,6 +185,14 @@ class Writer:
         """Record that `record`'s request is being let through (a `pending` row)."""
         return self._submit("request", record)
 
+    def submit_held(self, record: CallRecord) -> Future:
+        """Record that `record`'s call is held for approval since `record.held_at` (a `pending`
+        row marked held): a gateway killed while it waits leaves a call that is recorded, at the
+        next start, as interrupted and never forwarded, its approval expired."""
+        if record.held_at is None:
+            raise ValueError("a held call's record needs held_at")
+        return self._submit("request", record)
+
     def submit_call(self, record: CallRecord) -> Future:
         """Record a finished call: its `calls` row and findings; its `pending` row goes."""
         return self._submit("call", record)
@@ -277,7 +286,12 @@ class Writer:
                 if batch:
                     self._commit_batch(batch)
                 if self._queue.empty() and not self._settled and self._con is not None:
-                    self._settle()
+                    try:
+                        self._settle()
+                    except Exception as exc:  # noqa: BLE001 - a full disk must not end the thread
+                        # The unsettled head still accepts the store; a later commit settles it.
+                        logger.warning("toolgate: could not settle the chain head file %s: %s",
+                                       self.head_file, exc)
         except BaseException:  # noqa: BLE001 - the thread must not die with futures unresolved
             logger.exception("toolgate: the session store's writer failed")
         finally:
@@ -409,6 +423,7 @@ class Writer:
     def _pending_values(rec: CallRecord) -> dict[str, Any]:
         values = call_values(rec)
         values["findings"] = orjson.dumps([f.as_dict() for f in rec.findings]).decode()
+        values["held_at"] = _us(rec.held_at)
         return values
 
     def _add_call(
@@ -505,10 +520,12 @@ class Writer:
 
     def _recover_pending(self, con: duckdb.DuckDBPyConnection) -> None:
         """Calls let through before the gateway last stopped, whose answer was never
-        recorded, become `interrupted` calls: nobody got an answer recorded as given."""
+        recorded, become `interrupted` calls: nobody got an answer recorded as given. Calls
+        that were held for approval and never let through become `interrupted` calls that were
+        not forwarded, with an `expired` approval."""
         names = [name for name, _ in PENDING_COLUMNS]
-        select = ", ".join(names)
-        select = select.replace("started_at", "epoch_us(started_at)")
+        select = ", ".join(f"epoch_us({n})" if n in ("started_at", "held_at") else n
+                           for n in names)
         rows = con.execute(
             f"SELECT {select} FROM pending ORDER BY started_at, call_id"
         ).fetchall()
@@ -517,10 +534,26 @@ class Writer:
         done = con.execute("SELECT DISTINCT call_id FROM calls WHERE call_id IN "
                            "(SELECT call_id FROM pending)").fetchall()
         finished = {r[0] for r in done}
-        records = [
-            _interrupted(dict(zip(names, row))) for row in rows if row[0] not in finished
-        ]
-        items = [_Item("call", rec, Future()) for rec in records]
+        decided = {r[0] for r in con.execute(
+            "SELECT DISTINCT call_id FROM approvals WHERE call_id IN "
+            "(SELECT call_id FROM pending WHERE held_at IS NOT NULL)").fetchall()}
+        # A call held, then approved, has two rows: its hold and its request let through.
+        by_call: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            if row[0] not in finished:
+                by_call.setdefault(row[0], []).append(dict(zip(names, row)))
+        now = time.time()
+        items: list[_Item] = []
+        for versions in by_call.values():
+            let_through = [v for v in versions if v["held_at"] is None]
+            held = [v for v in versions if v["held_at"] is not None]
+            items.append(_Item("call", _interrupted((let_through or held)[0],
+                                                    forwarded=bool(let_through)), Future()))
+            if held and held[0]["call_id"] not in decided:
+                items.append(_Item("approval", ApprovalRecord(
+                    held[0]["call_id"], held[0]["held_at"] / 1_000_000, now, "expired",
+                    None, "gateway", "the gateway stopped while the call was held", "call",
+                ), Future()))
         for item in items:
             item.future.set_running_or_notify_cancel()
         self._commit(items)
@@ -528,7 +561,7 @@ class Writer:
             con.execute("DELETE FROM pending WHERE call_id IN (SELECT call_id FROM calls)")
         logger.warning(
             "toolgate: recorded %d call(s) interrupted when the gateway last stopped",
-            len(records),
+            len(by_call),
         )
 
     def _settle(self) -> None:
@@ -562,7 +595,7 @@ class Writer:
                 logger.exception("toolgate: closing the session store failed")
 
 
-def _interrupted(row: dict[str, Any]) -> CallRecord:
+def _interrupted(row: dict[str, Any], forwarded: bool = True) -> CallRecord:
     started = row["started_at"]  # microseconds
     findings = [Finding.from_dict(f) for f in orjson.loads(row.get("findings") or "[]")]
     headers = [tuple(h) for h in orjson.loads(row["request_headers"] or "[]")]
@@ -585,7 +618,9 @@ def _interrupted(row: dict[str, Any]) -> CallRecord:
         enforced=row["enforced"],
         rules=list(row["rules"] or []),
         mode=row["mode"],
-        error="the gateway stopped before this call's answer was recorded",
-        forwarded=True,
+        error=("the gateway stopped before this call's answer was recorded" if forwarded else
+               "the gateway stopped while this call was held for approval; it was never "
+               "forwarded"),
+        forwarded=forwarded,
         findings=findings,
     )

@@ -1,6 +1,8 @@
 """The demo backend speaks the protocols the gateway must handle."""
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -63,3 +65,19 @@ def test_received_requests_are_kept(service):
     httpx.post(service.url + "/echo", content=b"hello", headers={"X-Probe": "1"})
     [received] = service.received
     assert received.body == b"hello" and received.header("x-probe") == "1"
+
+
+def test_a_burst_of_connections_is_served_not_reset(service):
+    """A gateway in front opens many connections at once (the soak: 50 callers)."""
+    barrier = threading.Barrier(64)
+
+    def call(_: int) -> int | str:
+        barrier.wait(10)
+        try:
+            return httpx.post(service.url + "/echo", json={"a": 1}, timeout=10).status_code
+        except httpx.HTTPError as exc:
+            return repr(exc)
+
+    with ThreadPoolExecutor(64) as pool:
+        answers = list(pool.map(call, range(64)))
+    assert answers == [200] * 64

@@ -3,14 +3,17 @@ they must, recovery of calls interrupted by a crash, queries beside the writes."
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from concurrent.futures import Future
 
+import duckdb
 import pytest
 
 from sessions import chain
 from sessions.records import CallRecord
+from sessions.verify import verify_store
 from sessions.writer import RecordingError
 from storekit import fill, make_call, query
 
@@ -219,3 +222,75 @@ def test_a_forgotten_writer_does_not_keep_a_program_alive(tmp_path):
     assert done.returncode == 0
     assert time.monotonic() - started < 15
     assert query(tmp_path / "x.duckdb", "SELECT count(*) FROM calls") == [(1,)]
+
+
+def test_calls_held_when_a_gateway_was_killed_are_recorded_as_never_forwarded(open_writer, db):
+    w = open_writer()
+    pending = dict(status=None, response_body=None, response_headers=None, ended_at=None)
+    held_at = time.time()
+    # Held, and still waiting when the gateway died.
+    waiting = make_call(function="deploy.start", decision="approve", **pending)
+    w.submit_held(make_call(call_id=waiting.call_id, held_at=held_at, **pending)).result(10)
+    # Held, approved (its decision recorded), let through, and cut off before its answer.
+    approved = make_call(**pending)
+    w.submit_held(make_call(call_id=approved.call_id, held_at=held_at, **pending)).result(10)
+    w.record_approval(approved.call_id, held_at, held_at + 1, "approved", "carol", "admin",
+                      "ok", "call").result(10)
+    w.submit_request(approved).result(10)
+    # Let through, then held on its answer (a response-side approval), still waiting.
+    answered = make_call(**pending)
+    w.submit_request(answered).result(10)
+    w.submit_held(make_call(call_id=answered.call_id, held_at=held_at, **pending)).result(10)
+    with pytest.raises(ValueError, match="held_at"):
+        w.submit_held(make_call())
+    w.stop()
+    assert w.join(10)
+
+    open_writer().submit_call(make_call()).result(10)  # the gateway starts again
+    calls = {r[0]: r[1:] for r in query(
+        db, "SELECT call_id, decision, forwarded, status, error FROM calls")}
+    assert len(calls) == 4  # each call once, however many pending rows it had
+    assert calls[waiting.call_id][:3] == ("interrupted", False, None)
+    assert "held for approval" in calls[waiting.call_id][3]
+    assert calls[approved.call_id][:3] == ("interrupted", True, None)
+    assert calls[answered.call_id][:3] == ("interrupted", True, None)
+    approvals = query(db, "SELECT call_id, decision, channel, epoch(requested_at) "
+                          "FROM approvals ORDER BY seq")
+    assert [a[:3] for a in approvals] == [
+        (approved.call_id, "approved", "admin"),
+        *sorted([(waiting.call_id, "expired", "gateway"),
+                 (answered.call_id, "expired", "gateway")]),
+    ]
+    assert abs(approvals[-1][3] - held_at) < 0.001
+    assert query(db, "SELECT count(*) FROM pending") == [(0,)]
+
+
+def test_a_head_file_that_cannot_be_settled_does_not_stop_the_writer(open_writer, db,
+                                                                     monkeypatch):
+    """The disk fills up just after a commit, while the head file is being settled: the
+    writer goes on (and settles it later); it does not die with every later call unrecorded."""
+    w = open_writer()
+    w.submit_call(make_call()).result(10)
+    real = chain.write_head
+    settle_failures = []
+
+    def full_disk(path, heads, sync=True):
+        if not sync:  # settling, after the commit
+            settle_failures.append(path)
+            raise OSError(errno.EFBIG, "File too large")
+        real(path, heads, sync)
+
+    monkeypatch.setattr(chain, "write_head", full_disk)
+    w.submit_call(make_call()).result(10)
+    w.submit_call(make_call()).result(10)
+    assert settle_failures
+    monkeypatch.setattr(chain, "write_head", real)
+    w.submit_call(make_call()).result(10)
+    w.stop()
+    assert w.join(10)
+    assert query(db, "SELECT count(*) FROM calls") == [(4,)]
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert verify_store(con)["ok"] is True
+    finally:
+        con.close()
