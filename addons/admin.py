@@ -42,7 +42,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:8090"
 MAX_BODY = 64 * 1024
 CHANNEL_HEADER = "X-Toolgate-Channel"  # the CLI says so; anything else is `admin`
-SESSION_PATHS = ("/api/calls", "/api/sessions/", "/api/report", "/api/findings", "/api/verify")
+SESSION_PATHS = (
+    "/api/calls", "/api/calls/full", "/api/sessions/", "/api/report", "/api/findings", "/api/verify",
+)
 
 
 @dataclass

@@ -56,3 +56,21 @@ def test_rules_test_refuses_rules_that_do_not_load(tmp_path):
     result = CliRunner().invoke(cli, ["rules", "test", str(bad), "--db", str(tmp_path / "none")])
     assert result.exit_code == 1
     assert "bad.yaml:" in result.output
+
+
+def test_rules_test_asks_the_running_gateway_when_it_holds_the_store(start_gateway, backend, issuer, tmp_path):
+    gateway = start_gateway("toolgate_approval_timeout=0")
+    alice = {"Authorization": f"Bearer {issuer.keys.mint('alice', ['support'])}"}
+    with gateway.client() as http:
+        held = http.get("/customers/export?limit=50", headers=alice)
+    candidate = tmp_path / "candidate"
+    shutil.copytree(bundled_packs_path(), candidate, ignore=shutil.ignore_patterns("__*"))
+    demo = candidate / "demo.yaml"
+    demo.write_text(demo.read_text().replace("@.limit > 100", "@.limit > 10"))
+    reviewer = issuer.keys.mint("carol", ["sre-leads"])
+    result = CliRunner().invoke(cli, [
+        "rules", "test", str(candidate), "--json", "--db", str(tmp_path / "toolgate.duckdb"),
+        "--admin", gateway.admin_url, "--token", reviewer])
+    assert result.exit_code == 0, result.output
+    changed = json.loads(result.output)["changed"]
+    assert [c["call_id"] for c in changed] == [held.headers["X-Toolgate-Call-Id"]]
