@@ -9,12 +9,13 @@ _ADMIN_PORT.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from scripts.demo_service import DemoService
@@ -118,17 +119,29 @@ def main() -> int:
     ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, cwd=ROOT)
-    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
-    printed = False
-    try:
+    banner_text = banner(f"http://{HOST}:{proxy_port}", f"http://{HOST}:{web_port}",
+                         service.url, issuer, f"http://{HOST}:{admin_port}")
+
+    def pump() -> None:
+        """mitmweb's output to ours, with the banner once the proxy listens."""
+        printed = False
         assert proc.stdout
         for line in proc.stdout:
             sys.stdout.write(line)
-            if not printed and re.search(r"listening at", line) and "Web server" not in line:
-                print(banner(f"http://{HOST}:{proxy_port}", f"http://{HOST}:{web_port}",
-                             service.url, issuer, f"http://{HOST}:{admin_port}"), flush=True)
+            if not printed and "listening at" in line and "Web server" not in line:
+                print(banner_text, flush=True)
                 printed = True
-        return proc.wait()
+        sys.stdout.flush()
+
+    threading.Thread(target=pump, daemon=True).start()
+    # SIGTERM stops the demo like Ctrl-C. The main thread only sleeps: a signal that the OS
+    # delivers to another thread (the demo servers') is still acted on within a moment, which
+    # a main thread blocked reading mitmweb's output would not do.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        while proc.poll() is None:
+            time.sleep(0.2)
+        return proc.returncode
     except KeyboardInterrupt:
         return 0
     finally:

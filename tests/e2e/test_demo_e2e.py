@@ -129,10 +129,11 @@ def test_make_run_story_masked_blocked_held_and_approved(demo):
         assert held["answer"].status_code == 202 and held["answer"].json()["status"] == "started"
 
 
-def test_make_run_stops_everything_on_ctrl_c(demo):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_make_run_stops_everything_on_ctrl_c(demo, stop):
     proc = demo["proc"]
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(15) is not None
+    proc.send_signal(stop)
+    assert proc.wait(30) is not None
     time.sleep(0.5)
     with pytest.raises(httpx.TransportError):
         httpx.get(demo["web"] + "/flows", timeout=2)
