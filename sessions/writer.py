@@ -3,8 +3,10 @@
 Everything that changes the store goes through `Writer`: the request of a call let through
 under audit durability (`submit_request`, a `pending` row), a call held for approval
 (`submit_held`, a `pending` row marked held), a finished call (`submit_call`: its
-`calls` row, its findings, and the `pending` row removed, in one transaction), an approval
-decision (`record_approval`). Each returns a `concurrent.futures.Future` that resolves once the
+`calls` row and its findings, in one transaction), an approval decision (`record_approval`).
+A `pending` row whose call has its `calls` row is left over; such rows are deleted in bulk
+(`ANSWERED_BATCH` at a time, or when the writer is idle) rather than by every commit, which
+would add a statement to the latency of each one, and recovery ignores them. Each returns a `concurrent.futures.Future` that resolves once the
 transaction holding the record has committed, and fails (with `RecordingError`) if it did not;
 the event loop awaits it with `asyncio.wrap_future` and never touches DuckDB itself.
 
@@ -52,6 +54,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_BATCH = 4096
+ANSWERED_BATCH = 512  # leftover pending rows deleted together
 # Never resolve an unknown table name to a Python variable of the caller (DuckDB's default).
 CONNECTION_CONFIG = {"python_enable_replacements": False}
 
@@ -159,6 +162,7 @@ class Writer:
         self._reader_lock = threading.Lock()
         self._positions: dict[str, Position] = {}
         self._settled = True
+        self._answered: list[str] = []  # calls recorded whose pending rows are left over
         self._stopping = False
         self._first_open = threading.Event()  # set once the store was first tried
         self._resolved: queue.SimpleQueue[list[_Item] | None] = queue.SimpleQueue()
@@ -285,7 +289,10 @@ class Writer:
                         batch.append(item)
                 if batch:
                     self._commit_batch(batch)
-                if self._queue.empty() and not self._settled and self._con is not None:
+                idle = self._queue.empty()
+                if self._answered and (idle or len(self._answered) >= ANSWERED_BATCH):
+                    self._forget_answered()
+                if idle and not self._settled and self._con is not None:
                     try:
                         self._settle()
                     except Exception as exc:  # noqa: BLE001 - a full disk must not end the thread
@@ -378,16 +385,13 @@ class Writer:
             table: ChainHead(self._positions[table], positions[table]) for table in CHAINED
         })
         self._settled = positions == self._positions
+        batch = [(name, columns) for name, columns in (
+            ("pending", pending), ("calls", calls), ("findings", findings),
+            ("approvals", approvals)) if columns.rows]
         con.execute("BEGIN TRANSACTION")
         try:
-            self._insert(con, "pending", pending)
-            self._insert(con, "calls", calls)
-            self._insert(con, "findings", findings)
-            self._insert(con, "approvals", approvals)
-            if calls.rows:
-                con.execute(
-                    "DELETE FROM pending WHERE call_id IN (SELECT call_id FROM _batch_calls)"
-                )
+            for name, columns in batch:
+                self._insert(con, name, columns)
             con.execute("COMMIT")
         except BaseException:
             try:
@@ -396,12 +400,13 @@ class Writer:
                 pass
             raise
         finally:
-            for name in ("pending", "calls", "findings", "approvals"):
+            for name, _ in batch:
                 try:
                     con.unregister(f"_batch_{name}")
                 except Exception:  # noqa: BLE001
                     pass
         self._positions = positions
+        self._answered.extend(calls.data["call_id"])
         self.stats["commits"] += 1
         self.stats["requests"] += pending.rows
         self.stats["calls"] += calls.rows
@@ -410,10 +415,19 @@ class Writer:
         # thread does it while this one starts the next commit.
         self._resolved.put(done)
 
+    def _forget_answered(self) -> None:
+        """Delete the pending rows of calls that have their `calls` row (see the module)."""
+        answered, self._answered = self._answered, []
+        if self._con is None:
+            return  # recovery ignores them at the next open
+        try:
+            self._con.execute("DELETE FROM pending WHERE call_id IN (SELECT unnest(?))",
+                              [answered])
+        except Exception as exc:  # noqa: BLE001 - harmless leftovers; a full disk must not stop us
+            logger.warning("toolgate: could not delete answered pending rows: %s", exc)
+
     @staticmethod
     def _insert(con: duckdb.DuckDBPyConnection, table: str, columns: _Columns) -> None:
-        if not columns.rows:
-            return
         view = f"_batch_{table}"
         con.register(view, columns.table())
         names = ", ".join(name for name, _ in columns.columns)

@@ -125,7 +125,7 @@ def test_an_answer_that_cannot_be_recorded_is_withheld(tmp_path):
         await recorder.request(tflow.tflow())  # opens the store
         f.response.content = b'{"secret": "backend answer"}'
         await asyncio.wrap_future(recorder.run_query(
-            lambda con: con.execute("DROP TABLE pending")))  # the store breaks
+            lambda con: con.execute("DROP TABLE calls")))  # the store breaks
         await recorder.response(f)
         return f
 
