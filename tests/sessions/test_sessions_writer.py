@@ -321,3 +321,23 @@ def test_a_head_file_that_cannot_be_settled_does_not_stop_the_writer(open_writer
         assert verify_store(con)["ok"] is True
     finally:
         con.close()
+
+
+@pytest.mark.parametrize("interval", [0.0, 0.3])
+def test_a_commit_interval_gathers_records_nobody_waits_for(open_writer, db, interval):
+    w = open_writer()
+    w.commit_interval = interval
+    w.submit_call(make_call()).result(10)  # the first commit
+    before = w.stats["commits"]
+    futures = []
+    for _ in range(20):  # one record every 10 ms: each would get its own commit
+        futures.append(w.submit_call(make_call()))
+        time.sleep(0.01)
+    for f in futures:
+        f.result(10)
+    commits = w.stats["commits"] - before
+    if interval:
+        assert commits <= 2
+    else:
+        assert commits >= 10
+    assert query(db, "SELECT count(*) FROM calls") == [(21,)]
