@@ -253,7 +253,8 @@ class Policy:
         identity = flow.metadata.get(IDENTITY_KEY) or {}
         request = flow.request
         path = request.path.split("?", 1)[0]
-        query = dict(_query_items(request)) if phase == "request" else None
+        host = request.pretty_host  # parsed from the Host header on every access
+        query = _query_items(request) if phase == "request" else None
         monitor = ctx.options.toolgate_mode == "monitor"
         decisions: list[tuple[Unit, Decision]] = []
         for unit in message.units:
@@ -261,7 +262,7 @@ class Policy:
                 ruleset,
                 Call(
                     direction=unit.direction, protocol=unit.protocol, function=unit.function,
-                    method=request.method, host=request.pretty_host, path=path,
+                    method=request.method, host=host, path=path,
                     query=query if unit.protocol == "rest" else None,
                     subject=identity.get("subject"), groups=tuple(identity.get("groups") or ()),
                     body=unit.body, arguments=unit.arguments,
@@ -314,10 +315,18 @@ def _keep_record(
         unit.put(decision.body if decision.changed and decision.action != "block" else unit.body)
 
 
-def _query_items(request: http.Request):
-    for key in request.query.keys():
-        values = request.query.get_all(key)
-        yield key, values[0] if len(values) == 1 else values
+def _query_items(request: http.Request) -> dict[str, Any]:
+    """The query parameters, each name once with its value or the list of its values.
+    (`request.query` parses the URL again on every access: read its fields once.)"""
+    items: dict[str, Any] = {}
+    for key, value in request.query.fields:
+        if key not in items:
+            items[key] = value
+        elif isinstance(items[key], list):
+            items[key].append(value)
+        else:
+            items[key] = [items[key], value]
+    return items
 
 
 def _refusal(exc: ProtocolError, request: bool) -> Refusal:

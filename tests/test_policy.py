@@ -92,3 +92,12 @@ def test_a_call_held_for_approval_is_masked_before_it_is_held(tmp_path):
             assert json.loads(flow.request.content)["notify"] == "[REDACTED:email]"
 
     run(scenario)
+
+
+def test_query_parameters_are_read_once_and_repeated_names_become_lists():
+    from addons.policy import _query_items
+
+    f = tflow.tflow()
+    f.request.path = "/customers?email=a%40example.com&tag=x&tag=y&empty=&tag=z"
+    assert _query_items(f.request) == {"email": "a@example.com", "tag": ["x", "y", "z"],
+                                       "empty": ""}
