@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 REDACTED = "[REDACTED]"
 
@@ -49,9 +49,9 @@ def redact_headers(headers: Iterable[tuple[str, str]], secret_names: Iterable[st
     return [(name, REDACTED if name.lower() in secret else value) for name, value in headers]
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One classified value: where it was and what it is, never the value itself."""
+class Finding(NamedTuple):
+    """One classified value: where it was and what it is, never the value itself. (A named
+    tuple: a large response has a thousand of them, made and stored on every call.)"""
 
     direction: str
     path: str
@@ -62,21 +62,21 @@ class Finding:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Finding":
+        get = d.get
         return cls(
-            direction=str(d.get("direction") or ""),
-            path=str(d.get("path") or ""),
-            label=str(d.get("label") or ""),
-            level=_opt_str(d.get("level")),
-            action=_opt_str(d.get("action")),
-            fingerprint=_opt_str(d.get("fingerprint")),
+            str(get("direction") or ""),
+            str(get("path") or ""),
+            str(get("label") or ""),
+            _opt_str(get("level")),
+            _opt_str(get("action")),
+            _opt_str(get("fingerprint")),
         )
 
     def as_tuple(self) -> tuple[str, str, str, str | None, str | None, str | None]:
-        return (self.direction, self.path, self.label, self.level, self.action, self.fingerprint)
+        return tuple(self)  # type: ignore[return-value]
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(zip(("direction", "path", "label", "level", "action", "fingerprint"),
-                        self.as_tuple()))
+        return self._asdict()
 
 
 @dataclass(slots=True)

@@ -397,11 +397,13 @@ class Writer:
         batch = [(name, columns) for name, columns in (
             ("pending", pending), ("calls", calls), ("findings", findings),
             ("approvals", approvals)) if columns.rows]
-        con.execute("BEGIN TRANSACTION")
         try:
+            # One call for the whole transaction: every call into DuckDB releases the GIL and
+            # waits to get it back from the busy event loop (up to the switch interval).
             for name, columns in batch:
-                self._insert(con, name, columns)
-            con.execute("COMMIT")
+                con.register(f"_batch_{name}", columns.table())
+            con.execute(";\n".join(["BEGIN TRANSACTION", *(
+                self._insert_statement(name, columns) for name, columns in batch), "COMMIT"]))
         except BaseException:
             try:
                 con.execute("ROLLBACK")
@@ -436,11 +438,9 @@ class Writer:
             logger.warning("toolgate: could not delete answered pending rows: %s", exc)
 
     @staticmethod
-    def _insert(con: duckdb.DuckDBPyConnection, table: str, columns: _Columns) -> None:
-        view = f"_batch_{table}"
-        con.register(view, columns.table())
+    def _insert_statement(table: str, columns: _Columns) -> str:
         names = ", ".join(name for name, _ in columns.columns)
-        con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {view}")
+        return f"INSERT INTO {table} ({names}) SELECT {names} FROM _batch_{table}"
 
     @staticmethod
     def _pending_values(rec: CallRecord) -> dict[str, Any]:

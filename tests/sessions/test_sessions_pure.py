@@ -96,3 +96,18 @@ def test_api_parameters_are_checked(path, params, status):
     assert got == status
     if status != 200:
         assert body["error"]["code"] in ("bad_request", "not_found") and body["error"]["message"]
+
+
+def test_canonical_findings_order_is_the_same_with_and_without_none_values():
+    import random
+
+    from sessions import chain
+
+    rng = random.Random(7)
+    words = ["", "a", "ab", "b", "$.x", "$.x[1]", "ssn", "card", "mask", "None"]
+    rows = [tuple(rng.choice(words) for _ in range(6)) for _ in range(500)]
+    expected = sorted(rows, key=chain.finding_key)  # what stores were hashed with
+    assert chain.canonical_findings(rows) == expected
+    assert chain.canonical_findings(reversed(rows)) == expected
+    with_none = [row[:3] + (None,) + row[4:] if i % 7 == 0 else row for i, row in enumerate(rows)]
+    assert chain.canonical_findings(with_none) == sorted(with_none, key=chain.finding_key)
