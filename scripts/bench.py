@@ -7,7 +7,9 @@ of PII, then, in turn, bare `mitmdump` and `mitmdump -s addons/gateway.py` (iden
 issuer, the bundled packs, masking) in reverse mode in front of it, and drives each with an
 asyncio load generator on keep-alive connections. Prints requests/s, p50 and p99 latency and
 the ratio gateway/bare, plus how busy the load generator itself was (it must not be the
-bottleneck). mitmproxy runs one event loop on one core: the ratio is what toolgate costs.
+bottleneck), and the proxy's CPU time per request (all its threads; less noisy than requests/s
+when something else runs on the machine). mitmproxy runs one event loop on one core: the ratio
+is what toolgate costs.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ class Result:
     seconds: float
     latencies: list[float]
     cpu: float  # share of one core the generator used
+    proxy_cpu: float = float("nan")  # CPU seconds the proxy process used while measured
 
     @property
     def rps(self) -> float:
@@ -126,16 +129,30 @@ async def _client(port: int, request: bytes, stop: float, warm: float, out: Resu
         writer.close()
 
 
-async def load(port: int, path: str, token: str | None, seconds: float, concurrency: int) -> Result:
+async def load(port: int, path: str, token: str | None, seconds: float, concurrency: int,
+               proxy_pid: int | None = None) -> Result:
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
     request = (f"GET {path} HTTP/1.1\r\nHost: bench\r\n{auth}\r\n").encode()
     now = time.perf_counter()
     warm, stop = now + 1.0, now + 1.0 + seconds
     result = Result(0, 0, seconds, [], 0.0)
     cpu = time.process_time()
-    await asyncio.gather(*(_client(port, request, stop, warm, result) for _ in range(concurrency)))
+    measured = asyncio.gather(*(_client(port, request, stop, warm, result) for _ in range(concurrency)))
+    await asyncio.sleep(max(0.0, warm - time.perf_counter()))
+    proxy_cpu = process_cpu(proxy_pid)
+    await measured
+    result.proxy_cpu = process_cpu(proxy_pid) - proxy_cpu
     result.cpu = (time.process_time() - cpu) / (time.perf_counter() - now)
     return result
+
+
+def process_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc), NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- orchestration -------------------------------------------------------------------------------
@@ -195,7 +212,7 @@ def main() -> None:
             try:
                 for path in ("/bench/1k", "/bench/256k"):
                     results[name, path] = asyncio.run(
-                        load(port, path, bearer, args.duration, args.concurrency))
+                        load(port, path, bearer, args.duration, args.concurrency, proc.pid))
             finally:
                 stop(proc)
     finally:
@@ -205,11 +222,13 @@ def main() -> None:
 
     print(f"\n{args.concurrency} connections, {args.duration:.0f} s per measurement after 1 s warm-up, "
           f"toolgate_durability={args.durability}")
-    print(f"{'':14}{'body':>6}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'loadgen cpu':>13}")
+    print(f"{'':14}{'body':>6}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'loadgen cpu':>13}"
+          f"{'proxy cpu/req':>15}")
     for (name, path), result in results.items():
         size = f"{len(BODIES[path.encode()]) // 1024} KB"
+        per_request = result.proxy_cpu / max(1, result.requests) * 1000
         print(f"{name:14}{size:>6}{result.rps:9.0f}{result.percentile(50):9.1f}"
-              f"{result.percentile(99):9.1f}{result.errors:8d}{result.cpu:12.0%}")
+              f"{result.percentile(99):9.1f}{result.errors:8d}{result.cpu:12.0%}{per_request:12.2f} ms")
     for path, target in (("/bench/1k", 0.8), ("/bench/256k", 0.6)):
         ratio = results["toolgate", path].rps / results["bare mitmdump", path].rps
         verdict = "ok" if ratio >= target else "MISSED"
