@@ -342,14 +342,17 @@ class Writer:
             self._failed(items, f"cannot open the session store {self.path}: {exc}")
             return
         try:
-            self._commit(items)
+            done = self._commit(items)
         except Exception as exc:  # noqa: BLE001
             self._failed(items, f"cannot write to the session store {self.path}: {exc}")
             self._close()  # reopened (and the chain re-read) by the next batch
             return
         if self.healthy is False:
             logger.warning("toolgate: the session store %s records again", self.path)
-        self.healthy, self.last_error = True, None
+        self.healthy, self.last_error = True, None  # before any waiter wakes up
+        # Waking each waiter costs a syscall per future (asyncio's self-pipe): a helper
+        # thread does it while this one starts the next commit.
+        self._resolved.put(done)
 
     def _failed(self, items: Iterable[_Item], message: str) -> None:
         if self.healthy is not False or message != self.last_error:
@@ -361,7 +364,9 @@ class Writer:
             if not item.future.done():
                 item.future.set_exception(error)
 
-    def _commit(self, items: list[_Item]) -> None:
+    def _commit(self, items: list[_Item]) -> list[_Item]:
+        """Write `items` in one transaction; the ones committed are returned (a record that
+        cannot be stored has its future failed here and is left out)."""
         con = self._con
         assert con is not None
         pending = _Columns(PENDING_COLUMNS)
@@ -388,7 +393,7 @@ class Writer:
                 continue
             done.append(item)
         if not done:
-            return
+            return done
         # The head file first: if we crash before the commit, it still accepts the store.
         chain.write_head(self.head_file, {
             table: ChainHead(self._positions[table], positions[table]) for table in CHAINED
@@ -422,9 +427,7 @@ class Writer:
         self.stats["requests"] += pending.rows
         self.stats["calls"] += calls.rows
         self.stats["approvals"] += approvals.rows
-        # Waking each waiter costs a syscall per future (asyncio's self-pipe): a helper
-        # thread does it while this one starts the next commit.
-        self._resolved.put(done)
+        return done
 
     def _forget_answered(self) -> None:
         """Delete the pending rows of calls that have their `calls` row (see the module)."""
@@ -580,6 +583,7 @@ class Writer:
         for item in items:
             item.future.set_running_or_notify_cancel()
         self._commit(items)
+        self._forget_answered()  # now, not when idle: the store opens with no leftovers
         if finished:  # already recorded: only the leftover pending rows go
             con.execute("DELETE FROM pending WHERE call_id IN (SELECT call_id FROM calls)")
         logger.warning(
