@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, NamedTuple
+from functools import cached_property
+from typing import Any, Callable, Mapping, NamedTuple
 
 from rules.durations import format_duration
 
@@ -102,7 +104,7 @@ class Decision:
     direction: str
     function: str
     catalogued: bool
-    matches: tuple[RuleMatch, ...] = ()
+    rules: tuple[str, ...] = ()  # ids of every matching rule (enforced and monitored), in file order
     findings: tuple[Finding, ...] = ()
     body: Any = None
     query: Mapping[str, Any] | None = None
@@ -116,12 +118,21 @@ class Decision:
     field: str | None = None
     approvers: tuple[str, ...] = ()
     timeout: datetime.timedelta | None = None
-    reasons: tuple[str, ...] = ()
+    # These render `matches` and `reasons` on first use: the gateway acts on a decision without
+    # reading why, and building that text for every request and response costs time.
+    # (`dataclasses.field`: `field` is a field of this class.)
+    describe_matches: Callable[[], tuple[RuleMatch, ...]] = dataclasses.field(default=tuple, repr=False, compare=False)
+    explanation: Callable[[], tuple[str, ...]] = dataclasses.field(default=tuple, repr=False, compare=False)
 
-    @property
-    def rules(self) -> tuple[str, ...]:
-        """Ids of every matching rule (enforced and monitored), in file order."""
-        return tuple(match.rule for match in self.matches)
+    @cached_property
+    def matches(self) -> tuple[RuleMatch, ...]:
+        """Every matching rule and catalog check (as `rules`), with the reason it matched."""
+        return self.describe_matches()
+
+    @cached_property
+    def reasons(self) -> tuple[str, ...]:
+        """Why, one line per step: what was found, each matching rule, the decision."""
+        return self.explanation()
 
     def explain(self) -> str:
         return "\n".join(self.reasons)

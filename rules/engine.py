@@ -11,34 +11,60 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from rules.bodies import rest_arguments, split_path
 from rules.catalog import check_access, find_function, rest_name
 from rules.classify import Hit
 from rules.decision import Call, Decision, Finding, RuleMatch
-from rules.masking import REMOVE, Fingerprints, apply_edits, mask_spans, mask_whole, redact_token
-from rules.model import MASK_STRENGTH, STRENGTH, Rule, RuleSet
+from rules.masking import REMOVE, Changes, Fingerprints, apply_edits, mask_spans, mask_whole, reapply_edits, redact_token
+from rules.model import MASK_STRENGTH, STRENGTH, Label, Rule, RuleSet, Source
 from rules.walk import HOLDER, Document
 
 MAX_LISTED_FIELDS = 5
 
 
-@dataclass
+@dataclass(slots=True)
 class _Outcome:
     """One reason the call gets an action: a matched rule or a catalog check."""
 
     rule: str
     action: str
     monitor: bool
-    reason: str
-    hits: list[Hit]
+    notes: list[str | None]  # why it applies; None stands for a description of the values it covers
+    hits: list[Hit]  # the hits it covers, in document order
     field: str | None = None
     message: str | None = None
     approvers: tuple[str, ...] = ()
     timeout: datetime.timedelta | None = None
     mask: str | None = None
-    source: str | None = None
+    source: Source | None = None
+    labels: tuple[str, ...] = ()  # the labels of `hits`: a rule covers every hit of a label or none
+    labelled: _Labelled | None = None
+
+    @property
+    def reason(self) -> str:
+        """The notes as one text, rendered when it is read (see `Decision.matches`)."""
+        return "; ".join(note if note is not None else _describe_hits(self.labelled, self.labels) for note in self.notes)
+
+
+class _Labelled:
+    """A call's hits, and the same hits grouped by label (rules select hits by label only)."""
+
+    __slots__ = ("hits", "by_label", "labels")
+
+    def __init__(self, hits: list[Hit]) -> None:
+        self.hits = hits
+        self.by_label: dict[str, list[Hit]] = {}  # in order of first occurrence
+        self.labels: dict[str, Label] = {}
+        for hit in hits:
+            group = self.by_label.get(hit.label.name)
+            if group is None:
+                self.by_label[hit.label.name] = [hit]
+                self.labels[hit.label.name] = hit.label
+            else:
+                group.append(hit)
 
 
 def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = False) -> Decision:
@@ -67,11 +93,11 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
     outcomes: list[_Outcome] = []
     if call.direction == "request":
         outcomes.extend(_catalog_outcomes(ruleset, entry, function, call, monitor))
-    labels = {hit.label.name for hit in hits}
-    levels = {hit.label.level for hit in hits}
+    labelled = _Labelled(hits)
+    levels = {label.level for label in labelled.labels.values()}
     arguments: list[Any] = []  # computed on first use
-    for rule in ruleset.index.candidates(call.direction, function, labels, levels):
-        outcome = _match(rule, call, function, path, hits, arguments, query, monitor)
+    for rule in ruleset.index.candidates(call.direction, function, labelled.labels, levels):
+        outcome = _match(rule, call, function, path, labelled, arguments, query, monitor)
         if outcome is not None:
             outcomes.append(outcome)
 
@@ -83,17 +109,16 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
         decisive = next(o for o in outcomes if o.action == would)
 
     plan = _mask_plan(enforced)
-    prints = Fingerprints(mask_key)
-    body = _masked(body_doc, plan, prints)
-    masked_query = _masked(query_doc, plan, prints) if query_doc is not None else query
     # What the session store keeps: the forwarded body with every labelled value still in it
     # (allowed, only monitored, or in a refused call) redacted as well.
-    record_plan = _redacting_rest(plan, hits)
-    record_body, record_query = body, masked_query
-    if record_plan is not plan:
-        record_body = _masked(body_doc, record_plan, prints)
-        record_query = _masked(query_doc, record_plan, prints) if query_doc is not None else query
-    findings = _findings(hits, outcomes, call.direction, prints)
+    masked_labels = {name for o in enforced if o.action == "mask" and o.mask is not None for name in o.labels}
+    delta = _record_delta(plan, hits, masked_labels)
+    prints = Fingerprints(mask_key)
+    body, record_body = _masked(body_doc, plan, delta, prints)
+    masked_query = record_query = query
+    if query_doc is not None:
+        masked_query, record_query = _masked(query_doc, plan, delta, prints)
+    findings = _findings(labelled, outcomes, call.direction, prints)
     return Decision(
         action=action,
         would=would,
@@ -101,7 +126,7 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
         direction=call.direction,
         function=function,
         catalogued=entry is not None,
-        matches=tuple(_rule_match(outcome) for outcome in outcomes),
+        rules=tuple(outcome.rule for outcome in outcomes),
         findings=findings,
         body=body,
         query=masked_query,
@@ -113,19 +138,25 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
         field=decisive.field if decisive else None,
         approvers=decisive.approvers if decisive and decisive.action == "approve" else (),
         timeout=decisive.timeout if decisive and decisive.action == "approve" else None,
-        reasons=_explain(function, entry, call, findings, outcomes, action, would, monitor),
+        describe_matches=partial(_rule_matches, outcomes),
+        explanation=partial(_explain, function, entry, call, findings, outcomes, action, would, monitor),
     )
 
 
 def _strongest(outcomes: list[_Outcome]) -> str:
-    return max((outcome.action for outcome in outcomes), key=STRENGTH.__getitem__, default="allow")
+    """The strongest action among `outcomes` ("allow" for none)."""
+    action = "allow"
+    for outcome in outcomes:
+        if STRENGTH[outcome.action] > STRENGTH[action]:
+            action = outcome.action
+    return action
 
 
 def _catalog_outcomes(ruleset: RuleSet, entry: Any, function: str, call: Call, monitor: bool) -> list[_Outcome]:
     if entry is None:
         if ruleset.unknown_function == "deny":
             reason = f"function {function} is not in the catalog (defaults: unknown_function: deny)"
-            return [_Outcome("defaults.unknown_function", "deny", monitor, reason, [], message=reason)]
+            return [_Outcome("defaults.unknown_function", "deny", monitor, [reason], [], message=reason)]
         return []
     now = call.now or datetime.datetime.now(datetime.timezone.utc)
     access = check_access(entry, call.groups, now)
@@ -136,11 +167,11 @@ def _catalog_outcomes(ruleset: RuleSet, entry: Any, function: str, call: Call, m
             f"access:{entry.name}",
             access.action,
             monitor,
-            access.reason,
+            [access.reason],
             [],
             message=access.reason,
             approvers=access.approvers,
-            source=str(entry.source) if entry.source else None,
+            source=entry.source,
         )
     ]
 
@@ -150,14 +181,14 @@ def _match(
     call: Call,
     function: str,
     path: str | None,
-    hits: list[Hit],
+    labelled: _Labelled,
     arguments: list[Any],
     query: Any,
     monitor: bool,
 ) -> _Outcome | None:
     """The rule's outcome if every condition of its match holds, else None. Cheap checks first."""
     match = rule.match
-    why: list[str] = []
+    why: list[str | None] = []  # None: the description of the covered values, rendered when read
     if match.direction and match.direction != call.direction:
         return None
     if match.function:
@@ -181,19 +212,24 @@ def _match(
     if match.subjects and not any(glob.matches(call.subject) for glob in match.subjects):
         return None
     covered: list[Hit] = []
+    names: tuple[str, ...] = ()
     if match.about_data:
-        covered = [
-            hit
-            for hit in hits
-            if (not match.labels or hit.label.name in match.labels) and (not match.levels or hit.label.level in match.levels)
-        ]
-        if not covered:
+        names = tuple(
+            name
+            for name, label in labelled.labels.items()
+            if (not match.labels or name in match.labels) and (not match.levels or label.level in match.levels)
+        )
+        if not names:
             return None
-        why.append(_describe_hits(covered))
+        covered = labelled.hits
+        if len(names) < len(labelled.labels):
+            covered = [hit for hit in covered if hit.label.name in names]
+        why.append(None)
     elif rule.action == "mask":
-        covered = list(hits)  # a mask rule that names no labels masks every labelled value
+        names = tuple(labelled.labels)  # a mask rule that names no labels masks every labelled value
+        covered = labelled.hits
         if covered:
-            why.append(_describe_hits(covered))
+            why.append(None)
     field = covered[0].path if covered and rule.action != "mask" else None
     if match.when:
         if not arguments:
@@ -219,14 +255,16 @@ def _match(
         rule.id,
         rule.action,
         monitor or rule.monitor,
-        "; ".join(why),
+        why,
         covered,
         field=field,
         message=message,
         approvers=rule.approvers,
         timeout=rule.timeout,
         mask=rule.mask,
-        source=str(rule.source) if rule.source else None,
+        source=rule.source,
+        labels=names,
+        labelled=labelled,
     )
 
 
@@ -238,14 +276,12 @@ def _when_arguments(call: Call, query: Any) -> Any:
     return call.body
 
 
-def _describe_hits(hits: list[Hit]) -> str:
-    by_label: dict[str, list[Hit]] = {}
-    for hit in hits:
-        by_label.setdefault(hit.label.name, []).append(hit)
+def _describe_hits(labelled: _Labelled, names: tuple[str, ...]) -> str:
     parts = []
-    for label, labelled in by_label.items():  # only the listed paths are rendered
-        shown = ", ".join(dict.fromkeys(hit.path for hit in labelled[:MAX_LISTED_FIELDS]))
-        more = f" and {len(labelled) - MAX_LISTED_FIELDS} more" if len(labelled) > MAX_LISTED_FIELDS else ""
+    for label in names:  # only the listed paths are rendered
+        hits = labelled.by_label[label]
+        shown = ", ".join(dict.fromkeys(hit.path for hit in hits[:MAX_LISTED_FIELDS]))
+        more = f" and {len(hits) - MAX_LISTED_FIELDS} more" if len(hits) > MAX_LISTED_FIELDS else ""
         parts.append(f"{label} at {shown}{more}")
     return "labels " + "; ".join(parts)
 
@@ -264,6 +300,7 @@ class _MaskPlan:
 
 
 def _mask_plan(outcomes: list[_Outcome]) -> _MaskPlan:
+    """The masks the enforced `outcomes` put on the document(s)' values."""
     plan = _MaskPlan({}, {})
     for outcome in outcomes:
         if outcome.action != "mask" or outcome.mask is None:
@@ -283,20 +320,27 @@ def _mask_plan(outcomes: list[_Outcome]) -> _MaskPlan:
     return plan
 
 
-def _redacting_rest(plan: _MaskPlan, hits: list[Hit]) -> _MaskPlan:
-    """`plan` plus a redaction of every hit it leaves as it is; `plan` itself if none."""
-    extra = [hit for hit in hits if not _planned(plan, hit)]
-    if not extra:
-        return plan
-    wholes = {doc: dict(table) for doc, table in plan.wholes.items()}
-    spans = {doc: {slot: dict(chosen) for slot, chosen in table.items()}
-             for doc, table in plan.spans.items()}
-    for hit in extra:
+def _record_delta(plan: _MaskPlan, hits: list[Hit], masked_labels: set[str]) -> _MaskPlan | None:
+    """What the record version of the body masks beyond `plan`: a redaction of every hit `plan`
+    leaves as it is. Only the slots that differ are listed (a span slot with its whole table:
+    the plan's spans there plus the redactions); None when there are none. The hits of
+    `masked_labels` (those an enforced mask rule covers) are all in the plan."""
+    delta: _MaskPlan | None = None
+    for hit in hits:
+        if hit.label.name in masked_labels or _planned(plan, hit):
+            continue
+        if delta is None:
+            delta = _MaskPlan({}, {})
+        slot = (hit.node, hit.key)
         if hit.span is None:
-            wholes.setdefault(hit.document, {})[(hit.node, hit.key)] = ("redact", hit)
+            delta.wholes.setdefault(hit.document, {})[slot] = ("redact", hit)
         else:
-            spans.setdefault(hit.document, {}).setdefault((hit.node, hit.key), {})[hit.span] = ("redact", hit)
-    return _MaskPlan(wholes, spans)
+            tables = delta.spans.setdefault(hit.document, {})
+            table = tables.get(slot)
+            if table is None:
+                table = tables[slot] = dict(plan.spans.get(hit.document, {}).get(slot, {}))
+            table[hit.span] = ("redact", hit)
+    return delta
 
 
 def _planned(plan: _MaskPlan, hit: Hit) -> bool:
@@ -306,92 +350,141 @@ def _planned(plan: _MaskPlan, hit: Hit) -> bool:
     return hit.span is not None and hit.span in plan.spans.get(hit.document, {}).get(slot, {})
 
 
-def _masked(document: Document, plan: _MaskPlan, prints: Fingerprints) -> Any:
-    wholes = plan.wholes.get(document, {})
-    spans = plan.spans.get(document, {})
-    if not wholes and not spans:
-        return document.holder[0]
+def _masked(document: Document, plan: _MaskPlan, delta: _MaskPlan | None, prints: Fingerprints) -> tuple[Any, Any]:
+    """The document masked by `plan` (to forward), and by `plan` plus `delta` (to record).
+
+    The record version reuses the forwarded one's edits and copied containers: only the slots
+    `delta` changes, and the containers on their way to the root, are done again. Without a
+    delta both are the very same object."""
+    empty: dict[Any, Any] = {}
+    wholes = plan.wholes.get(document, empty)
+    edits = _edits(document, wholes, plan.spans.get(document, empty), prints)
+    changes: Changes = {}
+    body = apply_edits(document, edits, changes)
+    if delta is None:
+        return body, body
+    extra_wholes = delta.wholes.get(document, empty)
+    extra_spans = delta.spans.get(document, empty)
+    if not extra_wholes and not extra_spans:
+        # The delta is in the call's other document. A record that differs from what is
+        # forwarded only there is still a separate object (callers compare with `is`).
+        return body, apply_edits(document, _edits(document, wholes, plan.spans.get(document, empty), prints))
+    record_edits = dict(edits)
+    for slot in extra_wholes:
+        record_edits.pop(slot, None)
+    for slot in extra_spans:
+        if slot not in extra_wholes:
+            record_edits.pop(slot, None)
+    # a delta slot is never one of the plan's wholes (those hits are planned)
+    record_edits.update(_edits(document, extra_wholes, extra_spans, prints, wholes))
+    if not record_edits:
+        return body, document.holder[0]
+    return body, reapply_edits(document, record_edits, changes, [*extra_wholes, *extra_spans])
+
+
+def _edits(
+    document: Document,
+    wholes: dict[tuple[int, Any], tuple[str, Hit]],
+    spans: dict[tuple[int, Any], dict[Any, tuple[str, Hit]]],
+    prints: Fingerprints,
+    also_whole: dict[tuple[int, Any], Any] | None = None,
+) -> dict[tuple[int, Any], Any]:
+    """{(node, key): masked value or REMOVE} for the slots whose value changes. A whole-value mask
+    of a slot (in `wholes` or `also_whole`) beats masks of spans inside it. Each distinct (value,
+    recipe) is masked once: bodies repeat values."""
     edits: dict[tuple[int, Any], Any] = {}
-    done: dict[Any, Any] = {}  # the same value masked the same way (bodies repeat values)
+    done: dict[Any, Any] = {}
     containers = document.containers
     for slot, (style, hit) in wholes.items():
         value = containers[slot[0]][slot[1]]
-        memo = (type(value), value, style, hit.label.name, hit.detector.name if hit.detector else None)
-        _edit(edits, slot, value, done, memo, lambda: mask_whole(value, style, hit.label.name, prints, hit.detector), hit)
+        label, detector = hit.label.name, hit.detector
+        hashable = isinstance(value, (str, int, float))
+        memo = (type(value), value, style, label, detector.name if detector else None) if hashable else None
+        new = done.get(memo) if hashable else None
+        if new is None:
+            new = mask_whole(value, style, label, prints, detector)
+            if hashable:
+                done[memo] = new
+        if new is REMOVE and slot == (HOLDER, 0):
+            new = redact_token(label)  # the body itself cannot be deleted
+        if new is REMOVE or new != value:
+            edits[slot] = new
     for slot, chosen in spans.items():
-        if slot in wholes:
+        if slot in wholes or (also_whole is not None and slot in also_whole):
             continue
-        value = containers[slot[0]][slot[1]]
+        value = containers[slot[0]][slot[1]]  # a string: spans are found in text
         recipe = [(s, e, style, hit.label.name, hit.detector) for (s, e), (style, hit) in chosen.items()]
-        memo = (type(value), value, *((s, e, style, label, d.name if d else None) for s, e, style, label, d in recipe))
-        _edit(edits, slot, value, done, memo, lambda: mask_spans(value, recipe, prints), next(iter(chosen.values()))[1])
-    return apply_edits(document, edits)
-
-
-def _edit(edits: dict[tuple[int, Any], Any], slot: tuple[int, Any], value: Any, done: dict[Any, Any], memo: Any, mask: Any, hit: Hit) -> None:
-    """Record the masked form of `value` at `slot`, computing it once per distinct (value, recipe)."""
-    hashable = isinstance(value, (str, int, float))
-    new = done.get(memo) if hashable else None
-    if new is None:
-        new = mask()
-        if hashable:
-            done[memo] = new
-    if new is REMOVE and slot == (HOLDER, 0):
-        new = redact_token(hit.label.name)  # the body itself cannot be deleted
-    if new is REMOVE or new != value:
-        edits[slot] = new
+        if len(recipe) == 1:  # the usual case: one value in a field
+            start, end, style, label, detector = recipe[0]
+            memo = (type(value), value, start, end, style, label, detector.name if detector else None)
+        else:
+            memo = (type(value), value, *[(s, e, style, label, d.name if d else None) for s, e, style, label, d in recipe])
+        new = done.get(memo)
+        if new is None:
+            new = done[memo] = mask_spans(value, recipe, prints)
+        if new is REMOVE and slot == (HOLDER, 0):
+            new = redact_token(recipe[0][3])  # the body itself cannot be deleted
+        if new is REMOVE or new != value:
+            edits[slot] = new
+    return edits
 
 
 # -- reporting ---------------------------------------------------------------------------------
 
 
-def _findings(hits: list[Hit], outcomes: list[_Outcome], direction: str, prints: Fingerprints) -> tuple[Finding, ...]:
-    covering: dict[int, list[_Outcome]] = {}
-    for outcome in outcomes:
-        for hit in outcome.hits:
-            covering.setdefault(id(hit), []).append(outcome)
-    verdicts: dict[tuple[int, ...], tuple[str, str | None, tuple[str, ...], bool]] = {}
-    findings = []
-    no_rule: tuple[_Outcome, ...] = ()
-    for hit in hits:
-        related = covering.get(id(hit), no_rule)
+def _findings(labelled: _Labelled, outcomes: list[_Outcome], direction: str, prints: Fingerprints) -> tuple[Finding, ...]:
+    verdicts: dict[str, tuple[str, str | None, tuple[str, ...], bool]] = {}
+    by_rules: dict[tuple[int, ...], tuple[str, str | None, tuple[str, ...], bool]] = {}
+    for name in labelled.labels:  # labels covered by the same rules share a verdict
+        related = [outcome for outcome in outcomes if name in outcome.labels]
         signature = tuple(map(id, related))
-        verdict = verdicts.get(signature)
+        verdict = by_rules.get(signature)
         if verdict is None:
-            verdict = verdicts[signature] = _verdict(related)
-        detector = hit.detector
+            verdict = by_rules[signature] = _verdict(related)
+        verdicts[name] = verdict
+    new_finding = tuple.__new__  # Finding(...) without the named tuple's keyword handling
+    of = prints.of
+    findings = []
+    for hit in labelled.hits:
+        label, detector = hit.label, hit.detector
         findings.append(
-            Finding(
-                direction,
-                hit.path,
-                hit.label.name,
-                hit.label.level,
-                detector.name if detector else None,
-                prints.of(hit.raw, detector),
-                hit.span,
-                *verdict,
+            new_finding(
+                Finding,
+                (
+                    direction,
+                    hit.path,
+                    label.name,
+                    label.level,
+                    detector.name if detector else None,
+                    of(hit.raw, detector),
+                    hit.span,
+                    *verdicts[label.name],
+                ),
             )
         )
     return tuple(findings)
 
 
-def _verdict(related: Any) -> tuple[str, str | None, tuple[str, ...], bool]:
+def _verdict(related: list[_Outcome]) -> tuple[str, str | None, tuple[str, ...], bool]:
     """What the rules covering a value did with it: (action, mask style, rule ids, monitor only)."""
     enforced = [o for o in related if not o.monitor]
-    deciding = enforced or list(related)
-    masks = [o.mask for o in deciding if o.action == "mask" and o.mask]
-    return (
-        _strongest(deciding),
-        max(masks, key=MASK_STRENGTH.__getitem__) if masks else None,
-        tuple(o.rule for o in related),
-        bool(related) and not enforced,
-    )
+    deciding = enforced or related
+    mask = None
+    for outcome in deciding:
+        if outcome.action == "mask" and outcome.mask and (mask is None or MASK_STRENGTH[outcome.mask] > MASK_STRENGTH[mask]):
+            mask = outcome.mask
+    return _strongest(deciding), mask, tuple(o.rule for o in related), bool(related) and not enforced
+
+
+def _rule_matches(outcomes: list[_Outcome]) -> tuple[RuleMatch, ...]:
+    return tuple(map(_rule_match, outcomes))
 
 
 def _rule_match(outcome: _Outcome) -> RuleMatch:
     fields = tuple(dict.fromkeys(hit.path for hit in outcome.hits))
-    labels = tuple(dict.fromkeys(hit.label.name for hit in outcome.hits))
-    return RuleMatch(outcome.rule, outcome.action, outcome.monitor, outcome.reason, fields, labels, outcome.mask, outcome.source)
+    labels = outcome.labels if outcome.hits else ()
+    source = str(outcome.source) if outcome.source else None
+    return RuleMatch(outcome.rule, outcome.action, outcome.monitor, outcome.reason, fields, labels, outcome.mask, source)
 
 
 def _explain(

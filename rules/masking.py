@@ -15,8 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from heapq import heapify, heappop, heappush
-from typing import Any
+from typing import Any, Iterable
 
 from rules.detectors import Detector
 from rules.detectors.base import keep_last
@@ -26,12 +25,13 @@ from rules.walk import DECODED_JSON, HOLDER, Document
 REMOVE: Any = type("Remove", (), {"__repr__": lambda self: "REMOVE"})()
 TOKEN_HEX = 12
 _TOKEN = re.compile(r"\[REDACTED:[A-Za-z0-9_.-]+\]|tok_[A-Za-z0-9_.-]+_[0-9a-f]{%d}" % TOKEN_HEX)
+_TOKEN_STARTS = ("[REDACTED:", "tok_")
 _NUMBER_LIKE = re.compile(r"\+?[0-9][0-9 ().-]*")
 
 
 def is_mask_token(text: str) -> bool:
     """True for `[REDACTED:x]` and `tok_x_<hex>`: values that masking already produced."""
-    return _TOKEN.fullmatch(text) is not None
+    return text.startswith(_TOKEN_STARTS) and _TOKEN.fullmatch(text) is not None  # most text starts otherwise
 
 
 def fingerprint(normalized: str, key: bytes) -> str:
@@ -182,24 +182,74 @@ def mask_spans(text: str, spans: list[tuple[int, int, str, str, Detector | None]
     return "".join(out)
 
 
-def apply_edits(document: Document, edits: dict[tuple[int, Any], Any]) -> Any:
+Changes = dict[int, dict[Any, Any]]  # {node: {key: new value, REMOVE or a copied container}}
+
+
+def apply_edits(document: Document, edits: dict[tuple[int, Any], Any], changes_out: Changes | None = None) -> Any:
     """The document's body with `edits` ({(node, key): new value or REMOVE}) applied.
 
     The input is never changed: only the containers on the way from a changed value to the root
-    are copied (deepest first), and embedded JSON strings are re-encoded once their content is
-    masked. The body itself cannot be removed; it is redacted instead.
+    are copied (children before parents: a node's index is always above its parent's), and
+    embedded JSON strings are re-encoded once their content is masked. The body itself cannot be
+    removed; it is redacted instead. `changes_out` receives what was changed in each copied
+    container (the copies of its children included), for `reapply_edits`.
     """
     if not edits:
         return document.holder[0]
-    by_node: dict[int, dict[Any, Any]] = {}
+    by_node: Changes = {}
     for (node, key), value in edits.items():
-        by_node.setdefault(node, {})[key] = value
-    queue = [(-document.depths[node], node) for node in by_node]
-    heapify(queue)
-    while queue:
-        _, node = heappop(queue)
-        changes = by_node.pop(node)
-        container = document.containers[node]
+        changes = by_node.get(node)
+        if changes is None:
+            by_node[node] = {key: value}
+        else:
+            changes[key] = value
+    parents = document.parents
+    for node in list(by_node):  # every container on the way to the root gets a copy
+        while node != HOLDER:
+            node = parents[node]
+            if node in by_node:
+                break
+            by_node[node] = {}
+    if changes_out is not None:
+        changes_out.update(by_node)
+    return _rebuild(document, by_node, edits)
+
+
+def reapply_edits(
+    document: Document, edits: dict[tuple[int, Any], Any], earlier: Changes, slots: Iterable[tuple[int, Any]]
+) -> Any:
+    """`apply_edits(document, edits)` when `edits` differ from those of an earlier call (whose
+    `changes_out` is `earlier`) only at `slots`: only the containers on the way from those slots
+    to the root are copied again, the others are shared with the earlier result. (The record
+    version of a body differs from the forwarded one in a few values.)"""
+    by_node: Changes = {}
+    parents = document.parents
+    for node, key in slots:
+        changes = by_node.get(node)
+        if changes is None:
+            changes = by_node[node] = dict(earlier.get(node, ()))
+            ancestor = node
+            while ancestor != HOLDER:
+                ancestor = parents[ancestor]
+                if ancestor in by_node:
+                    break
+                by_node[ancestor] = dict(earlier.get(ancestor, ()))
+        if (node, key) in edits:
+            changes[key] = edits[(node, key)]
+        else:
+            changes.pop(key, None)
+    return _rebuild(document, by_node, edits)
+
+
+def _rebuild(document: Document, by_node: Changes, edits: dict[tuple[int, Any], Any]) -> Any:
+    """Copy each container of `by_node` with its changes, children first, up to the body."""
+    containers, parents, keys, kinds = document.containers, document.parents, document.keys, document.kinds
+    for node in sorted(by_node, reverse=True):
+        changes = by_node[node]
+        if node == HOLDER:
+            new = changes[0]
+            return new if new is not REMOVE else redact_token("body")
+        container = containers[node]
         copy = dict(container) if type(container) is dict else list(container)
         removed = []
         for key, value in changes.items():
@@ -207,18 +257,15 @@ def apply_edits(document: Document, edits: dict[tuple[int, Any], Any]) -> Any:
                 removed.append(key)
             else:
                 copy[key] = value
-        if node == HOLDER:
-            return copy[0] if not removed else redact_token("body")
-        if type(copy) is dict:
-            for key in removed:
-                del copy[key]
-        else:
-            for key in sorted(removed, reverse=True):
-                del copy[key]
-        parent, key = document.parents[node], document.keys[node]
-        replacement = json.dumps(copy, ensure_ascii=False) if document.kinds[node] == DECODED_JSON else copy
-        if parent not in by_node:
-            by_node[parent] = {}
-            heappush(queue, (-document.depths[parent], parent))
-        by_node[parent].setdefault(key, replacement)  # a mask of the whole container wins
+        if removed:
+            if type(copy) is dict:
+                for key in removed:
+                    del copy[key]
+            else:
+                for key in sorted(removed, reverse=True):
+                    del copy[key]
+        replacement = json.dumps(copy, ensure_ascii=False) if kinds[node] == DECODED_JSON else copy
+        parent, key = parents[node], keys[node]
+        if (parent, key) not in edits:  # a mask of the whole container wins
+            by_node[parent][key] = replacement
     raise AssertionError("the holder node is always reached")

@@ -1,7 +1,7 @@
 """Flatten a decoded body into the values detectors look at, remembering where each one lives.
 
 One iterative pass over dicts and lists collects every string and every integer large enough to
-be a card number, plus a table of containers (parent, key, depth), so that a finding's location
+be a card number, plus a table of containers (parent, key, kind), so that a finding's location
 is rendered as `$.customers[0].ssn` only when it is needed, and masking can copy just the
 containers on the way to a changed value instead of the whole body. A string that holds a JSON
 object or array is decoded and walked too (its items render as `$.payload<json>.ssn`); the masking
@@ -25,7 +25,7 @@ class Document:
     """A body flattened for classification. Nodes are containers; leaves are (node, key) slots."""
 
     __slots__ = (
-        "root_name", "holder", "containers", "parents", "keys", "depths", "kinds", "embedded",
+        "root_name", "holder", "containers", "parents", "keys", "kinds", "embedded",
         "strings", "string_slots", "numbers", "number_slots", "_node_of", "_node_paths", "_key_texts",
     )  # fmt: skip
 
@@ -34,8 +34,7 @@ class Document:
         self.holder = [value]
         self.containers: list[Any] = [self.holder]
         self.parents: list[int] = [-1]
-        self.keys: list[Any] = [None]
-        self.depths: list[int] = [0]
+        self.keys: list[Any] = [None]  # a node's index is always above its parent's
         self.kinds: list[int] = [PLAIN]
         self.embedded: list[int] = [0]  # how many JSON-in-string levels deep a node is
         self.strings: list[str] = []
@@ -44,31 +43,29 @@ class Document:
         self.number_slots: list[tuple[int, Any]] = []
         self._node_of: dict[int, int] | None = None
         self._node_paths: dict[int, str] = {}
-        self._key_texts: dict[Any, str] = {}  # field names repeat in every record: render each once
+        self._key_texts: dict[Any, str] = {}
         self._walk(decode_embedded, min_length)
 
     def _add_node(self, container: Any, parent: int, key: Any, kind: int) -> int:
         self.containers.append(container)
         self.parents.append(parent)
         self.keys.append(key)
-        self.depths.append(self.depths[parent] + 1)
         self.kinds.append(kind)
         self.embedded.append(self.embedded[parent] + (kind == DECODED_JSON))
         return len(self.containers) - 1
 
     def _walk(self, decode_embedded: bool, min_length: int) -> None:
-        # The hot loop of classification: locals only, one type() per value, no method calls
-        # except to open embedded JSON.
-        strings, string_slots = self.strings, self.string_slots
+        # The hot loop of classification: locals only (the appends of strings bound once), one
+        # type() per value, no method calls except to open embedded JSON.
+        add_string, add_string_slot = self.strings.append, self.string_slots.append
         numbers, number_slots = self.numbers, self.number_slots
-        containers, parents, keys, depths, kinds, embedded = (
-            self.containers, self.parents, self.keys, self.depths, self.kinds, self.embedded,
+        containers, parents, keys, kinds, embedded = (
+            self.containers, self.parents, self.keys, self.kinds, self.embedded,
         )  # fmt: skip
         pending = [HOLDER]
         while pending:
             node = pending.pop()
             container = containers[node]
-            depth = depths[node] + 1
             for key, value in container.items() if type(container) is dict else enumerate(container):
                 kind = type(value)
                 if kind is str:
@@ -79,15 +76,14 @@ class Document:
                         if decoded is not None:
                             pending.append(self._add_node(decoded, node, key, DECODED_JSON))
                             continue
-                    strings.append(value)
-                    string_slots.append((node, key))
+                    add_string(value)
+                    add_string_slot((node, key))
                 elif kind is dict or kind is list:
                     if value:
                         pending.append(len(containers))
                         containers.append(value)
                         parents.append(node)
                         keys.append(key)
-                        depths.append(depth)
                         kinds.append(PLAIN)
                         embedded.append(embedded[node])
                 elif kind is int and value >= SMALLEST_CARD:
@@ -138,19 +134,29 @@ class Document:
             return self.root_name
         prefix = self._node_paths.get(node)
         if prefix is None:
-            prefix = self._node_paths[node] = self._node_path(node)
+            prefix = self._node_path(node)
+        return prefix + self._key_text(key, prefix)
+
+    def _key_text(self, key: Any, prefix: str) -> str:
+        if type(key) is int:
+            return f"[{key}]"  # format_key, for the list items of a large body
         text = self._key_texts.get(key) if type(key) is str else None
         if text is None:
             text = format_key(key)
             if type(key) is str:
-                self._key_texts[key] = text
-        if prefix == "?" and text.startswith("."):
-            text = text[1:]
-        return prefix + text
+                self._key_texts[key] = text  # field names repeat in every record
+        return text[1:] if prefix == "?" and text.startswith(".") else text
 
     def _node_path(self, node: int) -> str:
+        """The path of a container node (remembered: its items share it)."""
         parent, key, kind = self.parents[node], self.keys[node], self.kinds[node]
         suffix = "<json>" if kind == DECODED_JSON else ""
         if parent == HOLDER:
-            return self.root_name + suffix
-        return self.path(parent, key) + suffix
+            path = self.root_name + suffix
+        else:
+            prefix = self._node_paths.get(parent)
+            if prefix is None:
+                prefix = self._node_path(parent)
+            path = prefix + self._key_text(key, prefix) + suffix
+        self._node_paths[node] = path
+        return path

@@ -13,7 +13,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterable
 
 Span = tuple[int, int]
 
@@ -85,32 +85,52 @@ class Detector:
     numbers: bool = False
     description: str = ""
     examples: tuple[str, ...] = field(default=(), repr=False)
+    # (pattern, gate or None) pairs, zipped once: `find` runs for every detector on every call
+    _gated: tuple[tuple[re.Pattern[str], re.Pattern[str] | None], ...] = field(init=False, repr=False, compare=False)
 
-    def find(self, text: str) -> Iterator[Span]:
+    def __post_init__(self) -> None:
+        gates = self.gates or (None,) * len(self.patterns)
+        object.__setattr__(self, "_gated", tuple(zip(self.patterns, gates)))
+
+    def find(self, text: str) -> Iterable[Span]:
         """Spans of validated values in `text`. A rejected candidate is retried one character on,
         so a greedy look-alike (`1234 4242 4242 4242 4242`) cannot hide a real value inside it."""
-        patterns = [p for p, gate in zip(self.patterns, self.gates or (None,) * len(self.patterns)) if gate is None or gate.search(text)]
+        patterns = [pattern for pattern, gate in self._gated if gate is None or gate.search(text)]
         if len(patterns) == 1:
-            yield from self._find(patterns[0], text)
-            return
+            return self._find(patterns[0], text)
         spans = sorted((span for pattern in patterns for span in self._find(pattern, text)), key=lambda s: (s[0], -s[1]))
+        found = []
         end = -1
         for span in spans:  # one value matched by two patterns (IPv4 inside ::ffff:10.0.0.1) counts once
             if span[0] >= end:
-                yield span
+                found.append(span)
                 end = span[1]
+        return found
 
-    def _find(self, pattern: re.Pattern[str], text: str) -> Iterator[Span]:
-        search = pattern.search
+    def _find(self, pattern: re.Pattern[str], text: str) -> list[Span]:
         validate = self.validate
+        found = []
         position = 0
+        # Candidates usually validate: take them from `finditer` (cheaper than one `search`
+        # call each), which resumes where the last one ended, as the loop below does after a
+        # valid value. The first rejected candidate hands over to the loop, which retries there.
+        for match in pattern.finditer(text):
+            start, end = match.span()
+            if end == start or not validate(match.group()):
+                position = start
+                break
+            found.append((start, end))
+        else:
+            return found
+        search = pattern.search
         while (match := search(text, position)) is not None:
             start, end = match.span()
             if validate(match.group()):
-                yield start, end
+                found.append((start, end))
                 position = end if end > start else start + 1
             else:
                 position = start + 1
+        return found
 
     def matches_whole(self, text: str) -> bool:
         """True when all of `text` is one valid value (used for JSON numbers)."""

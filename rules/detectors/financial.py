@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from typing import Iterable
 
 from rules.detectors.base import NUMBER_RUN, Detector, Span, compile_patterns, digits_only, keep_last, keep_last_digits, register
 from rules.detectors.checksums import iban_mod97_valid, luhn_valid
@@ -13,7 +13,7 @@ def _card_valid(candidate: str) -> bool:
     digits = digits_only(candidate)
     if not 13 <= len(digits) <= 19 or len(set(digits)) == 1:
         return False
-    separators = {char for char in candidate if not char.isdigit()}
+    separators = [char for char in set(candidate) if not char.isdigit()]
     return len(separators) <= 1 and luhn_valid(digits)
 
 
@@ -66,7 +66,8 @@ class IbanDetector(Detector):
     """Candidates are greedy runs of groups; when a run is longer than the country's IBAN, the
     prefix of the right length is tried, so `BE71 0961 2345 6769 ABCD` still finds the IBAN."""
 
-    def find(self, text: str) -> Iterator[Span]:
+    def find(self, text: str) -> Iterable[Span]:
+        found = []
         for match in self.patterns[0].finditer(text):
             start, end = match.span()
             expected = IBAN_LENGTHS.get(text[start : start + 2])
@@ -74,7 +75,8 @@ class IbanDetector(Detector):
                 continue
             stop = _end_after(text, start, end, expected)
             if stop is not None and self.validate(text[start:stop]):
-                yield start, stop
+                found.append((start, stop))
+        return found
 
 
 def _end_after(text: str, start: int, end: int, count: int) -> int | None:

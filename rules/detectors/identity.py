@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterable
 
 from rules.detectors.base import NUMBER_RUN, Detector, Span, compile_patterns, digits_only, keep_last_digits, register
 
@@ -43,7 +43,8 @@ def _email_valid(candidate: str) -> bool:
         and not local.endswith(".")
         and ".." not in local
         and len(domain) <= 253
-        and not any(part.startswith("-") or part.endswith("-") for part in domain.split("."))
+        # no label of the domain starts or ends with a dash
+        and not (domain.startswith("-") or domain.endswith("-") or ".-" in domain or "-." in domain)
     )
 
 
@@ -61,7 +62,8 @@ class EmailDetector(Detector):
     """The pattern finds `@domain.tld` (an `@` is rare, so the scan is fast); the local part is
     then read backwards from the `@`, at most 64 characters, as RFC 5321 allows."""
 
-    def find(self, text: str) -> Iterator[Span]:
+    def find(self, text: str) -> Iterable[Span]:
+        found = []
         for match in self.patterns[0].finditer(text):
             at, end = match.span()
             # one character more than allowed, so that a longer local part is seen and rejected;
@@ -69,7 +71,8 @@ class EmailDetector(Detector):
             before = text[max(0, at - MAX_LOCAL_PART - 1) : at]
             start = at - (len(before) - len(before.rstrip(_LOCAL_PART)))
             if start < at and at - start <= MAX_LOCAL_PART and self.validate(text[start:end]):
-                yield start, end
+                found.append((start, end))
+        return found
 
 
 email = register(

@@ -1,0 +1,97 @@
+"""The fast paths of the engine give what the plain algorithms they replace give."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rules import Call, evaluate, load_rules_text
+from rules.classify import INVISIBLE, SEPARATOR, _invisible_besides_separators, _Needles
+from rules.detectors import DETECTORS
+from rules.detectors.checksums import luhn_valid
+from rules.masking import apply_edits, reapply_edits
+from rules.walk import Document
+
+
+def plain_luhn(digits: str) -> bool:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+@given(st.text(alphabet="0123456789", max_size=25))
+def test_luhn_matches_the_textbook_loop(digits):
+    assert luhn_valid(digits) == plain_luhn(digits)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x2100), max_size=30))
+def test_the_ascii_invisible_check_matches_the_regex(text):
+    joined = SEPARATOR.join([text, text[::-1]])
+    assert _invisible_besides_separators(joined) == (INVISIBLE.search(joined.replace(SEPARATOR, "")) is not None)
+
+
+NEEDLES = ("sk-", "sk-ant-", "@", "ghp_", "github_pat_", "xox", "k_live_")
+
+
+@given(st.text(alphabet="skant-@ghp_ithubxolve", max_size=30))
+def test_needles_found_in_one_search_are_the_substrings_present(text):
+    assert _Needles(NEEDLES).present_in(text) == {needle for needle in NEEDLES if needle in text}
+
+
+def test_find_retries_after_a_rejected_candidate_as_before():
+    text = "1234 4242 4242 4242 4242\x004242424242424242\x00order 4242424242424241"
+    assert [text[s:e] for s, e in DETECTORS["credit_card"].find(text)] == ["4242 4242 4242 4242", "4242424242424242"]
+
+
+BODIES = st.recursive(
+    st.sampled_from(["a", "123-45-6789", "x 4242 4242 4242 4242 y", "(415) 555-2671"]),
+    lambda children: st.one_of(
+        st.lists(children, min_size=1, max_size=3),
+        st.dictionaries(st.sampled_from("abc"), children, min_size=1, max_size=3),
+        st.lists(children, min_size=1, max_size=3).map(json.dumps),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=60)
+@given(BODIES, st.data())
+def test_reapplying_a_few_edits_equals_applying_them_all(body, data):
+    document = Document(body)
+    slots = document.string_slots
+    if not slots:
+        return
+    first = dict.fromkeys(data.draw(st.lists(st.sampled_from(slots), unique=True)), "one")
+    changed = data.draw(st.lists(st.sampled_from(slots), min_size=1, unique=True))
+    second = {**first, **dict.fromkeys(changed, "two")}
+    changes: dict = {}
+    apply_edits(document, first, changes)
+    assert reapply_edits(document, second, changes, changed) == apply_edits(document, second)
+
+
+RULES = load_rules_text(
+    """
+labels:
+  - {name: ssn, level: restricted, detector: us_ssn}
+  - {name: phone, level: confidential, detector: phone}
+rules:
+  - {id: mask-ssn, match: {labels: [ssn]}, action: mask, mask: partial}
+  - {id: watch-phones, match: {labels: [phone]}, action: mask, mask: redact, mode: monitor}
+"""
+)
+
+
+def test_matches_and_reasons_are_rendered_on_first_use_and_stay():
+    decision = evaluate(RULES, Call(direction="response", body={"ssn": "123-45-6789", "phone": "(415) 555-2671"}), b"k")
+    assert decision.rules == ("mask-ssn", "watch-phones")
+    assert decision.matches is decision.matches and [m.rule for m in decision.matches] == list(decision.rules)
+    assert decision.matches[0].reason == "labels ssn at $.ssn"
+    assert decision.reasons is decision.reasons and decision.explain().endswith("decision: mask")
+    assert decision.record_body == {"ssn": "***-**-6789", "phone": "[REDACTED:phone]"}
+    assert decision.body == {"ssn": "***-**-6789", "phone": "(415) 555-2671"}
