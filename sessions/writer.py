@@ -405,10 +405,11 @@ class Writer:
         try:
             # One call for the whole transaction: every call into DuckDB releases the GIL and
             # waits to get it back from the busy event loop (up to the switch interval).
+            con.execute("BEGIN TRANSACTION")
             for name, columns in batch:
                 con.register(f"_batch_{name}", columns.table())
-            con.execute(";\n".join(["BEGIN TRANSACTION", *(
-                self._insert_statement(name, columns) for name, columns in batch), "COMMIT"]))
+                con.execute(self._insert_statement(name, columns))
+            con.execute("COMMIT")
         except BaseException:
             try:
                 con.execute("ROLLBACK")
