@@ -4,14 +4,17 @@ Everything that changes the store goes through `Writer`: the request of a call l
 under audit durability (`submit_request`, a `pending` row), a call held for approval
 (`submit_held`, a `pending` row marked held), a finished call (`submit_call`: its
 `calls` row and its findings, in one transaction), an approval decision (`record_approval`).
-A `pending` row whose call has its `calls` row is left over; such rows are deleted in bulk
-(`ANSWERED_BATCH` at a time, or when the writer is idle) rather than by every commit, which
-would add a statement to the latency of each one, and recovery ignores them. Each returns a `concurrent.futures.Future` that resolves once the
-transaction holding the record has committed, and fails (with `RecordingError`) if it did not;
-the event loop awaits it with `asyncio.wrap_future` and never touches DuckDB itself.
+Each returns a `concurrent.futures.Future` that resolves once the transaction holding the
+record has committed, and fails (with `RecordingError`) if it did not; the event loop awaits
+it with `asyncio.wrap_future` and never touches DuckDB itself.
+
+A `pending` row whose call has its `calls` row is a leftover: such rows are deleted in bulk
+(`ANSWERED_BATCH` at a time, or when the writer is idle) rather than by every commit, where the
+statement would add to the latency each caller waits for; recovery ignores them.
 
 Records that arrive while a commit is running are committed together in the next one (group
-commit), inserted as Arrow tables rather than row by row: one fsync serves many calls.
+commit), inserted as Arrow tables rather than row by row: one fsync serves many calls. With a
+`commit_interval` (async durability: nobody waits), commits are spaced out to carry more.
 
 If the store cannot be written (disk full, file unwritable, a broken connection) the batch
 fails, the connection is dropped, and the next batch tries to open the store again: recording
@@ -403,8 +406,6 @@ class Writer:
             ("pending", pending), ("calls", calls), ("findings", findings),
             ("approvals", approvals)) if columns.rows]
         try:
-            # One call for the whole transaction: every call into DuckDB releases the GIL and
-            # waits to get it back from the busy event loop (up to the switch interval).
             con.execute("BEGIN TRANSACTION")
             for name, columns in batch:
                 con.register(f"_batch_{name}", columns.table())
