@@ -1,7 +1,8 @@
 """An index of rules by what they must match, so a call only looks at rules that could apply.
 
 Each rule is filed under one anchor: its function globs (exact name, or literal prefix such as
-`crm.` for `crm.*`), else its labels, else its levels, else "always"; and under its direction.
+`crm.` for `crm.*`), else its labels, else its levels, else "always"; and under its direction
+(an approve rule that names none is a request rule: the loader gives it `direction: request`).
 A call gathers candidates with a few dictionary lookups, then checks them fully, in file order.
 Rules for other functions, other directions or absent labels cost nothing.
 """

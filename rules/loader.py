@@ -8,6 +8,7 @@ here, once.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import difflib
 import re
@@ -376,6 +377,10 @@ class _Loader:
             for key in ("approvers", "timeout"):
                 if key in node:
                     self.err(node, key, f"{where}: '{key}' only applies to action: approve (this rule's action is {action})")
+        if action == "approve" and match is not None and match.direction is None:
+            # Approval is about making a call: without a direction, an approve rule holds
+            # requests only. Holding an answer takes `direction: response`.
+            match = dataclasses.replace(match, direction="request")
         if rule_id and action and match is not None:
             self.rules.append(Rule(rule_id, match, action, mask, message, tuple(approvers), mode, timeout, source))
 

@@ -123,3 +123,15 @@ def test_helpers():
     assert parse_caller(None) == (None, ())
     assert mcp_tool_call({"method": "tools/call", "params": {"name": "t", "arguments": {"a": 1}}}) == ("t", {"a": 1})
     assert mcp_tool_call({"method": "tools/list"}) is None
+
+
+def test_explain_an_approve_rule_without_direction_leaves_the_answer_alone(run, write_rules, tmp_path):
+    path = write_rules("rules:\n  - {id: deploys-need-approval, match: {function: \"deploy.*\"}, action: approve, approvers: [sre-leads]}\n")
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "deploy.start", "arguments": {"service": "api"}}}
+    (tmp_path / "req.json").write_text(json.dumps(call))
+    (tmp_path / "resp.json").write_text(json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"ok": True}}))
+    data = json.loads(run("explain", str(path), "--request", str(tmp_path / "req.json"), "--response", str(tmp_path / "resp.json"), "--json").output)
+    assert data["request"]["action"] == "approve" and data["request"]["rule"] == "deploys-need-approval"
+    assert data["response"]["action"] == "allow" and data["response"]["rules"] == []
+    listed = json.loads(run("check", str(path), "--json").output)["rules"][0]
+    assert "direction=request" in listed["match"]

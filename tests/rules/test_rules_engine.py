@@ -237,3 +237,41 @@ def test_the_index_only_offers_rules_that_could_match(packs):
     assert [r.id for r in index.candidates("request", "other7.x", set(), set())] == ["extra-7"]
     decision = evaluate(rules, Call(function="crm.get_customer", protocol="mcp", body={"s": "123-45-6789"}), b"k")
     assert decision.rules == ()
+
+
+SPEC_APPROVAL = """
+functions:
+  - name: crm.export
+    match: {method: GET, path: /customers/export}
+    owner: crm-team
+    access:
+      - {groups: [support], reviewed: 2026-01-01, review_every: 30d}
+rules:
+  - id: deploys-need-approval
+    match: {function: "deploy.*"}
+    action: approve
+    approvers: [sre-leads]
+  - id: answers-need-release
+    match: {function: "report.*", direction: response}
+    action: approve
+    approvers: [auditors]
+"""
+
+
+def test_an_approve_rule_holds_the_call_not_its_answer_unless_it_says_direction_response(key, now):
+    ruleset = load_rules_text(SPEC_APPROVAL)
+    request = evaluate(ruleset, mcp("deploy.start", {"service": "api"}), key)
+    assert request.action == "approve" and request.rule == "deploys-need-approval"
+    answer = evaluate(ruleset, mcp("deploy.start", None, "response", body={"ok": True}), key)
+    assert answer.action == "allow" and answer.rules == ()
+    # the index does not even offer the rule for answers
+    assert [r.id for r in ruleset.index.candidates("response", "deploy.start", (), ())] == []
+    # `direction: response`: the answer is held, the call is not
+    assert evaluate(ruleset, mcp("report.run", {"q": 1}), key).action == "allow"
+    released = evaluate(ruleset, mcp("report.run", None, "response", body={"rows": 3}), key)
+    assert released.action == "approve" and released.rule == "answers-need-release"
+    assert released.approvers == ("auditors",)
+    # an overdue access review holds the call only, like the catalog's other checks
+    export = rest(path="/customers/export", now=now)
+    assert evaluate(ruleset, export, key).action == "approve"
+    assert evaluate(ruleset, dataclasses.replace(export, direction="response", body={"rows": []}), key).action == "allow"

@@ -213,3 +213,16 @@ def test_jsonpath_is_compiled_once_at_load(write_rules):
     condition = ruleset.rule("no-bulk-export").match.when[0]
     assert condition.first_match({"limit": 500}) == "$.limit"
     assert condition.first_match({"limit": 5}) is None
+
+
+def test_an_approve_rule_without_direction_holds_requests_only(write_rules):
+    ruleset = load_rules(write_rules(GOOD))
+    assert ruleset.rule("deploys-need-approval").match.direction == "request"  # spec's example
+    assert ruleset.rule("no-bulk-export").match.direction is None  # other actions: both ways
+    answers = load_rules_text(
+        "rules:\n"
+        "  - {id: release, match: {function: f, direction: response}, action: approve, approvers: [x]}\n"
+        "  - {id: watch, match: {function: f}, action: approve, approvers: [x], mode: monitor}\n"
+    )
+    assert answers.rule("release").match.direction == "response"
+    assert answers.rule("watch").match.direction == "request"
