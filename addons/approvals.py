@@ -63,10 +63,12 @@ from addons.holds import (
     new_held_id,
 )
 from addons.identity import IDENTITY_KEY
+from rules.protocols import parse_request
 
 logger = logging.getLogger(__name__)
 
 APPROVAL_KEY = "toolgate.approval"  # set by policy: {"rule", "function", "approvers", ...}
+APPROVED_KEY = "toolgate.approved_rules"  # the rules under which this flow was approved
 POLL = 0.2  # seconds between looks at a held flow (Resume, Abort, a gone caller)
 RECORD_TIMEOUT = 30.0
 WEBHOOK_TIMEOUT = 5.0
@@ -216,6 +218,9 @@ class Approvals:
             return
         if phase == "request" and flow.response is not None:
             return
+        if approval.get("rule") in flow.metadata.get(APPROVED_KEY, ()):
+            # Approved under this rule already (e.g. its request): never held again by it.
+            return
         held = self._held_call(flow, approval, phase)
         now = held.requested_at
         if grant := self.grants.match(held.subject, held.function, held.rule,
@@ -311,6 +316,9 @@ class Approvals:
                 refuse(flow, Refusal("unrecorded", "the approval could not be recorded, so "
                                      "this call was not forwarded; the gateway's log says why"))
                 return
+            approved = flow.metadata.setdefault(APPROVED_KEY, [])
+            if held.rule not in approved:
+                approved.append(held.rule)
             flow.marked = MARK_APPROVED
             flow.comment = (f"approved [{held.id}] by {verdict.reviewer} via {verdict.channel}: "
                             f"{verdict.reason} · {verdict.scope} · caller {held.caller}\n{policy}")
@@ -353,7 +361,6 @@ class Approvals:
     def _held_call(self, flow: http.HTTPFlow, approval: dict[str, Any], phase: str) -> HeldCall:
         identity = flow.metadata.get(IDENTITY_KEY) or {}
         request = flow.request
-        body = None if "content-encoding" in request.headers else request.raw_content
         now = time.time()
         timeout = effective_timeout(ctx.options.toolgate_approval_timeout, approval.get("timeout"))
         return HeldCall(
@@ -364,7 +371,7 @@ class Approvals:
             approvers=tuple(approval.get("approvers") or ()),
             message=approval.get("message") or "this call needs an approval",
             field=approval.get("field"), request=f"{request.method} {request.path.split('?')[0]}",
-            arguments=arguments_view(request.path, body),
+            arguments=_arguments(flow, approval), result=approval.get("result"),
             argument_hash=argument_hash(request.method, request.path, request.raw_content),
             requested_at=now, expires_at=now + timeout, phase=phase,
         )
@@ -420,6 +427,30 @@ def _post_json(url: str, payload: dict[str, Any], timeout: float) -> None:
                                               "User-Agent": "toolgate"})
     with urllib.request.urlopen(request, timeout=timeout) as answer:
         answer.read(1024)
+
+
+def _arguments(flow: http.HTTPFlow, approval: dict[str, Any]) -> Any:
+    """The held call's arguments as a reviewer sees them (masked): for a REST call its body and
+    query; for a tool call the tool's arguments (those policy decided, or on a held answer those
+    of the request it answers), never the message around them."""
+    request = flow.request
+    body = None if "content-encoding" in request.headers else request.raw_content
+    if approval.get("protocol", "rest") == "rest":
+        return arguments_view(request.path, body)
+    if "arguments" in approval:
+        return approval["arguments"]
+    try:  # an answer is held: find the request's unit it answers
+        message = parse_request(request.path.split("?", 1)[0],
+                                request.headers.get("content-type"),
+                                request.get_content(strict=True) or b"", request.headers)
+    except Exception:  # noqa: BLE001 - an unparsable request is shown as it is
+        return arguments_view(request.path, body)
+    rpc_id = approval.get("rpc_id")
+    for unit in message.units:
+        if (unit.direction == "request" and unit.function == approval.get("function")
+                and (rpc_id is None or unit.rpc_id == rpc_id)):
+            return unit.body
+    return arguments_view(request.path, body)
 
 
 def _fingerprint(flow: http.HTTPFlow, phase: str) -> str:

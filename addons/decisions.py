@@ -115,6 +115,11 @@ def summarize(decisions: list[tuple[Unit, Decision]], phase: str, jsonrpc: bool)
                 "timeout": decision.timeout.total_seconds() if decision.timeout else None,
                 "message": decision.message or f"{decision.function} needs an approval",
                 "field": where,
+                # What the reviewer sees: the decided unit as masked (a tool's arguments, not
+                # the message around them), and what the approvals addon needs to find it.
+                "protocol": unit.protocol,
+                "arguments" if unit.direction == "request" else "result": decision.body,
+                "rpc_id": unit.rpc_id if unit.is_rpc else None,
             }
         code = "blocked"
         message = decision.message or (

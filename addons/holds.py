@@ -129,11 +129,12 @@ class HeldCall:
     message: str
     field: str | None
     request: str  # "POST /deploy"
-    arguments: Any  # as they stand after masking: what a reviewer may see
+    arguments: Any  # the tool's (or REST call's) arguments after masking: what a reviewer sees
     argument_hash: str
     requested_at: float
     expires_at: float
     phase: str = "request"
+    result: Any = None  # a held answer (phase "response"), masked: what a release lets out
     verdict: Verdict | None = None
 
     @property
@@ -161,6 +162,7 @@ class HeldCall:
             "approvers": list(self.approvers), "message": self.message, "field": self.field,
             "request": self.request, "phase": self.phase, "argument_hash": self.argument_hash,
             "access_review": self.access_review,
+            **({"result": self.result} if self.phase == "response" else {}),
             "age_seconds": round(max(0.0, now - self.requested_at), 1),
             "expires_in_seconds": round(max(0.0, self.expires_at - now), 1),
             "decided": self.verdict.as_json() if self.verdict else None,
@@ -168,14 +170,19 @@ class HeldCall:
 
     def describe(self) -> str:
         """The comment mitmweb shows on the intercepted flow."""
-        why = "access review overdue" if self.access_review else "approval needed"
-        args = json.dumps(self.arguments, separators=(",", ":"), default=str)
-        if len(args) > 300:
-            args = args[:300] + "…"
+        why = ("access review overdue" if self.access_review else "answer held for release"
+               if self.phase == "response" else "approval needed")
         approvers = ", ".join(self.approvers) or "the mitmweb operator"
+        answer = f" · answer: {_brief(self.result)}" if self.phase == "response" else ""
         return (f"held [{self.id}] · {why} · rule {self.rule} · caller {self.caller} · "
                 f"{self.function or self.request} · approvers: {approvers} · "
-                f"{self.message} · arguments: {args} · Resume approves, Abort denies")
+                f"{self.message} · arguments: {_brief(self.arguments)}{answer} · "
+                "Resume approves, Abort denies")
+
+
+def _brief(value: Any, width: int = 300) -> str:
+    text = json.dumps(value, separators=(",", ":"), default=str)
+    return text[:width] + "…" if len(text) > width else text
 
 
 class HeldCalls:

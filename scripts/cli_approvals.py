@@ -167,18 +167,25 @@ def show_cmd(common: Common, held_id: str) -> None:
     if held.get("access_review"):
         fields.insert(6, ("access review", "overdue: approving lets this call through; "
                                            "the catalog grant still needs its review"))
-    arguments = json.dumps(held.get("arguments"), indent=2, default=str)
+    shown = [("arguments", held.get("arguments"))]
+    if "result" in held:  # a held answer: what approving releases
+        shown.append(("answer", held.get("result")))
     if not sys.stdout.isatty():
         for name, value in fields:
             click.echo(f"{name}\t{value}")
-        click.echo(f"arguments\t{json.dumps(held.get('arguments'), default=str)}")
+        for name, value in shown:
+            click.echo(f"{name}\t{json.dumps(value, default=str)}")
         return
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
     for name, value in fields:
         table.add_row(name, str(value))
-    _console().print(Group(table, Text("arguments (masked):", style="bold"), Text(arguments)))
+    parts: list[Any] = [table]
+    for name, value in shown:
+        parts += [Text(f"{name} (masked):", style="bold"),
+                  Text(json.dumps(value, indent=2, default=str))]
+    _console().print(Group(*parts))
 
 
 def check_window(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

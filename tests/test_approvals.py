@@ -490,3 +490,134 @@ def test_cli_usage_errors_exit_2(args, message, monkeypatch):
     monkeypatch.delenv("TOOLGATE_TOKEN", raising=False)
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and message in result.output
+
+
+# -- with the policy addon deciding: what is held, and what the reviewer sees -----------------
+
+SPEC_RULES = """
+labels:
+  - {name: email, level: confidential, detector: email}
+rules:
+  - id: deploys-need-approval
+    match: {function: "deploy.*"}
+    action: approve
+    approvers: [sre-leads]
+  - id: answers-need-release
+    match: {function: report.run, direction: response}
+    action: approve
+    approvers: [sre-leads]
+  - id: no-emails
+    match: {labels: [email]}
+    action: mask
+    mask: redact
+"""
+
+
+def mcp_flow(tool, arguments, rpc_id=7):
+    body = json.dumps({"jsonrpc": "2.0", "id": rpc_id, "method": "tools/call",
+                       "params": {"name": tool, "arguments": arguments}}).encode()
+    flow = tflow.tflow(req=tutils.treq(method=b"POST", path=b"/mcp", content=body, headers=(
+        (b"content-type", b"application/json"),)))
+    flow.client_conn.timestamp_end = None
+    flow.metadata["toolgate.call_id"] = uuid.uuid4().hex
+    flow.metadata["toolgate.identity"] = {"subject": "bob", "issuer": "i", "groups": ["sre"],
+                                          "token_id": None, "anonymous": False}
+    return flow
+
+
+def mcp_answer(result, rpc_id=7):
+    return tutils.tresp(content=json.dumps({"jsonrpc": "2.0", "id": rpc_id,
+                                            "result": result}).encode(),
+                        headers=((b"content-type", b"application/json"),))
+
+
+def policy_context(tmp_path):
+    from addons.identity import Identity as IdentityAddon
+    from addons.policy import Policy
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(SPEC_RULES)
+    policy, approvals = Policy(), Approvals()
+    return policy, approvals, rules, (policy, IdentityAddon(), approvals)
+
+
+def test_a_call_approved_under_the_specs_rule_is_not_held_again_on_its_way_back(tmp_path):
+    async def scenario():
+        policy, approvals, rules, addons = policy_context(tmp_path)
+        with taddons.context(*addons) as tctx:
+            tctx.configure(policy, toolgate_rules=str(rules))
+            flow = mcp_flow("deploy.start", {"service": "api"})
+            policy.request(flow)
+            task, held = await hold(approvals, flow)
+            approvals.approve(held.id, LEAD, "release 2")
+            await asyncio.wait_for(task, 2)
+            assert flow.response is None  # forwarded
+            flow.response = mcp_answer({"content": [{"type": "text", "text": "deployed"}]})
+            policy.response(flow)
+            await asyncio.wait_for(approvals.response(flow), 2)
+            assert not flow.intercepted and b"deployed" in flow.response.content
+            assert [r.decision for r in approvals.memory.records] == ["approved"]
+
+    run(scenario)
+
+
+def test_a_rule_that_approved_a_flow_never_holds_it_again():
+    async def scenario():
+        approvals = Approvals()
+        with taddons.context(approvals):
+            flow = approval_flow()
+            task, held = await hold(approvals, flow)
+            approvals.approve(held.id, LEAD, "ok")
+            await asyncio.wait_for(task, 2)
+            flow.response = tutils.tresp(content=b'{"status": "deployed"}')
+            flow.metadata["toolgate.approval"] = {  # the same rule, again on the answer
+                "rule": "deploys-need-approval", "function": "deploy.start",
+                "approvers": ["sre-leads"], "timeout": None, "message": "m", "field": "$"}
+            await asyncio.wait_for(approvals.response(flow), 2)
+            assert not flow.intercepted and flow.response.status_code == 200
+            assert len(approvals.memory.records) == 1 and approvals.held.pending() == []
+
+    run(scenario)
+
+
+def test_a_held_mcp_call_shows_the_tools_masked_arguments_not_the_envelope(tmp_path):
+    async def scenario():
+        policy, approvals, rules, addons = policy_context(tmp_path)
+        with taddons.context(*addons) as tctx:
+            tctx.configure(policy, toolgate_rules=str(rules))
+            flow = mcp_flow("deploy.start", {"service": "api", "notify": "ada@example.com"})
+            policy.request(flow)
+            task, held = await hold(approvals, flow)
+            shown = {"service": "api", "notify": "[REDACTED:email]"}
+            assert held.arguments == shown and held.summary()["arguments"] == shown
+            assert held.detail(0)["arguments"] == shown and "result" not in held.detail(0)
+            assert '"notify":"[REDACTED:email]"' in flow.comment
+            assert "jsonrpc" not in flow.comment and "ada@example.com" not in flow.comment
+            approvals.deny(held.id, LEAD, "no")
+            await asyncio.wait_for(task, 2)
+
+    run(scenario)
+
+
+def test_a_held_answer_shows_its_calls_arguments_and_the_masked_answer(tmp_path):
+    async def scenario():
+        policy, approvals, rules, addons = policy_context(tmp_path)
+        with taddons.context(*addons) as tctx:
+            tctx.configure(policy, toolgate_rules=str(rules))
+            flow = mcp_flow("report.run", {"quarter": "Q3"}, rpc_id="r-1")
+            policy.request(flow)
+            await asyncio.wait_for(approvals.request(flow), 2)
+            assert flow.response is None and not flow.intercepted  # the call is not held
+            flow.response = mcp_answer({"owner": "ada@example.com", "rows": 3}, rpc_id="r-1")
+            policy.response(flow)
+            task = asyncio.create_task(approvals.response(flow))
+            (held,) = await until(lambda: approvals.held.pending())
+            assert held.phase == "response" and held.rule == "answers-need-release"
+            assert held.arguments == {"quarter": "Q3"}
+            assert held.detail(0)["result"] == {"owner": "[REDACTED:email]", "rows": 3}
+            assert "answer held for release" in flow.comment and "jsonrpc" not in flow.comment
+            approvals.approve(held.id, LEAD, "fine")
+            await asyncio.wait_for(task, 2)
+            assert json.loads(flow.response.content)["result"]["rows"] == 3
+
+    run(scenario)
