@@ -10,7 +10,9 @@ the end-to-end tests.
 - MCP over streamable HTTP at `POST /mcp`: `initialize`, `tools/list`, `tools/call`
   (`get_customer`, `search_customers`, `deploy`, `export_customers`), batches and
   notifications. The answer is `text/event-stream` when the client's Accept header lists it
-  first, JSON otherwise.
+  first, JSON otherwise. `DELETE /mcp` ends the session named by `Mcp-Session-Id` (204; 404
+  for a session it never started, 400 without the header); `GET /mcp` is 405, as streamable
+  HTTP says for a server that offers no event stream of its own.
 
 Every request it receives is kept in `received` (tests check what reached the backend).
 """
@@ -64,6 +66,7 @@ TOOLS = [
 REFUND_ARGS = {"customer": {"email": "ada@example.com", "card": "4111 1111 1111 1111"},
                "ssn": "536-22-1234", "amount": 42}
 STREAM_PIECE = 7  # bytes per network write of an event stream
+MAX_MCP_SESSIONS = 10_000  # sessions remembered for DELETE; a long demo does not grow forever
 
 
 def sse(data: Any, event: str | None = None) -> str:
@@ -205,7 +208,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         path, query, body = self._receive()
-        if path == "/healthz":
+        if path == "/mcp":  # no server-initiated event stream here
+            self._json({"error": "this server offers no event stream: POST to /mcp"}, 405,
+                       {"Allow": "POST, DELETE"})
+        elif path == "/healthz":
             self._json({"ok": True})
         elif path == "/customers":
             self._json({"customers": CUSTOMERS})
@@ -220,6 +226,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         path, _, body = self._receive()
+        self._answer_post(path, body)
+
+    def _answer_post(self, path: str, body: bytes) -> None:
         if path == "/mcp":
             self._mcp(body)
         elif path == "/deploy":
@@ -235,7 +244,22 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json({"error": "not found"}, 404)
 
-    do_PUT = do_PATCH = do_DELETE = do_POST
+    do_PUT = do_PATCH = do_POST
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        path, _, body = self._receive()
+        if path != "/mcp":
+            return self._answer_post(path, body)
+        session = self.headers.get("Mcp-Session-Id")
+        if not session:
+            return self._json({"error": "DELETE /mcp ends a session: send Mcp-Session-Id"}, 400)
+        with self.server.lock:
+            known = session in self.server.mcp_sessions
+            self.server.mcp_sessions.pop(session, None)
+        if not known:
+            return self._json({"error": f"no MCP session {session}"}, 404)
+        self.send_response(204)  # no body, so no Content-Length either (RFC 9110)
+        self.end_headers()
 
     def _llm(self, path: str, body: bytes) -> None:
         try:
@@ -282,7 +306,11 @@ class _Handler(BaseHTTPRequestHandler):
             answer = rpc_answer(message)
         headers = {}
         if isinstance(message, dict) and message.get("method") == "initialize":
-            headers["Mcp-Session-Id"] = secrets.token_hex(8)
+            headers["Mcp-Session-Id"] = session = secrets.token_hex(8)
+            with self.server.lock:
+                self.server.mcp_sessions[session] = None
+                while len(self.server.mcp_sessions) > MAX_MCP_SESSIONS:  # the oldest go
+                    self.server.mcp_sessions.pop(next(iter(self.server.mcp_sessions)))
         if answer is None:  # only notifications
             return self._send(202, b"", "application/json", headers)
         accept = self.headers.get("Accept", "")
@@ -319,6 +347,7 @@ class _Server(ThreadingHTTPServer):
         self.lock = threading.Lock()
         # Bounded, so a long-running demo does not grow without end.
         self.received: collections.deque[Received] = collections.deque(maxlen=10_000)
+        self.mcp_sessions: dict[str, None] = {}  # started by `initialize`, oldest first
 
 
 class DemoService:

@@ -81,3 +81,22 @@ def test_a_burst_of_connections_is_served_not_reset(service):
     with ThreadPoolExecutor(64) as pool:
         answers = list(pool.map(call, range(64)))
     assert answers == [200] * 64
+
+
+def test_mcp_delete_ends_the_session_it_started(service):
+    """Streamable HTTP: a client ends its session with DELETE (the official SDK does on exit)."""
+    session = httpx.post(service.url + "/mcp", json=rpc("initialize")).headers["Mcp-Session-Id"]
+    ended = httpx.delete(service.url + "/mcp", headers={"Mcp-Session-Id": session})
+    assert ended.status_code == 204 and ended.content == b""
+    assert "content-length" not in ended.headers
+    again = httpx.delete(service.url + "/mcp", headers={"Mcp-Session-Id": session})
+    assert again.status_code == 404  # ended: the session is unknown now
+    assert httpx.delete(service.url + "/mcp",
+                        headers={"Mcp-Session-Id": "never-started"}).status_code == 404
+    assert httpx.delete(service.url + "/mcp").status_code == 400  # which session?
+
+
+def test_mcp_get_is_405_for_a_server_without_its_own_event_stream(service):
+    answer = httpx.get(service.url + "/mcp", headers={"Accept": "text/event-stream"})
+    assert answer.status_code == 405
+    assert set(answer.headers["Allow"].replace(" ", "").split(",")) == {"POST", "DELETE"}
