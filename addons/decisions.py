@@ -87,7 +87,8 @@ def summarize(decisions: list[tuple[Unit, Decision]], phase: str, jsonrpc: bool)
     decisive: tuple[Unit, Decision] | None = None
     for unit, decision in decisions:
         outcome.protocol = outcome.protocol or unit.protocol
-        outcome.function = outcome.function or decision.function
+        if not unit.content:  # the text of a prompt does not name the call
+            outcome.function = outcome.function or decision.function
         outcome.monitor = outcome.monitor or decision.mode == "monitor"
         outcome.rules += [r for r in decision.rules if r not in outcome.rules]
         for finding in decision.findings:

@@ -265,7 +265,7 @@ class Policy:
                     method=request.method, host=host, path=path,
                     query=query if unit.protocol == "rest" else None,
                     subject=identity.get("subject"), groups=tuple(identity.get("groups") or ()),
-                    body=unit.body, arguments=unit.arguments,
+                    body=unit.body, arguments=unit.arguments, content=unit.content,
                 ),
                 self.mask_key,
                 monitor=monitor,

@@ -21,6 +21,8 @@ class Call:
     and the catalog names the call. `arguments` is what `when` conditions see; when None it is
     derived: for a REST request, the query parameters merged with the body; otherwise the body.
     `now` is the time access reviews are checked against (default: the current UTC time).
+    `content` marks the text of a prompt or a completion (`message.user`...): not a function
+    call, so the catalog (`unknown_function`, access grants) does not apply to it.
     """
 
     direction: str = "request"
@@ -35,6 +37,7 @@ class Call:
     body: Any = None
     arguments: Any = None
     now: datetime.datetime | None = None
+    content: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "groups", tuple(self.groups or ()))

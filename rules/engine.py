@@ -4,7 +4,8 @@ Every matching rule applies and the strongest action wins (deny > block > approv
 allow); masks of all matching mask rules apply to their values. Rules with `mode: monitor`, and
 every rule under the global monitor flag, are evaluated and reported but change nothing. The
 catalog adds its own outcomes on requests: `unknown_function: deny`, groups without a grant
-(block), and grants whose access review is overdue (approve).
+(block), and grants whose access review is overdue (approve); not on the text of prompts
+(`Call.content`), which is not a function call.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
     query = call.query if call.query is not None else (query_in_path or None)
     if query is not None and type(query) is not dict:
         query = dict(query)
-    entry = find_function(ruleset, function=call.function, method=call.method, host=call.host, path=path, protocol=call.protocol)
+    entry = None if call.content else find_function(ruleset, function=call.function, method=call.method, host=call.host, path=path, protocol=call.protocol)
     function = call.function or (entry.name if entry else rest_name(call.method, path))
     assert ruleset.index is not None and ruleset.classifier is not None, "build rule sets with load_rules()"
 
@@ -91,7 +92,7 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
         hits.extend(ruleset.classifier.classify(query_doc))
 
     outcomes: list[_Outcome] = []
-    if call.direction == "request":
+    if call.direction == "request" and not call.content:  # prompts are not function calls
         outcomes.extend(_catalog_outcomes(ruleset, entry, function, call, monitor))
     labelled = _Labelled(hits)
     levels = {label.level for label in labelled.labels.values()}

@@ -83,6 +83,7 @@ def reevaluate(ruleset: RuleSet, call: dict[str, Any]) -> WhatIf | None:
                 method=call.get("method"), host=url.hostname, path=url.path,
                 query=query if unit.protocol == "rest" else None, subject=call.get("subject"),
                 groups=tuple(call.get("groups") or ()), body=unit.body, arguments=unit.arguments,
+                content=unit.content,
             ), key)))
         return None
 

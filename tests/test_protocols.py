@@ -85,7 +85,8 @@ def test_openai_tool_arguments_are_decoded_and_re_encoded_as_a_string():
         {"role": "tool", "tool_call_id": "c1", "content": '{"ssn": "536-22-1234"}'},
     ]}
     message = parse_request("/v1/chat/completions", "application/json", json.dumps(body).encode())
-    call, result = message.units
+    prompt, call, result = message.units
+    assert (prompt.function, prompt.direction, prompt.content) == ("message.user", "request", True)
     assert (call.function, call.direction, call.body) == ("issue_refund", "request",
                                                           {"card": "4111 1111 1111 1111"})
     assert (result.function, result.direction) == ("issue_refund", "response")
@@ -123,3 +124,104 @@ def test_anthropic_tool_use_and_tool_result_blocks():
     [unit] = parse_response({"protocol": "anthropic"}, "application/json",
                             json.dumps(response).encode()).units
     assert (unit.function, unit.body) == ("refund", {"card": "4111111111111111"})
+
+
+def test_openai_prompts_and_completions_are_units_named_by_role():
+    body = {"model": "m", "messages": [
+        {"role": "system", "content": "You help ana@example.com"},
+        {"role": "developer", "content": [{"type": "text", "text": "be brief"},
+                                          {"type": "image_url", "image_url": {"url": "data:,x"}}]},
+        {"role": "user", "content": "my SSN is 536-22-1234"},
+        {"role": "assistant", "content": None, "refusal": "I cannot"},
+        {"role": "tool", "tool_call_id": "c1", "content": "result"},
+    ]}
+    message = parse_request("/v1/chat/completions", "application/json", json.dumps(body).encode())
+    assert [(u.function, u.direction, u.location, u.content) for u in message.units] == [
+        ("message.system", "request", "$.messages[0].content", True),
+        ("message.developer", "request", "$.messages[1].content[0].text", True),
+        ("message.user", "request", "$.messages[2].content", True),
+        ("message.assistant", "request", "$.messages[3].refusal", True),
+        ("unknown_tool", "response", "$.messages[4].content", False),
+    ]
+    message.units[2].put("my SSN is ***-**-1234")
+    message.units[1].put("[REDACTED]")
+    sent = json.loads(message.encode())
+    assert sent["messages"][2]["content"] == "my SSN is ***-**-1234"
+    assert sent["messages"][1]["content"][0] == {"type": "text", "text": "[REDACTED]"}
+    answer = {"object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "card 4111 1111 1111 1111"}},
+        {"index": 1, "message": {"role": "assistant", "content": None, "refusal": "no"}}]}
+    [first, second] = parse_response({"protocol": "openai"}, "application/json",
+                                     json.dumps(answer).encode()).units
+    assert (first.function, first.direction, first.location, first.body) == (
+        "message.assistant", "response", "$.choices[0].message.content", "card 4111 1111 1111 1111")
+    assert second.location == "$.choices[1].message.refusal"
+
+
+def test_anthropic_system_messages_and_text_blocks_are_units():
+    body = {"model": "m", "max_tokens": 5,
+            "system": [{"type": "text", "text": "You help ana@example.com"}],
+            "messages": [
+                {"role": "user", "content": "my SSN is 536-22-1234"},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Looking up"},
+                    {"type": "tool_use", "id": "t1", "name": "lookup", "input": {}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "found"},
+                    {"type": "text", "text": "thanks"}]},
+            ]}
+    message = parse_request("/v1/messages", "application/json", json.dumps(body).encode())
+    assert [(u.function, u.direction, u.location, u.content) for u in message.units] == [
+        ("message.system", "request", "$.system[0].text", True),
+        ("message.user", "request", "$.messages[0].content", True),
+        ("message.assistant", "request", "$.messages[1].content[0].text", True),
+        ("lookup", "request", "$.messages[1].content[1].input", False),
+        ("lookup", "response", "$.messages[2].content[0].content", False),
+        ("message.user", "request", "$.messages[2].content[1].text", True),
+    ]
+    message.units[1].put("masked")
+    assert json.loads(message.encode())["messages"][0]["content"] == "masked"
+    plain = parse_request("/v1/messages", "application/json",
+                          json.dumps(dict(body, system="be brief")).encode())
+    plain.units[0].put("short")
+    assert json.loads(plain.encode())["system"] == "short"
+    answer = {"type": "message", "role": "assistant",
+              "content": [{"type": "text", "text": "card 4111 1111 1111 1111"}]}
+    [unit] = parse_response({"protocol": "anthropic"}, "application/json",
+                            json.dumps(answer).encode()).units
+    assert (unit.function, unit.direction, unit.location) == (
+        "message.assistant", "response", "$.content[0].text")
+
+
+def test_the_issues_rule_masks_ssns_in_prompts_and_the_catalog_leaves_prompts_alone():
+    from rules import Call, evaluate, load_rules_text
+
+    ruleset = load_rules_text("""
+labels:
+  - {name: us_ssn, level: restricted, detector: us_ssn}
+functions:
+  - name: message.user
+    owner: crm-team
+    access: [{groups: [support], reviewed: 2026-01-01, review_every: 3650d}]
+rules:
+  - id: no-ssn-to-models
+    match: {protocol: openai, direction: request, labels: [us_ssn]}
+    action: mask
+    mask: redact
+defaults:
+  unknown_function: deny
+""")
+    body = {"model": "m", "messages": [{"role": "user", "content": "my SSN is 536-22-1234"}]}
+    message = parse_request("/v1/chat/completions", "application/json", json.dumps(body).encode())
+    [unit] = message.units
+    decision = evaluate(ruleset, Call(direction=unit.direction, protocol=unit.protocol,
+                                      function=unit.function, body=unit.body,
+                                      content=unit.content), b"k" * 32)
+    assert (decision.action, decision.catalogued) == ("mask", False)
+    assert decision.rules == ("no-ssn-to-models",)  # neither denied as unknown nor access-checked
+    unit.put(decision.body)
+    assert json.loads(message.encode())["messages"][0]["content"] == "my SSN is [REDACTED:us_ssn]"
+    # Function calls are still checked: an unknown tool is denied, a granted one access-checked.
+    for name, action in (("lookup", "deny"), ("message.user", "block")):
+        tool = Call(direction="request", protocol="openai", function=name, body="x")
+        assert evaluate(ruleset, tool, b"k" * 32).action == action

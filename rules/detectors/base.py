@@ -72,7 +72,7 @@ class Detector:
     `numbers` makes the detector also see JSON integers (a card number can be one).
     `normalize` gives the canonical form that fingerprints and hash tokens are computed from, so
     `4242 4242 4242 4242` and `4242424242424242` get the same token. `partial` is the detector's
-    own partial mask.
+    own partial mask. `spans_lines`: a match can hold a line break (the others never do).
     """
 
     name: str
@@ -83,6 +83,9 @@ class Detector:
     needles: tuple[str, ...] = ()
     gates: tuple[re.Pattern[str] | None, ...] = ()
     numbers: bool = False
+    # Whether a match can hold a line break (a PEM block); event streams release held text at
+    # line breaks only when no such detector's needle is in it (see `rules.protocols.streams`).
+    spans_lines: bool = False
     description: str = ""
     examples: tuple[str, ...] = field(default=(), repr=False)
     # (pattern, gate or None) pairs, zipped once: `find` runs for every detector on every call

@@ -83,6 +83,7 @@ private_key = register(
         normalize=lambda text: (_pem_body(text) or text.encode()).hex(),
         partial=_pem_partial,
         needles=("-----BEGIN",),
+        spans_lines=True,
         description="PEM private key blocks (RSA, EC, PKCS#8, OpenSSH, PGP) whose body is base64",
         examples=(),
     )

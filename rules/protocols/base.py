@@ -8,6 +8,14 @@ masked value back through `unit.put`; `message.encode()` then gives the bytes to
 Directions are those of the *function call*, not of HTTP: arguments are `request`, results
 are `response`. An OpenAI request that carries `role: tool` messages therefore holds units of
 direction `response` (function results on their way to the model).
+
+The text of prompts and completions to and from LLM APIs is a unit too (`content=True`): a
+system, user or assistant message, a text block, a streamed content delta. Prompts (what is sent
+to the model, earlier assistant turns included) are direction `request`, completions (what the
+model answers) are direction `response`; they are named `message.<role>` (`message.system`,
+`message.developer`, `message.user`, `message.assistant`, `message.other`), names no tool can
+have (OpenAI and Anthropic tool names have no dots). They are not function calls: the catalog
+(`unknown_function: deny`, access grants) does not apply to them, and they do not name the call.
 """
 
 from __future__ import annotations
@@ -40,7 +48,8 @@ class Uninspectable(ProtocolError):
 
 @dataclass
 class Unit:
-    """One function call or result: what the rule engine evaluates."""
+    """One function call or result, or the text of a prompt or completion: what the rule
+    engine evaluates."""
 
     protocol: str  # rest | mcp | openai | anthropic
     direction: str  # request (arguments) | response (results)
@@ -51,6 +60,15 @@ class Unit:
     arguments: Any = None  # what `when` conditions see (None: the engine derives it)
     rpc_id: Any = None  # the JSON-RPC id, to answer a refused unit in its shape
     is_rpc: bool = False
+    content: bool = False  # the text of a prompt or a completion, not a function call
+
+
+ROLES = ("system", "developer", "user", "assistant")
+
+
+def content_function(role: Any) -> str:
+    """The function name of a message's text: `message.<role>` (unknown roles: `message.other`)."""
+    return f"message.{role}" if role in ROLES else "message.other"
 
 
 @dataclass

@@ -7,7 +7,25 @@
   same tool call to them.
 - Anthropic: likewise for `input_json_delta` fragments of a `tool_use` block, released before
   its `content_block_stop`.
-- Anything else: each event's data is checked as a REST answer (JSON, or text).
+- The text of a completion (OpenAI `delta.content`, `delta.refusal` and legacy `text`;
+  Anthropic `text_delta` and `thinking_delta`) is held back too, per choice or block, so that a
+  value split across chunks (`536-22-` then `1234`) is seen whole. Held text is released,
+  checked and masked, in the delta that completes a line (up to its last line break), and the
+  rest when the choice or block ends. A line break is a safe place to cut: no detector's match
+  holds one, except those marked `spans_lines` (PEM private keys): once one of their needles
+  (`-----BEGIN`) is in the held text, it is held to the end of the block. A text that starts
+  like JSON (`{`, `[`) is held to the end too, so it is read as a whole, as it would be in an
+  answer that is not streamed.
+- A stream whose request was not recognized (protocol `rest`) but whose first event is an
+  OpenAI chunk (`object: chat.completion.chunk` or `text_completion`) or Anthropic's
+  `message_start` is checked as that protocol (an OpenAI-compatible server on another path).
+- Anything else: each event's data is checked as a REST answer: as JSON if it is JSON (read
+  strictly: duplicate keys are malformed), else as text (`data: [DONE]`, plain lines).
+
+Locations are JSONPaths in the protocol's documents: OpenAI's chunks
+(`$.choices[0].delta.tool_calls[1].function.arguments`, `$.choices[0].delta.content`) and
+Anthropic's message (`$.content[2].input`, `$.content[0].text`), as in error answers and
+findings of answers that are not streamed.
 
 When a unit is refused, an error event in the protocol's shape takes its place and nothing
 more of the stream is passed on. A stream that cannot be parsed ends the same way.
@@ -15,10 +33,13 @@ more of the stream is passed on. A stream that cannot be parsed ends the same wa
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from rules.classify import INVISIBLE
+from rules.detectors import DETECTORS
 from rules.protocols import jsonbody, mcp
-from rules.protocols.base import ProtocolError, Refused, Unit
+from rules.protocols.base import Malformed, ProtocolError, Refused, Unit
 from rules.protocols.sse import Event, SseParser
 from rules.protocols.toolargs import decode_arguments
 
@@ -26,6 +47,24 @@ from rules.protocols.toolargs import decode_arguments
 Check = Callable[[list[Unit]], Refused | None]
 # render(refused, rpc_id, jsonrpc) -> the error document, built where all error answers are.
 Render = Callable[[Refused, Any, bool], dict[str, Any]]
+
+# The needles of detectors whose matches can hold a line break (None: one has no needle, so
+# held text is never cut before the end of its block).
+_MULTILINE = [d for d in DETECTORS.values() if d.spans_lines]
+LINE_CROSSING: tuple[str, ...] | None = (
+    None if any(not d.needles for d in _MULTILINE) else tuple(n for d in _MULTILINE for n in d.needles)
+)
+COMPLETION = "message.assistant"  # the function name of a completion's text
+
+
+@dataclass
+class _Text:
+    """The held text of one choice's field or one block."""
+
+    location: str
+    name: str  # its field: content, refusal, text, thinking
+    parts: list[str] = field(default_factory=list)
+    opening: str | None = None  # its first character that is not blank
 
 
 class StreamChecker:
@@ -38,7 +77,9 @@ class StreamChecker:
         self.parser = SseParser()
         self.closed = False
         self.pending: dict[Any, dict[str, Any]] = {}  # fragments of tool-call arguments
+        self.texts: dict[Any, _Text] = {}  # held text of completions
         self.last_chunk: dict[str, Any] = {}
+        self.recognized = protocol != "rest"  # a `rest` stream is recognized by its first event
         # What was passed on (up to `keep` bytes), for the record and mitmweb.
         self.keep = keep
         self.transcript = bytearray()
@@ -69,7 +110,7 @@ class StreamChecker:
         try:
             for event in events():
                 out.append(self._event(event))
-            if flush:
+            if flush and not self.closed:
                 out.append(self._flush(None))
         except (ProtocolError, ValueError) as exc:
             out.append(self._refuse(Refused("malformed", f"the event stream is malformed: {exc}"), None))
@@ -83,56 +124,58 @@ class StreamChecker:
         data = event.data
         if data is None or not data.strip():
             return event.encode()
-        if self.protocol == "openai":
-            return self._openai(event, data)
-        if self.protocol == "anthropic":
-            return self._anthropic(event, data)
-        return self._whole(event, data)
+        if self.protocol == "mcp":
+            return self._whole(event, data, jsonbody.loads(data))
+        value = _json_or_text(data)
+        if not self.recognized:
+            self.recognized = True
+            self.protocol = _shape(value) or self.protocol
+        if isinstance(value, dict) and self.protocol == "openai":
+            return self._openai(event, value)
+        if isinstance(value, dict) and self.protocol == "anthropic":
+            return self._anthropic(event, value)
+        if self.protocol == "openai" and isinstance(value, str) and value.strip() == "[DONE]":
+            return self._flush(None) + (b"" if self.closed else event.encode())
+        return self._whole(event, data, value)
 
-    def _whole(self, event: Event, data: str) -> bytes:
-        """MCP, or any stream whose events are complete on their own."""
-        if self.protocol == "mcp" or jsonbody.looks_like_json(data.encode()):
-            value: Any = jsonbody.loads(data)
-            if self.protocol == "mcp" and mcp.is_jsonrpc(value):
-                message = mcp.message(value, self.context)
-                refused = self.check(message.units)
-                if refused:
-                    rpc_id = next((u.rpc_id for u in message.units if u.is_rpc), None)
-                    return self._refuse(refused, rpc_id, jsonrpc=True)
-                return event.with_data(message.encode().decode()).encode()
-        else:
-            value = data
+    def _whole(self, event: Event, data: str, value: Any) -> bytes:
+        """MCP, or any event complete on its own: JSON (`value`), or text."""
+        if self.protocol == "mcp" and mcp.is_jsonrpc(value):
+            message = mcp.message(value, self.context)
+            refused = self.check(message.units)
+            if refused:
+                rpc_id = next((u.rpc_id for u in message.units if u.is_rpc), None)
+                return self._refuse(refused, rpc_id, jsonrpc=True)
+            return event.with_data(message.encode().decode()).encode()
         refused, masked = self._check_value(value, None, "response", "$")
         if refused:
             return self._refuse(refused, None, jsonrpc=False)
+        if masked is value and isinstance(value, str):
+            return event.encode()
         text = masked if isinstance(masked, str) else jsonbody.dumps(masked).decode()
         return event.with_data(text).encode()
 
     def _check_value(
-        self, value: Any, function: str | None, direction: str, location: str
+        self, value: Any, function: str | None, direction: str, location: str, content: bool = False
     ) -> tuple[Refused | None, Any]:
         """Check one value; why it is refused, or its masked form."""
         slot = [value]
         unit = Unit(self.protocol, direction, function, value,
-                    lambda masked: slot.__setitem__(0, masked), location)
+                    lambda masked: slot.__setitem__(0, masked), location, content=content)
         return self.check([unit]), slot[0]
 
-    def _openai(self, event: Event, data: str) -> bytes:
-        if data.strip() == "[DONE]":
-            return self._flush(None) + event.encode()
-        chunk = jsonbody.loads(data)
-        if not isinstance(chunk, dict):
-            return event.encode()
+    def _openai(self, event: Event, chunk: dict[str, Any]) -> bytes:
         self.last_chunk = {k: chunk[k] for k in ("id", "object", "created", "model") if k in chunk}
         out = b""
         for choice in chunk.get("choices") or []:
             if not isinstance(choice, dict):
                 continue
+            number = choice.get("index", 0)
             delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
             for call in delta.get("tool_calls") or []:
                 if not isinstance(call, dict):
                     continue
-                key = (choice.get("index", 0), call.get("index", 0))
+                key = (number, call.get("index", 0))
                 state = self.pending.setdefault(key, {"name": None, "parts": []})
                 function = call.get("function") if isinstance(call.get("function"), dict) else {}
                 if isinstance(function.get("name"), str):
@@ -140,36 +183,96 @@ class StreamChecker:
                 if isinstance(function.get("arguments"), str) and function["arguments"]:
                     state["parts"].append(function["arguments"])
                     function["arguments"] = ""
-            if choice.get("finish_reason") is not None:
-                out += self._flush(choice.get("index", 0))
+            ends = choice.get("finish_reason") is not None
+            for holder, name, where in ((delta, "content", "delta.content"),
+                                        (delta, "refusal", "delta.refusal"),
+                                        (choice, "text", "text")):
+                if isinstance(holder.get(name), str):
+                    key = (number, name)
+                    self._hold(key, f"$.choices[{number}].{where}", holder[name])
+                    released, refusal = self._take(key, final=ends)
+                    if refusal:
+                        return out + refusal
+                    holder[name] = released
+            if ends:
+                out += self._flush(number)
                 if self.closed:
                     return out
         return out + event.with_data(jsonbody.dumps(chunk).decode()).encode()
 
-    def _anthropic(self, event: Event, data: str) -> bytes:
-        payload = jsonbody.loads(data)
-        if not isinstance(payload, dict):
-            return event.encode()
+    def _anthropic(self, event: Event, payload: dict[str, Any]) -> bytes:
         kind, index = payload.get("type"), payload.get("index")
         if kind == "content_block_start":
             block = payload.get("content_block") or {}
             if isinstance(block, dict) and block.get("type") == "tool_use":
                 self.pending[index] = {"name": block.get("name"), "parts": [],
                                        "start": block.get("input")}
+            elif isinstance(block, dict) and block.get("type") in ("text", "thinking"):
+                name = block["type"]
+                self._hold(index, f"$.content[{index}].{name}", "")
+                if isinstance(block.get(name), str) and block[name]:
+                    self._hold(index, f"$.content[{index}].{name}", block[name])
+                    block[name] = ""
+                    return event.with_data(jsonbody.dumps(payload).decode()).encode()
         elif kind == "content_block_delta" and index in self.pending:
             delta = payload.get("delta") or {}
             if isinstance(delta, dict) and delta.get("type") == "input_json_delta":
                 self.pending[index]["parts"].append(delta.get("partial_json") or "")
                 delta["partial_json"] = ""
                 return event.with_data(jsonbody.dumps(payload).decode()).encode()
-        elif kind == "content_block_stop" and index in self.pending:
+        elif kind == "content_block_delta":
+            delta = payload.get("delta")
+            name = {"text_delta": "text", "thinking_delta": "thinking"}.get(
+                delta.get("type") if isinstance(delta, dict) else None)
+            if name and isinstance(delta.get(name), str):
+                self._hold(index, f"$.content[{index}].{name}", delta[name])
+                released, refusal = self._take(index, final=False)
+                if refusal:
+                    return refusal
+                delta[name] = released
+                return event.with_data(jsonbody.dumps(payload).decode()).encode()
+        elif kind == "content_block_stop" and (index in self.pending or index in self.texts):
             return self._flush(index) + (b"" if self.closed else event.encode())
+        elif kind == "message_stop":
+            return self._flush(None) + (b"" if self.closed else event.encode())
         return event.encode()
 
-    # -- releasing held tool-call arguments ------------------------------------------------
+    # -- held text ---------------------------------------------------------------------------
+
+    def _hold(self, key: Any, location: str, text: str) -> None:
+        state = self.texts.get(key)
+        if state is None:
+            state = self.texts[key] = _Text(location, location.rsplit(".", 1)[1])
+        if text:
+            state.parts.append(text)
+            if state.opening is None and text.strip():
+                state.opening = text.lstrip()[0]
+
+    def _take(self, key: Any, final: bool) -> tuple[str, bytes | None]:
+        """The held text of `key` that can be released now, checked and masked (all of it when
+        `final`), or the refusal that ends the stream."""
+        state = self.texts[key]
+        text = "".join(state.parts)
+        cut = 0
+        if final:
+            cut = len(text)
+        elif state.opening not in ("{", "["):  # text that may be JSON is read whole
+            cut = _safe_cut(text)
+        piece, rest = text[:cut], text[cut:]
+        state.parts = [rest] if rest else []
+        if final:
+            del self.texts[key]
+        if not piece:
+            return "", None
+        refused, masked = self._check_value(piece, COMPLETION, "response", state.location, content=True)
+        if refused:
+            return "", self._refuse(refused, None)
+        return masked if isinstance(masked, str) else str(masked), None
+
+    # -- releasing what is held at the end of a choice or block -------------------------------
 
     def _flush(self, which: Any) -> bytes:
-        """Check and release the held arguments of one choice/block (None: all of them)."""
+        """Check and release the held arguments and text of one choice/block (None: all)."""
         out = b""
         for key in [k for k in self.pending if which is None or _belongs(k, which)]:
             state = self.pending.pop(key)
@@ -178,13 +281,26 @@ class StreamChecker:
                 text = jsonbody.dumps(state.get("start") or {}).decode()
             value, encode = decode_arguments(text)
             refused, masked = self._check_value(
-                value, state["name"] or "unknown_tool", "request", f"$.tool_calls[{key}].arguments"
+                value, state["name"] or "unknown_tool", "request", self._call_location(key)
             )
             if refused:
                 return out + self._refuse(refused, None)
             arguments = encode(masked)
             out += self._release(key, arguments if isinstance(arguments, str) else str(arguments))
+        for key in [k for k in self.texts if which is None or _belongs(k, which)]:
+            name = self.texts[key].name
+            text, refusal = self._take(key, final=True)
+            if refusal:
+                return out + refusal
+            if text:
+                out += self._release_text(key, name, text)
         return out
+
+    def _call_location(self, key: Any) -> str:
+        if self.protocol == "anthropic":
+            return f"$.content[{key}].input"
+        choice, index = key
+        return f"$.choices[{choice}].delta.tool_calls[{index}].function.arguments"
 
     def _release(self, key: Any, arguments: str) -> bytes:
         if self.protocol == "anthropic":
@@ -193,9 +309,23 @@ class StreamChecker:
             return Event([("event", "content_block_delta"),
                           ("data", jsonbody.dumps(payload).decode())]).encode()
         choice, index = key
+        return self._chunk({"index": choice, "finish_reason": None, "delta": {
+            "tool_calls": [{"index": index, "function": {"arguments": arguments}}]}})
+
+    def _release_text(self, key: Any, name: str, text: str) -> bytes:
+        if self.protocol == "anthropic":
+            payload = {"type": "content_block_delta", "index": key,
+                       "delta": {"type": f"{name}_delta", name: text}}
+            return Event([("event", "content_block_delta"),
+                          ("data", jsonbody.dumps(payload).decode())]).encode()
+        choice = key[0]
+        if name == "text":
+            return self._chunk({"index": choice, "finish_reason": None, "text": text})
+        return self._chunk({"index": choice, "finish_reason": None, "delta": {name: text}})
+
+    def _chunk(self, choice: dict[str, Any]) -> bytes:
         chunk = dict(self.last_chunk)
-        chunk["choices"] = [{"index": choice, "finish_reason": None, "delta": {
-            "tool_calls": [{"index": index, "function": {"arguments": arguments}}]}}]
+        chunk["choices"] = [choice]
         return Event([("data", jsonbody.dumps(chunk).decode())]).encode()
 
     # -- refusing --------------------------------------------------------------------------
@@ -217,5 +347,43 @@ class StreamChecker:
 
 
 def _belongs(key: Any, which: Any) -> bool:
-    """OpenAI keys are (choice, tool index): a choice's flush releases all of its calls."""
+    """OpenAI keys are (choice, tool index or field): a choice's flush releases all of its own."""
     return key == which or (isinstance(key, tuple) and key[0] == which)
+
+
+def _json_or_text(data: str) -> Any:
+    """An event's data: JSON if it is JSON at all (read strictly: a duplicate key is malformed),
+    else the text itself (`[DONE]`, plain lines)."""
+    if not jsonbody.looks_like_json(data.encode()):
+        return data
+    try:
+        return jsonbody.loads(data)
+    except Malformed:
+        if jsonbody.is_json(data):
+            raise
+        return data
+
+
+def _shape(value: Any) -> str | None:
+    """The protocol an unrecognized stream's first event shows, if any."""
+    if isinstance(value, dict):
+        if value.get("object") in ("chat.completion.chunk", "text_completion"):
+            return "openai"
+        if value.get("type") == "message_start" and isinstance(value.get("message"), dict):
+            return "anthropic"
+    return None
+
+
+def _safe_cut(text: str) -> int:
+    """How much of held text can be checked on its own: up to its last line break, and not
+    from a line where a match that can hold line breaks may start (0: nothing yet)."""
+    cut = text.rfind("\n") + 1
+    if cut == 0 or LINE_CROSSING is None:
+        return 0
+    for needle in LINE_CROSSING:
+        found = text.find(needle, 0, cut)
+        if found >= 0:
+            cut = text.rfind("\n", 0, found) + 1
+    if cut and any(needle in INVISIBLE.sub("", text[:cut]) for needle in LINE_CROSSING):
+        return 0  # a needle written with invisible characters in it
+    return cut
