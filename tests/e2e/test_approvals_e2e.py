@@ -420,3 +420,177 @@ def test_fifty_held_calls_never_block_five_hundred_others(start_gateway, backend
             assert answer.status_code == 403 and error(answer)["code"] == "denied"
     assert sorted(json.loads(r.body)["service"] for r in deploys(backend)) == \
         sorted(f"s{i}" for i in range(0, 50, 2))
+
+
+# -- the spec's rule: a call approved once is answered once ------------------------------------------
+
+SPEC_RULES = """
+labels:
+  - {name: email, level: confidential, detector: email}
+functions:
+  - {name: deploy.start, match: {method: POST, path: /deploy}}
+  - {name: crm.get_customer, match: {method: GET, path: "/customers/*"}}
+rules:
+  - id: deploys-need-approval          # the spec's example: no direction
+    match: {function: "deploy.*"}
+    action: approve
+    approvers: [sre-leads]
+  - id: tool-deploys-need-approval     # the same for the MCP tool, no direction either
+    match: {function: deploy, protocol: mcp}
+    action: approve
+    approvers: [sre-leads]
+  - id: customer-reads-need-release
+    match: {function: crm.get_customer, direction: response}
+    action: approve
+    approvers: [sre-leads]
+  - id: no-emails
+    match: {labels: [email]}
+    action: mask
+    mask: redact
+"""
+
+
+@pytest.fixture
+def spec_rules(tmp_path):
+    path = tmp_path / "spec-rules.yaml"
+    path.write_text(SPEC_RULES)
+    return f"toolgate_rules={path}"
+
+
+def approval_rows(gateway, tmp_path) -> list[tuple]:
+    """The store's approvals rows (read once the gateway has stopped and let go of the file)."""
+    import duckdb
+
+    gateway.stop()
+    con = duckdb.connect(str(tmp_path / "toolgate.duckdb"), read_only=True)
+    try:
+        return con.execute("SELECT call_id, decision, channel FROM approvals").fetchall()
+    finally:
+        con.close()
+
+
+def decide_through(channel: str, gateway, held_id: str, token: str, verb: str = "approve"):
+    if channel == "cli":
+        code, out = toolgate("approvals", verb, held_id, "--reason", "release 2",
+                             "--admin", gateway.admin_url, "--token", token)
+        assert code == 0, out
+    else:
+        answer = admin_post(gateway, token, f"/api/approvals/{held_id}/{verb}",
+                            {"reason": "release 2"})
+        assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("channel", ["cli", "admin"])
+def test_a_call_approved_under_the_specs_rule_gets_the_backends_answer_once(
+    start_gateway, backend, people, pool, spec_rules, tmp_path, channel
+):
+    gateway = start_gateway(spec_rules)
+    pending = pool.submit(call, gateway, people.bob)
+    (held,) = wait_held(gateway, people.carol)
+    assert held["rule"] == "deploys-need-approval" and deploys(backend) == []
+    decide_through(channel, gateway, held["id"], people.carol)
+
+    answer = pending.result(20)  # before the fix: held again on its way back, then 403
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert body["service"] == "api" and body["status"] == "started" and body["deployment"]
+    assert len(deploys(backend)) == 1  # the deploy ran once
+    assert held_list(gateway, people.carol) == []  # nothing held on the way back
+    call_id = answer.headers["X-Toolgate-Call-Id"]
+    assert approval_rows(gateway, tmp_path) == [(call_id, "approved", channel)]
+
+
+def test_an_mcp_tool_call_approved_under_a_rule_without_direction_returns_its_result(
+    start_gateway, backend, people, pool, spec_rules, tmp_path
+):
+    gateway = start_gateway(spec_rules)
+    pending = pool.submit(call, gateway, people.bob, path="/mcp", body={
+        "jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "deploy", "arguments": DEPLOY}})
+    (held,) = wait_held(gateway, people.carol)
+    decide_through("admin", gateway, held["id"], people.carol)
+    rpc = pending.result(20).json()
+    assert rpc["id"] == 9 and "error" not in rpc, rpc
+    result = rpc["result"]["structuredContent"]
+    assert result["status"] == "started" and result["service"] == "api" and result["deployment"]
+    assert [r.path for r in backend.received] == ["/mcp"]
+    assert held_list(gateway, people.carol) == []
+    rows = approval_rows(gateway, tmp_path)
+    assert len(rows) == 1 and rows[0][1:] == ("approved", "admin")
+
+
+def test_a_direction_response_rule_holds_the_answer_and_releases_it_on_approval(
+    start_gateway, backend, people, pool, spec_rules, tmp_path
+):
+    gateway = start_gateway(spec_rules)
+    released = pool.submit(call, gateway, people.alice, "GET", "/customers/1")
+    (held,) = wait_held(gateway, people.carol)
+    assert held["rule"] == "customer-reads-need-release"
+    assert [r.path for r in backend.received] == ["/customers/1"]  # the call went through
+    detail = httpx.get(f"{gateway.admin_url}/api/approvals/{held['id']}",
+                       headers=bearer(people.carol), timeout=10).json()
+    assert detail["phase"] == "response" and detail["result"]["name"] == "Ada Lovelace"
+    assert detail["result"]["email"] == "[REDACTED:email]"  # the reviewer sees it masked
+    assert not released.done()
+    decide_through("admin", gateway, held["id"], people.carol)
+    answer = released.result(20)
+    assert answer.status_code == 200 and answer.json()["name"] == "Ada Lovelace"
+
+    refused = pool.submit(call, gateway, people.alice, "GET", "/customers/2")
+    (second,) = wait_held(gateway, people.carol)
+    decide_through("cli", gateway, second["id"], people.carol, verb="deny")
+    denied = refused.result(20)
+    assert denied.status_code == 403 and error(denied)["code"] == "denied"
+    assert "Alan" not in denied.text and "219-09-9999" not in denied.text
+    assert [r.path for r in backend.received] == ["/customers/1", "/customers/2"]  # once each
+    ids = [answer.headers["X-Toolgate-Call-Id"], denied.headers["X-Toolgate-Call-Id"]]
+    assert sorted(approval_rows(gateway, tmp_path)) == sorted(
+        [(ids[0], "approved", "admin"), (ids[1], "denied", "cli")])
+
+
+def test_mitmweb_resume_of_a_call_held_under_the_specs_rule_answers_once(
+    start_gateway, backend, people, pool, spec_rules, tmp_path
+):
+    port = free_port()
+    gateway = start_gateway(spec_rules, program=MITMWEB, extra_args=(
+        "--web-host", "127.0.0.1", "--web-port", str(port), "--no-web-open-browser"))
+    web = Web(f"http://127.0.0.1:{port}")
+    try:
+        pending = pool.submit(call, gateway, people.bob)
+        (flow,) = intercepted(web)
+        assert "deploys-need-approval" in flow["comment"]
+        web.post(f"/flows/{flow['id']}/resume")
+        answer = pending.result(20)
+        assert answer.status_code == 202 and answer.json()["status"] == "started"
+        assert len(deploys(backend)) == 1
+        assert not [f for f in web.flows() if f.get("intercepted")]
+    finally:
+        web.http.close()
+    assert approval_rows(gateway, tmp_path) == [
+        (answer.headers["X-Toolgate-Call-Id"], "approved", "mitmweb")]
+
+
+# -- what a reviewer sees of a held MCP call ---------------------------------------------------------
+
+def test_a_held_mcp_tool_call_shows_the_tools_masked_arguments(
+    start_gateway, backend, people, pool, spec_rules
+):
+    gateway = start_gateway(spec_rules)
+    pending = pool.submit(call, gateway, people.bob, path="/mcp", body={
+        "jsonrpc": "2.0", "id": "m-1", "method": "tools/call",
+        "params": {"name": "deploy", "arguments": {"service": "api", "notify": "ada@example.com"}}})
+    (held,) = wait_held(gateway, people.carol)
+    shown = {"service": "api", "notify": "[REDACTED:email]"}
+    assert held["function"] == "deploy" and held["arguments"] == shown
+    common = ("--admin", gateway.admin_url, "--token", people.carol)
+    code, out = toolgate("approvals", "list", *common)
+    assert code == 0 and '{"service":"api","notify":"[REDACTED:email]"}' in out
+    code, out = toolgate("approvals", "list", "--json", *common)
+    assert code == 0 and json.loads(out)[0]["arguments"] == shown
+    code, out = toolgate("approvals", "show", held["id"], *common)
+    assert code == 0 and '{"service": "api", "notify": "[REDACTED:email]"}' in out
+    for text in (out, json.dumps(held)):
+        assert "jsonrpc" not in text and "tools/call" not in text and "ada@example.com" not in text
+    decide_through("admin", gateway, held["id"], people.carol, verb="deny")
+    assert pending.result(20).json()["error"]["data"]["code"] == "denied"
+    assert backend.received == []
