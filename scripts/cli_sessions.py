@@ -1,7 +1,8 @@
 """`toolgate sessions ...`: search, show, export, replay, verify and report recorded calls.
 
 Every command reads the store file (read-only) when no gateway holds it, and the running
-gateway's admin API when one does (`--admin`, `--token`): the same answers either way. Tables
+gateway's admin API when one does (`--admin`, `--token`): the same answers either way. Given
+`--admin` without `--db`, or with no store at the default path, they ask the admin API. Tables
 for people, `--json` for scripts, tab-separated lines when stdout is not a terminal. Exit status
 0 on success, 1 when a check fails (`verify`, `report --fail-on`, `replay --check`), 2 when the
 command cannot run (a usage error, no store, no admin API).
@@ -44,10 +45,13 @@ class Common:
     token: str | None
     mask_key: str | None
     as_json: bool
+    db_given: bool = True  # named on the command line, not the default
+    admin_given: bool = False
 
     def source(self) -> Source:
         try:
-            return open_source(self.db, self.admin, self.token)
+            return open_source(self.db, self.admin, self.token, db_given=self.db_given,
+                               admin_given=self.admin_given)
         except SourceError as exc:
             raise CannotRun(str(exc)) from None
 
@@ -56,7 +60,7 @@ class Common:
         try:
             return source.get(path, params)
         except SourceError as exc:
-            raise CannotRun(f"{exc} ({source.description})") from None
+            raise CannotRun(str(exc)) from None  # it says where and what to do already
         finally:
             source.close()
 
@@ -77,9 +81,17 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                   help="The session store (the gateway's toolgate_db).")
     @functools.wraps(fn)
     def wrapper(db, admin, token, mask_key, as_json, **kwargs):
-        return fn(Common(db, admin, token, mask_key, as_json), **kwargs)
+        ctx = click.get_current_context()
+        return fn(Common(db, admin, token, mask_key, as_json, _given(ctx, "db"),
+                         _given(ctx, "admin")), **kwargs)
 
     return wrapper
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """Did the user name this option, rather than leave it to its default?"""
+    return ctx.get_parameter_source(name) not in (
+        click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP, None)
 
 
 def check_time(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

@@ -267,3 +267,80 @@ def test_the_same_answers_through_the_admin_api_while_a_gateway_holds_the_store(
     finally:
         holder.terminate()
         holder.wait(10)
+
+
+# -- a new user's first commands, against a real gateway ------------------------------------
+
+
+@pytest.fixture
+def live_gateway(start_gateway, backend, issuer, tmp_path, monkeypatch):
+    """A real mitmdump holding its store, one recorded call, and the user in another
+    directory (no toolgate.duckdb there)."""
+    gateway = start_gateway()
+    token = issuer.keys.mint("carol", ["sre-leads"])
+    with gateway.client() as http:
+        assert http.get("/customers/1", headers={"Authorization": f"Bearer {token}"},
+                        ).status_code == 200
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("TOOLGATE_TOKEN", raising=False)
+    return {"admin": gateway.admin_url, "token": token, "db": tmp_path / "toolgate.duckdb"}
+
+
+@pytest.mark.e2e
+def test_sessions_commands_need_no_db_when_they_talk_to_the_admin_api(live_gateway):
+    admin, token = live_gateway["admin"], live_gateway["token"]
+    # --admin given: the file is not needed at all.
+    listed = toolgate("sessions", "list", "--json", "--admin", admin, "--token", token)
+    assert listed.exit_code == 0, listed.output
+    [call] = json.loads(listed.output)["calls"]
+    assert call["subject"] == "carol" and call["function"] == "crm.get_customer"
+    shown = toolgate("sessions", "show", call["session_id"], "--json", "--admin", admin,
+                     "--token", token)
+    assert shown.exit_code == 0, shown.output
+    assert [c["call_id"] for c in json.loads(shown.output)["calls"]] == [call["call_id"]]
+    assert toolgate("sessions", "verify", "--admin", admin, "--token", token).exit_code == 0
+    report = toolgate("sessions", "report", "--format", "json", "--admin", admin,
+                      "--token", token)
+    assert report.exit_code == 0 and json.loads(report.output)["total"] == 1
+    # Neither option given, and no store at the default path: the default admin API is asked
+    # (here the gateway's, as if it listened on the default address).
+    defaulted = CliRunner().invoke(cli, ["sessions", "list", "--json", "--token", token],
+                                   default_map={"sessions": {"list": {"admin": admin}}})
+    assert defaulted.exit_code == 0, defaulted.output
+    assert [c["call_id"] for c in json.loads(defaulted.output)["calls"]] == [call["call_id"]]
+    # Both given, the gateway holding the file: the admin API answers, as before.
+    both = toolgate("sessions", "list", "--json", "--db", str(live_gateway["db"]), "--admin",
+                    admin, "--token", token)
+    assert both.exit_code == 0 and json.loads(both.output)["calls"] == [call]
+
+
+@pytest.mark.e2e
+def test_sessions_errors_say_each_thing_once(live_gateway):
+    admin, db = live_gateway["admin"], str(live_gateway["db"])
+
+    def error(*args: str, **kwargs) -> str:
+        result = CliRunner().invoke(cli, ["sessions", "list", *args], **kwargs)
+        assert result.exit_code == 2, result.output
+        assert result.output.count("Error:") == 1, result.output
+        return result.output
+
+    # No token, the gateway holding the store: one hint on how to pass it.
+    for args in (["--admin", admin], ["--db", db, "--admin", admin]):
+        out = error(*args)
+        assert out.count("--token") == 1 and out.count("TOOLGATE_TOKEN") == 1, out
+        assert out.count(admin) == 1, out
+    # A token the gateway refuses: its reason, where, and the hint, once each.
+    out = error("--admin", admin, "--token", "not-a-jwt")
+    assert "well-formed" in out and out.count("--token") == 1 and out.count(admin) == 1, out
+    # Nothing answers where the user says the admin API is.
+    silent = "http://127.0.0.1:9"
+    for args in (["--admin", silent], ["--db", db, "--admin", silent]):
+        out = error(*args, "--token", "t")
+        assert out.count(silent) == 1 and "did not answer" in out, out
+    # Nothing at all: no store here, no admin API at the default address (moved to a silent
+    # one): both said, once.
+    out = error("--token", "t", default_map={"sessions": {"list": {"admin": silent}}})
+    assert "no session store at toolgate.duckdb" in out and out.count(silent) == 1, out
+    assert out.count("--db") == 1 and out.count("--admin") == 1, out
