@@ -1,6 +1,7 @@
 """`make run`: the demo gateway. Starts the demo function service and the dev OIDC issuer on
 loopback, then mitmweb with the gateway in front of the service, and prints the URLs and
-ready-to-paste curl commands. Ctrl-C stops everything.
+ready-to-paste curl commands. The dev tokens they use are in `.toolgate/tokens.env` (0600),
+for `source`. Ctrl-C stops everything.
 
 Ports can be moved with TOOLGATE_DEMO_PROXY_PORT, _WEB_PORT, _SERVICE_PORT, _ISSUER_PORT and
 _ADMIN_PORT.
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("TOOLGATE_DEMO_STATE", ROOT / ".toolgate"))
 AUDIENCE = "toolgate-demo"
 HOST = "127.0.0.1"
+DEFAULT_ADMIN = f"http://{HOST}:8090"  # the toolgate CLI's default --admin
 
 
 def port(name: str, default: int) -> int:
@@ -41,13 +43,37 @@ def ensure_free(*ports: int) -> None:
                 )
 
 
-def banner(proxy: str, web: str, service: str, issuer: DevIssuer, admin: str) -> str:
+def shown(path: Path) -> str:
+    """A path as the user types it in the shell `make run` was started from (the project's
+    folder), absolute when it is elsewhere."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def write_tokens(issuer: DevIssuer, path: Path) -> None:
+    """alice's, bob's and carol's dev tokens as `export NAME=...` lines, readable by the user
+    only: the curl commands use them as $ALICE, $BOB and $CAROL."""
     keys = issuer.keys
-    alice = keys.mint("alice", ["support"], ttl=8 * 3600)
-    bob = keys.mint("bob", ["sre"], alg="ES256", ttl=8 * 3600)
-    carol = keys.mint("carol", ["sre-leads"], ttl=8 * 3600)
+    tokens = {
+        "ALICE": keys.mint("alice", ["support"], ttl=8 * 3600),
+        "BOB": keys.mint("bob", ["sre"], alg="ES256", ttl=8 * 3600),
+        "CAROL": keys.mint("carol", ["sre-leads"], ttl=8 * 3600),
+    }
+    text = ("# toolgate demo dev tokens (8 hours; alice: support, bob: sre, carol: sre-leads)\n"
+            + "".join(f"export {name}={token}\n" for name, token in tokens.items()))
+    path.unlink(missing_ok=True)  # a new file gets the mode: an old one may be readable
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def banner(proxy: str, web: str, service: str, issuer: DevIssuer, admin: str,
+           tokens: Path) -> str:
     mcp_call = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_customer","arguments":{"id":1}}}'
     toolgate = ".venv/bin/toolgate"
+    at_admin = "" if admin == DEFAULT_ADMIN else f" --admin {admin}"
     return f"""
 toolgate demo is running
   gateway (reverse proxy)   {proxy}  ->  demo function service {service}
@@ -56,11 +82,10 @@ toolgate demo is running
   dev OIDC issuer           {issuer.url}
   session store             {STATE / 'demo.duckdb'}
 
-Paste these into another shell (alice: support, bob: sre, carol: sre-leads):
+In another shell, load the dev tokens (alice: support, bob: sre, carol: sre-leads), then
+paste the commands below:
 
-  export ALICE={alice}
-  export BOB={bob}
-  export CAROL={carol}
+  source {shown(tokens)}
 
   # allowed: an MCP tool list
   curl -s {proxy}/mcp -H "Authorization: Bearer $ALICE" -H 'Content-Type: application/json' \\
@@ -80,14 +105,16 @@ Paste these into another shell (alice: support, bob: sre, carol: sre-leads):
   curl -s {proxy}/deploy -H "Authorization: Bearer $BOB" -H 'Content-Type: application/json' \\
        -d '{{"service":"api","version":"2.1"}}'; echo
   # ...until carol, in sre-leads, approves it from another shell (or Resume in mitmweb)
-  {toolgate} approvals list --token $CAROL
-  {toolgate} approvals approve <ID> --reason "release 2.1" --token $CAROL
+  {toolgate} approvals list --token $CAROL{at_admin}
+  {toolgate} approvals approve <ID> --reason "release 2.1" --token $CAROL{at_admin}
 
   # refused: no token (401, with the reason)
   curl -s -i {proxy}/customers/1; echo
 
   # afterwards: the recorded calls (while the demo runs, through the admin API)
-  {toolgate} sessions list --db {STATE / 'demo.duckdb'} --token $CAROL
+  {toolgate} sessions list --token $CAROL{at_admin}
+  # ...and after Ctrl-C, from the file itself
+  {toolgate} sessions list --db {shown(STATE / 'demo.duckdb')}
 
   # more tokens: {toolgate} dev token --sub NAME --groups a,b --keys {STATE / 'dev-issuer.json'}
 
@@ -119,8 +146,10 @@ def main() -> int:
     ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, cwd=ROOT)
+    tokens = STATE / "tokens.env"
+    write_tokens(issuer, tokens)
     banner_text = banner(f"http://{HOST}:{proxy_port}", f"http://{HOST}:{web_port}",
-                         service.url, issuer, f"http://{HOST}:{admin_port}")
+                         service.url, issuer, f"http://{HOST}:{admin_port}", tokens)
 
     def pump() -> None:
         """mitmweb's output to ours, with the banner once the proxy listens."""

@@ -55,7 +55,7 @@ def demo(tmp_path):
     try:
         assert ready.wait(60) and proc.poll() is None, "".join(lines)
         yield {"proxy": f"http://127.0.0.1:{proxy}", "web": f"http://127.0.0.1:{web}",
-               "output": "".join(lines), "proc": proc}
+               "output": "".join(lines), "proc": proc, "state": tmp_path}
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -66,10 +66,34 @@ def demo(tmp_path):
                 proc.wait(5)
 
 
+def sourced_tokens(demo) -> dict[str, str]:
+    """The dev tokens as the user gets them: `source` the file the banner names, in a shell."""
+    line = re.search(r"^\s*source (\S+)$", demo["output"], re.MULTILINE)
+    assert line, demo["output"]
+    shell = subprocess.run(["bash", "-c", f'{line.group(0).strip()} && '
+                            'printf "%s\\n" "$ALICE" "$BOB" "$CAROL"'],
+                           cwd=ROOT, capture_output=True, text=True)
+    assert shell.returncode == 0, shell.stderr
+    return dict(zip(("ALICE", "BOB", "CAROL"), shell.stdout.split()))
+
+
+def test_make_run_writes_the_tokens_to_a_file_to_source(demo):
+    tokens_file = demo["state"] / "tokens.env"
+    assert tokens_file.stat().st_mode & 0o777 == 0o600  # bearer tokens: the user's eyes only
+    assert f"source {tokens_file}" in demo["output"]
+    token = sourced_tokens(demo)
+    assert set(token) == {"ALICE", "BOB", "CAROL"} and all(t.count(".") == 2
+                                                           for t in token.values())
+    # Nothing 800 characters long to copy from the terminal: the banner names the file.
+    for value in token.values():
+        assert value not in demo["output"]
+    assert "export ALICE=" not in demo["output"]
+
+
 def test_make_run_prints_working_examples(demo):
     output = demo["output"]
-    alice = re.search(r"export ALICE=(\S+)", output).group(1)
-    bob = re.search(r"export BOB=(\S+)", output).group(1)
+    token = sourced_tokens(demo)
+    alice, bob = token["ALICE"], token["BOB"]
     assert f"curl -s {demo['proxy']}/customers/1" in output
     with httpx.Client(base_url=demo["proxy"], timeout=10) as http:
         allowed = http.get("/customers/1", headers={"Authorization": f"Bearer {alice}"})
@@ -95,8 +119,7 @@ def test_make_run_prints_working_examples(demo):
 
 def test_make_run_story_masked_blocked_held_and_approved(demo):
     output = demo["output"]
-    token = {name: re.search(rf"export {name}=(\S+)", output).group(1)
-             for name in ("ALICE", "BOB", "CAROL")}
+    token = sourced_tokens(demo)
     toolgate = [str(Path(sys.executable).parent / "toolgate")]
     admin = re.search(r"admin API\s+(\S+)", output).group(1)
     with httpx.Client(base_url=demo["proxy"], timeout=20) as http:
@@ -127,6 +150,15 @@ def test_make_run_story_masked_blocked_held_and_approved(demo):
         assert approve.returncode == 0, approve.stdout + approve.stderr
         deploy.join(15)
         assert held["answer"].status_code == 202 and held["answer"].json()["status"] == "started"
+    # The banner's own command for the recorded calls, pasted after `source`: no --db needed
+    # while the demo holds its store.
+    [listing] = [line.strip() for line in output.splitlines()
+                 if line.strip().startswith(".venv/bin/toolgate sessions list --token")]
+    pasted = subprocess.run(["bash", "-c", f"source {demo['state'] / 'tokens.env'} && "
+                             f"{listing} --json"], cwd=ROOT, capture_output=True, text=True)
+    assert pasted.returncode == 0, pasted.stdout + pasted.stderr
+    functions = {c["function"] for c in json.loads(pasted.stdout)["calls"]}
+    assert {"crm.get_customer", "crm.export", "deploy.start"} <= functions
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
