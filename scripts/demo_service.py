@@ -126,7 +126,10 @@ def anthropic_stream(model: str) -> str:
                     "delta": {"type": "input_json_delta", "partial_json": piece}},
                    "content_block_delta")
     out += sse({"type": "content_block_stop", "index": 1}, "content_block_stop")
-    out += sse({"type": "message_delta", "delta": {"stop_reason": "tool_use"}}, "message_delta")
+    # As Anthropic's API sends it: the SDK's stream accumulator reads `usage` here.
+    out += sse({"type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                "usage": {"output_tokens": 20}}, "message_delta")
     return out + sse({"type": "message_stop"}, "message_stop")
 
 
