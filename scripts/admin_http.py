@@ -46,8 +46,8 @@ def admin_json(
             message = json.loads(exc.read())["error"]["message"]
         except (ValueError, KeyError, TypeError):
             message = f"HTTP {exc.code}"
-        if exc.code == 401:
-            message += " (pass --token or set TOOLGATE_TOKEN)"
+        if exc.code == 401 and token:  # without one, the API's own message says to send it
+            message += " (pass a valid token: --token TOKEN or $TOOLGATE_TOKEN)"
         raise AdminRefused(message, exc.code) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise AdminUnreachable(str(getattr(exc, "reason", exc))) from None
