@@ -3,23 +3,33 @@
 mitmproxy decodes a body in one go, however large it inflates to; a gzip or brotli bomb (a few
 KiB on the wire, gigabytes decoded) would take the gateway down. These decoders stop as soon as
 the output passes the limit.
+
+They also decode all of a body or refuse it: a receiver may decode more than a lenient decoder
+would (every member of a multi-member gzip, every zstd frame), so a truncated stream, bytes
+after the end of one, or a coding that does not decode is `uninspectable`, never a body
+inspected in part.
 """
 
 from __future__ import annotations
 
-import io
 import zlib
 
 import brotli
 import zstandard
 
-from rules.protocols import Malformed, Uninspectable
+from rules.protocols import Uninspectable
 
-BROTLI_PIECE = 64  # brotli has no output limit: feed it little at a time and check
+PIECE = 64  # brotli and zstd have no output limit: feed them little at a time and check
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 class TooLarge(Uninspectable):
     """Over `toolgate_max_body` (on the wire or decoded)."""
+
+
+class BadEncoding(Uninspectable):
+    """A body that does not decode as its Content-Encoding says (corrupt, truncated, or with
+    bytes after its end)."""
 
 
 def decode(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
@@ -34,55 +44,79 @@ def decode(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
         decoder = _DECODERS.get(coding)
         if decoder is None:
             raise Uninspectable(f"content encoding {coding!r} is not supported")
+        if not data:
+            continue  # nothing to decode (a HEAD or 204 answer keeps its header)
         try:
             data = decoder(data, limit)
-        except TooLarge:
+        except Uninspectable:
             raise
         except Exception as exc:  # zlib.error, brotli.error, ZstdError, ...
-            raise Malformed(f"the body is not valid {coding}: {exc}") from None
+            raise BadEncoding(f"the body is not valid {coding}: {exc}") from None
     return data
 
 
-def _zlib(data: bytes, limit: int, wbits: int) -> bytes:
+def _inflate(data: bytes, limit: int, room: int, wbits: int, coding: str) -> tuple[bytes, bytes]:
+    """One zlib/gzip/raw deflate stream of at most `room` bytes: its output, and the bytes
+    after its end."""
     inflater = zlib.decompressobj(wbits)
-    out = inflater.decompress(data, limit + 1)
-    if len(out) > limit or inflater.unconsumed_tail:
+    out = inflater.decompress(data, room + 1)
+    if len(out) > room or inflater.unconsumed_tail:
         raise TooLarge(f"the body inflates to more than {limit} bytes")
-    return out
+    if not inflater.eof:
+        raise BadEncoding(f"the {coding} body is truncated")
+    return out, inflater.unused_data
 
 
 def _gzip(data: bytes, limit: int) -> bytes:
-    return _zlib(data, limit, 16 + zlib.MAX_WBITS)
+    """Every member (RFC 1952 allows several, and receivers decode them all)."""
+    out = bytearray()
+    while data:
+        if not data.startswith(GZIP_MAGIC):
+            raise BadEncoding("bytes after the end of the gzip body" if out else "not a gzip body")
+        piece, data = _inflate(data, limit, limit - len(out), 16 + zlib.MAX_WBITS, "gzip")
+        out += piece
+    return bytes(out)
 
 
 def _deflate(data: bytes, limit: int) -> bytes:
     try:
-        return _zlib(data, limit, zlib.MAX_WBITS)
+        out, rest = _inflate(data, limit, limit, zlib.MAX_WBITS, "deflate")
     except zlib.error:  # some servers send raw deflate without the zlib header
-        return _zlib(data, limit, -zlib.MAX_WBITS)
+        out, rest = _inflate(data, limit, limit, -zlib.MAX_WBITS, "deflate")
+    if rest:
+        raise BadEncoding("bytes after the end of the deflate body")
+    return out
 
 
 def _brotli(data: bytes, limit: int) -> bytes:
     decompressor = brotli.Decompressor()
     out = bytearray()
-    for start in range(0, len(data), BROTLI_PIECE):
-        out += decompressor.process(data[start:start + BROTLI_PIECE])
+    for start in range(0, len(data), PIECE):
+        out += decompressor.process(data[start:start + PIECE])  # raises on bytes after the end
         if len(out) > limit:
             raise TooLarge(f"the body inflates to more than {limit} bytes")
-    if data and not decompressor.is_finished():
-        raise ValueError("truncated brotli stream")
+    if not decompressor.is_finished():
+        raise BadEncoding("the br body is truncated")
     return bytes(out)
 
 
 def _zstd(data: bytes, limit: int) -> bytes:
-    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
+    """Every frame, as a receiver that reads across frames would."""
     out = bytearray()
-    while len(out) <= limit:
-        piece = reader.read(limit + 1 - len(out))
-        if not piece:
-            return bytes(out)
-        out += piece
-    raise TooLarge(f"the body inflates to more than {limit} bytes")
+    while data:
+        frame = zstandard.ZstdDecompressor().decompressobj()
+        rest = b""
+        for start in range(0, len(data), PIECE):
+            out += frame.decompress(data[start:start + PIECE])
+            if len(out) > limit:
+                raise TooLarge(f"the body inflates to more than {limit} bytes")
+            if frame.eof:
+                rest = frame.unused_data + data[start + PIECE:]
+                break
+        if not frame.eof:
+            raise BadEncoding("the zstd body is truncated")
+        data = rest
+    return bytes(out)
 
 
 _DECODERS = {"gzip": _gzip, "x-gzip": _gzip, "deflate": _deflate, "br": _brotli, "zstd": _zstd}
