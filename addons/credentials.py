@@ -2,7 +2,8 @@
 leaves, so the caller never holds it.
 
 - `request` (after every decision, just before the recorder): the caller's `Authorization` and
-  `Proxy-Authorization` are removed; the first target of `toolgate_credentials` that matches
+  `Proxy-Authorization` are removed (and the verified token from any header: the identity
+  addon already took every copy); the first target of `toolgate_credentials` that matches
   the call sets its headers and query parameters, or passes the caller's verified token on.
 - `responseheaders`: the request has left, so the flow shows every injected value as
   `[REDACTED]` from here on (mitmweb, `export`, the log, the store); an event stream is masked
@@ -31,7 +32,7 @@ from addons import bodies
 from addons.decisions import DECISION_KEY, FINDINGS_KEY
 from addons.echoes import LABEL, ScrubbedChunks, ScrubbedStream, Scrubber
 from addons.failclosed import flow_hook
-from addons.identity import IDENTITY_KEY, take_caller_token
+from addons.identity import IDENTITY_KEY, remove_credential, take_caller_token
 from addons.vault import MIN_SECRET, CallFacts, Target, Vault, VaultError, load_vault
 from rules.masking import fingerprint, normalize
 from rules.protocols import StreamChecker
@@ -170,6 +171,8 @@ class Credentials:
         # Removed even from a refused call: with identity off, nothing else removes them.
         headers.pop("Proxy-Authorization", None)  # meant for the gateway, never forwarded
         caller = headers.pop("Authorization", None)
+        if token:  # the identity addon removed every copy; none may have come back since
+            remove_credential(headers, token)
         if flow.response is not None or flow.error is not None:
             return
         target = self.vault.select(call_facts(flow))

@@ -1,7 +1,10 @@
 """Who is calling: verifies the caller's OIDC bearer token before anything else happens.
 
-The token is read from `Authorization` (or `Proxy-Authorization`, also on the CONNECT of an
-explicit proxy), removed from the request so the backend never receives it, and never logged.
+The token is read from `Proxy-Authorization` (also on the CONNECT of an explicit proxy) or
+`Authorization`, else from `x-api-key` / `api-key` when one holds a JWT (the Anthropic and Azure
+OpenAI SDKs send nothing else). It is removed from the request, and so is every other header
+it appears in (a copy in a custom header, a cookie), so that neither the backend, the store,
+mitmweb nor the log receives it; it is never logged.
 The verified identity (subject, issuer, groups, token id) is attached to the flow as
 `flow.metadata["toolgate.identity"]` for the addons after this one. The verified token itself
 is kept in memory only (`take_caller_token`), for a credentials target that passes it through.
@@ -10,6 +13,7 @@ is kept in memory only (`take_caller_token`), for a credentials target that pass
 from __future__ import annotations
 
 import logging
+import re
 import weakref
 from pathlib import Path
 from typing import Optional
@@ -27,11 +31,21 @@ from addons.oidc import (
     TokenPolicy,
     Verifier,
     bearer_token,
+    checked_token,
 )
 
 logger = logging.getLogger(__name__)
 
 IDENTITY_KEY = "toolgate.identity"
+# Where a token is read from when neither Proxy-Authorization nor Authorization is sent: the
+# API-key headers of SDKs that send nothing else. Only a value shaped like a JWT counts (an
+# upstream API key there is not the caller's token).
+API_KEY_HEADERS = ("x-api-key", "api-key")
+BEARER = re.compile(r"(?i:bearer)[ \t]")
+JWT_SHAPE = re.compile(r"(?:(?i:bearer)[ \t]+)?[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# A presented credential shorter than this is removed where it is a header's whole value only:
+# as a substring it could match unrelated headers.
+MIN_SCRUB = 16
 MODES = ("required", "optional", "off")
 OPTIONS = frozenset(
     {
@@ -162,16 +176,22 @@ class Identity:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or ctx.options.toolgate_identity == "off":
             return
-        credential = self._take_credential(flow)
+        taken = self._take_credential(flow)
         try:
-            if credential is None:
+            if taken is None:
                 if ctx.options.toolgate_identity == "optional":
                     flow.metadata[IDENTITY_KEY] = ANONYMOUS.as_dict()
                     return
                 raise IdentityError("no bearer token: send 'Authorization: Bearer <token>'")
+            header, credential = taken
+            # Every copy goes, whether the token verifies or not: a refused call is recorded.
+            remove_credential(flow.request.headers, credential)
             if self.verifier is None:  # configure() refused the options: nothing can pass
                 raise IdentityError("the gateway has no token verifier configured")
-            token = bearer_token(credential)
+            if header in API_KEY_HEADERS and not BEARER.match(credential.strip(" \t")):
+                token = checked_token(credential, header)  # these SDKs send the bare key
+            else:
+                token = bearer_token(credential, header)
             identity = await self.verifier.verify(token)
         except IdentityError as exc:
             reason = str(exc)
@@ -185,14 +205,53 @@ class Identity:
         flow.metadata[IDENTITY_KEY] = identity.as_dict()
         _CALLER_TOKENS[flow] = token
 
-    def _take_credential(self, flow: http.HTTPFlow) -> str | None:
-        """The caller's credential, removed from the request so it is never forwarded: the
-        Proxy-Authorization meant for us wins over an Authorization header."""
+    def _take_credential(self, flow: http.HTTPFlow) -> tuple[str, str] | None:
+        """The caller's credential and the header it came in, removed from the request so it
+        is never forwarded: the Proxy-Authorization meant for us wins over an Authorization
+        header, which wins over an API-key header holding a JWT."""
         headers = flow.request.headers
-        proxy = headers.pop("Proxy-Authorization", None)
-        if proxy is not None:
-            return proxy
-        direct = headers.pop("Authorization", None)
-        if direct is not None:
-            return direct
-        return self.connect_tokens.get(flow.client_conn.id)
+        for name in ("Proxy-Authorization", "Authorization"):
+            value = headers.pop(name, None)
+            if value is not None:
+                return name, value
+        for name in API_KEY_HEADERS:
+            value = headers.get(name)
+            if value is not None and JWT_SHAPE.fullmatch(value.strip(" \t")):
+                del headers[name]
+                return name, value
+        connect = self.connect_tokens.get(flow.client_conn.id)
+        return ("Proxy-Authorization", connect) if connect is not None else None
+
+
+def remove_credential(headers: http.Headers, credential: str) -> bool:
+    """Remove every header that carries `credential` (the raw value, or the token of a
+    `Bearer <token>` value), whatever its name; from a Cookie only the cookies that carry it.
+    Whether anything was removed."""
+    raw = credential.strip(" \t")
+    scheme, _, rest = raw.replace("\t", " ").partition(" ")
+    forms = {raw}
+    if scheme.lower() == "bearer" and rest.strip():
+        forms.add(rest.strip())
+    needles = [form.encode("utf-8", "surrogateescape") for form in forms if form]
+    if not needles:
+        return False
+
+    def carries(value: bytes) -> bool:
+        value = value.strip(b" \t")
+        return any(value == needle or (len(needle) >= MIN_SCRUB and needle in value)
+                   for needle in needles)
+
+    fields, changed = [], False
+    for name, value in headers.fields:
+        if not carries(value):
+            fields.append((name, value))
+            continue
+        changed = True
+        if name.lower() == b"cookie":
+            kept = [c for c in value.split(b";") if c.strip() and not carries(c.partition(b"=")[2])
+                    and not carries(c)]
+            if kept:
+                fields.append((name, b";".join(kept).strip()))
+    if changed:
+        headers.fields = tuple(fields)
+    return changed

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import urllib.parse
 import urllib.request
@@ -40,6 +41,8 @@ LEEWAY_SECONDS = 30
 MAX_TOKEN_BYTES = 16 * 1024
 FETCH_TIMEOUT_SECONDS = 5.0
 MAX_JWKS_BYTES = 1024 * 1024
+# RFC 6750's b64token: the characters a bearer token is made of (ASCII only).
+B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 class IdentityError(Exception):
@@ -87,18 +90,32 @@ class Identity:
 ANONYMOUS = Identity(subject=None, anonymous=True)
 
 
-def bearer_token(header_value: str) -> str:
-    """The token of an `Authorization: Bearer <token>` header value."""
-    scheme, _, token = header_value.strip().partition(" ")
+def bearer_token(header_value: str, header: str = "Authorization") -> str:
+    """The token of an `Authorization: Bearer <token>` header value.
+
+    Header values come from mitmproxy as text decoded with surrogateescape: bytes that are not
+    UTF-8 (latin-1, say) are lone surrogates, which no encoder takes. A token is checked to be
+    made of RFC 6750's token characters before anything encodes it."""
+    scheme, _, token = header_value.strip(" \t").replace("\t", " ").partition(" ")
     if scheme.lower() != "bearer":
         raise IdentityError(
-            "the Authorization header is not a bearer token: send 'Authorization: Bearer <token>'"
+            f"the {header} header is not a bearer token: send 'Authorization: Bearer <token>'"
         )
-    token = token.strip()
+    return checked_token(token, header)
+
+
+def checked_token(token: str, header: str = "Authorization") -> str:
+    """`token` if it can be a bearer token (RFC 6750 b64token, within MAX_TOKEN_BYTES)."""
+    token = token.strip(" \t")
     if not token:
-        raise IdentityError("the Authorization header has an empty bearer token")
+        raise IdentityError(f"the {header} header has an empty bearer token")
     if len(token) > MAX_TOKEN_BYTES:
         raise IdentityError(f"the bearer token is longer than {MAX_TOKEN_BYTES} bytes")
+    if not B64TOKEN.fullmatch(token):
+        raise IdentityError(
+            f"the {header} header holds characters a bearer token cannot have (a JWT is "
+            "ASCII letters, digits, '-', '_' and dots)"
+        )
     return token
 
 
@@ -168,9 +185,12 @@ class TokenPolicy:
 
 def verify_token(token: str, keys: KeySet, policy: TokenPolicy) -> tuple[Identity, float]:
     """Verify `token` and return the caller's identity and the token's expiry (epoch)."""
+    if not isinstance(token, str) or not B64TOKEN.fullmatch(token):
+        raise IdentityError("the bearer token is not a well-formed JWT: characters a token "
+                            "cannot have")
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.DecodeError as exc:
+    except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
         raise IdentityError(f"the bearer token is not a well-formed JWT: {exc}") from None
     alg = header.get("alg")
     kid = header.get("kid")
@@ -226,6 +246,8 @@ def verify_token(token: str, keys: KeySet, policy: TokenPolicy) -> tuple[Identit
         raise IdentityError("the token's signature does not verify") from None
     except jwt.InvalidTokenError as exc:
         raise IdentityError(f"the token is invalid: {exc}") from None
+    except (ValueError, TypeError, KeyError) as exc:  # what a hostile token makes a parser raise
+        raise IdentityError(f"the token is invalid ({type(exc).__name__})") from None
 
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:

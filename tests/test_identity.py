@@ -154,3 +154,92 @@ def test_bad_option_changes_are_refused_and_the_last_good_verifier_stays(jwks_fi
             assert identity.verifier.policy.issuer == good.policy.issuer == ISSUER
 
     asyncio.run(scenario())
+
+
+# -- hostile header bytes: always 401 `identity`, and the next call still works -------------
+
+HOSTILE = {
+    "latin-1": [(b"Authorization", b"Bearer \xe9\xe9")],
+    "latin-1-jwt": [(b"Authorization", b"Bearer eyJ\xe9.eyJ.sig")],
+    "non-ascii-utf8": [(b"Authorization", "Bearer tökén".encode())],
+    "nul": [(b"Authorization", b"Bearer a\x00b")],
+    "control": [(b"Authorization", b"Bearer \x7f\x01")],
+    "empty": [(b"Authorization", b"")],
+    "lower-case-basic": [(b"authorization", b"basic Zm9vOmJhcg==")],
+    "two-authorization": [(b"Authorization", b"Bearer a.b.c"), (b"Authorization", b"Bearer d.e.f")],
+    "huge": [(b"Authorization", b"Bearer " + b"a" * 100_000)],
+    "proxy-latin-1": [(b"Proxy-Authorization", b"Bearer \xff\xfe")],
+    "x-api-key-latin-1-jwt": [(b"x-api-key", b"eyJ\xe9.eyJ.sig")],
+    "x-api-key-garbage-jwt": [(b"x-api-key", b"eyJhbGciOiJSUzI1NiIsImtpZCI6MX0.e30.c2ln")],
+    "api-key-expired-shape": [(b"api-key", b"Bearer eyJhbGciOiJub25lIn0.e30.")],
+}
+
+
+@pytest.mark.parametrize("fields", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_hostile_credentials_get_401_identity_and_the_next_call_works(jwks_file, keys, fields):
+    async def scenario():
+        identity, policy = Identity(), Policy()
+        with taddons.context(identity, policy) as tctx:
+            tctx.configure(identity, **options(jwks_file))
+            flow = tflow.tflow()
+            flow.request.headers.fields = tuple(fields)
+            await identity.requestheaders(flow)
+            assert flow.response is not None and flow.response.status_code == 401
+            assert json.loads(flow.response.content)["error"]["code"] == "identity"
+            good = tflow.tflow()
+            good.request.headers["Authorization"] = f"Bearer {keys.mint('alice')}"
+            await identity.requestheaders(good)
+            assert good.response is None and good.metadata[IDENTITY_KEY]["subject"] == "alice"
+
+    asyncio.run(scenario())
+
+
+# -- the token from API-key headers, and removed from every header ------------------------
+
+@pytest.mark.parametrize("name, value", [
+    ("x-api-key", "{t}"), ("api-key", "{t}"), ("X-Api-Key", "Bearer {t}"), ("api-key", " {t} "),
+])
+def test_a_jwt_in_an_api_key_header_is_the_callers_token(jwks_file, keys, name, value):
+    token = keys.mint("anna", ["sre"])
+    flow = tflow.tflow()
+    flow.request.headers[name] = value.format(t=token)
+    run(options(jwks_file), flow)
+    assert flow.response is None and flow.metadata[IDENTITY_KEY]["subject"] == "anna"
+    assert name not in flow.request.headers
+
+
+def test_authorization_wins_over_an_api_key_header_which_stays_if_it_is_not_the_token(jwks_file, keys):
+    flow = tflow.tflow()
+    flow.request.headers["Authorization"] = f"Bearer {keys.mint('anna')}"
+    flow.request.headers["x-api-key"] = keys.mint("mallory")  # another token: not verified
+    run(options(jwks_file), flow)
+    assert flow.metadata[IDENTITY_KEY]["subject"] == "anna"
+    assert "x-api-key" in flow.request.headers
+
+
+def test_an_api_key_that_is_not_a_jwt_is_no_token(jwks_file):
+    flow = tflow.tflow()
+    flow.request.headers["x-api-key"] = "sk-ant-upstream-key-0123456789"
+    run(options(jwks_file, toolgate_identity="optional"), flow)
+    assert flow.response is None and flow.metadata[IDENTITY_KEY]["anonymous"] is True
+    assert flow.request.headers["x-api-key"] == "sk-ant-upstream-key-0123456789"
+
+
+@pytest.mark.parametrize("expired", [False, True], ids=["verified", "refused"])
+def test_every_copy_of_the_token_is_removed(jwks_file, keys, expired):
+    token = keys.mint("anna", ttl=-600 if expired else 600)
+    flow = tflow.tflow()
+    flow.request.headers.fields = (
+        (b"Authorization", f"Bearer {token}".encode()),
+        (b"x-api-key", token.encode()),
+        (b"X-Custom", token.encode()),
+        (b"X-Forward", f"Bearer {token}".encode()),
+        (b"X-List", f"Bearer x, {token}".encode()),
+        (b"Cookie", f"sid=1; tok={token}; b=2".encode()),
+        (b"Cookie", f"only={token}".encode()),
+        (b"X-Other", b"keep"),
+    )
+    run(options(jwks_file), flow)
+    assert (flow.response is not None) is expired
+    assert token.encode() not in b"".join(k + v for k, v in flow.request.headers.fields)
+    assert flow.request.headers.fields == ((b"Cookie", b"sid=1; b=2"), (b"X-Other", b"keep"))

@@ -183,3 +183,53 @@ def test_verified_tokens_are_cached_until_the_keys_change(keys, policy, monkeypa
         assert len(calls) == 2
 
     asyncio.run(scenario())
+
+
+# Header values as mitmproxy hands them over: bytes decoded as UTF-8 with surrogateescape.
+def as_mitmproxy(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+HOSTILE_HEADERS = {
+    "latin-1": b"Bearer \xe9\xe9",
+    "latin-1-in-jwt": b"Bearer eyJ\xe9.eyJ.sig",
+    "utf-8-non-ascii": "Bearer tökén".encode(),
+    "nul": b"Bearer abc\x00def",
+    "control-chars": b"Bearer \x7f\x01",
+    "vertical-tab": b"Bearer abc\x0bdef",
+    "newline-inside": b"Bearer abc\ndef",
+    "two-tokens": b"Bearer abc.def.ghi, Bearer jkl.mno.pqr",
+    "comma-list": b"Bearer x, abc.def.ghi",
+    "scheme-only": b"Bearer",
+    "scheme-and-spaces": b"Bearer    ",
+    "empty": b"",
+    "spaces": b"   ",
+    "basic": b"Basic YWxhZGRpbjpvcGVuc2VzYW1l",
+    "no-scheme": b"abc.def.ghi",
+    "quoted": b'Bearer "abc.def.ghi"',
+    "huge": b"Bearer " + b"a" * 20_000,
+    "bearer-prefix-only": b"Bearerabc.def.ghi",
+}
+
+
+@pytest.mark.parametrize("raw", list(HOSTILE_HEADERS.values()), ids=list(HOSTILE_HEADERS))
+def test_hostile_authorization_values_are_identity_errors(raw):
+    with pytest.raises(IdentityError):
+        bearer_token(as_mitmproxy(raw))
+
+
+@pytest.mark.parametrize("value", ["bearer abc.def.ghi", "BEARER abc.def.ghi",
+                                   "Bearer\tabc.def.ghi", "  Bearer   abc.def.ghi  "])
+def test_bearer_scheme_case_and_blanks(value):
+    assert bearer_token(value) == "abc.def.ghi"
+
+
+@pytest.mark.parametrize("token", [
+    as_mitmproxy(b"\xe9\xe9"), as_mitmproxy(b"eyJ\xe9.eyJ.sig"), "t\u00f6k\u00e9n.a.b",
+    "a\x00b.c.d", "", "abc", "a.b", "eyJhbGciOiJIUzI1NiJ9.e30.", "e30.e30.e30", "W10.e30.e30",
+    "eyJhbGciOiJSUzI1NiJ9.bm90IGpzb24.c2ln", "eyJhbGciOiJSUzI1NiIsImtpZCI6MX0.e30.c2ln",
+])
+def test_verify_token_refuses_garbage_with_an_identity_error(token):
+    """Never a UnicodeEncodeError or a parser's ValueError: those became 500 `internal`."""
+    with pytest.raises(IdentityError):
+        verify_token(token, KeySet(), TokenPolicy(issuer=None, audience=None))

@@ -49,7 +49,9 @@ def creds(tmp_path: Path) -> Path:
 def calls(gateway, issuer) -> tuple[str, httpx.Response, httpx.Response]:
     """An echoed call with the vaulted credential, and one passed through; the caller's token."""
     token = issuer.keys.mint("alice", ["support"])
-    headers = {"Authorization": f"Bearer {token}", "X-Toolgate-Session": SESSION}
+    # A copy in another header (as some SDKs send it) goes the same way as Authorization.
+    headers = {"Authorization": f"Bearer {token}", "X-Caller-Token": token,
+               "X-Toolgate-Session": SESSION}
     with gateway.client() as http:
         vaulted = http.post("/echo?q=1", json={"note": "hello"}, headers=headers)
         passed = http.put("/echo", json={"note": "mine"}, headers=headers)

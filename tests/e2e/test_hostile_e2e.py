@@ -304,3 +304,138 @@ def test_no_disguised_raw_value_reaches_the_store_files(start_gateway, backend, 
     raw = [v for v in RAW_FORMS | {"4111\u200b1111", "4.111111111111111e15", "\\u0034\\u0031"}
            if v in text or v in visible(text)]
     assert not raw, f"raw values in the store: {raw}"  # ... and no raw value
+
+
+# -- bodies that do not decode as their Content-Encoding says ------------------------------------
+
+JSON_SSN = b'{"note": "ssn 536-22-1234"}'
+ZSTD = __import__("zstandard").ZstdCompressor()
+
+
+@pytest.mark.parametrize("content, encoding", [
+    (b"not gzip", "gzip"),
+    (b"\x1f\x8b" + b"garbage" * 3, "gzip"),
+    (gzip.compress(b'{"a": "' + b"x" * 5000 + b'"}')[:40], "gzip"),
+    (gzip.compress(JSON_SSN) + b"trailing", "gzip"),
+    (b"not deflate", "deflate"),
+    (b"\xff" * 20, "br"),
+    (brotli.compress(b'{"a": "' + b"x" * 5000 + b'"}')[:-4], "br"),
+    (ZSTD.compress(b'{"a": "' + b"x" * 5000 + b'"}')[:-4], "zstd"),
+    (ZSTD.compress(JSON_SSN) + b"junk", "zstd"),
+    (gzip.compress(JSON_SSN), "gzip, gzip"),
+    (JSON_SSN, "gzip, x-unknown"),
+], ids=["not-gzip", "corrupt-gzip", "truncated-gzip", "gzip-trailing-garbage", "not-deflate",
+        "corrupt-br", "truncated-br", "truncated-zstd", "zstd-trailing-garbage",
+        "coding-too-many", "unknown-stacked"])
+def test_requests_in_a_bad_encoding_are_uninspectable(gateway, backend, issuer, content, encoding):
+    with gateway.client() as http:
+        answer = http.post("/echo", content=content, headers={
+            **auth(issuer), "Content-Type": "application/json", "Content-Encoding": encoding})
+    assert answer.status_code == 400, answer.text[:300]
+    assert answer.json()["error"]["code"] == "uninspectable"
+    assert backend.received == []
+    assert_still_serving(gateway, issuer, backend)
+
+
+class BadEncodings(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    ANSWERS = {
+        "/corrupt-gzip": ("gzip", b"\x1f\x8bnot really gzip"),
+        "/truncated-gzip": ("gzip", gzip.compress(JSON_SSN)[:-6]),
+        "/gzip-trailing": ("gzip", gzip.compress(JSON_SSN) + b"junk"),
+        "/truncated-zstd": ("zstd", ZSTD.compress(JSON_SSN * 50)[:-3]),
+        "/corrupt-br": ("br", b"\xff" * 16),
+        "/unknown": ("compress", JSON_SSN),
+        # Decoded whole by a receiver (Python's gzip, Go's gzip.Reader), so checked whole.
+        "/gzip-members": ("gzip", gzip.compress(b'{"a": "x", ') + gzip.compress(b'"ssn": "536-22-1234"}')),
+        "/zstd-frames": ("zstd", ZSTD.compress(b'{"a": "x", ') + ZSTD.compress(b'"ssn": "536-22-1234"}')),
+    }
+    WHOLE = ("/gzip-members", "/zstd-frames")
+
+    def do_GET(self):  # noqa: N802
+        encoding, body = self.ANSWERS[self.path]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Encoding", encoding)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_answers_in_a_bad_encoding_are_withheld_502_uninspectable(start_gateway, issuer):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BadEncodings)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gateway = start_gateway(upstream=f"http://127.0.0.1:{server.server_address[1]}")
+        with gateway.client() as http:
+            for path in BadEncodings.ANSWERS:
+                if path in BadEncodings.WHOLE:
+                    continue
+                answer = http.get(path, headers={**auth(issuer), "Accept-Encoding": "identity"})
+                assert answer.status_code == 502, (path, answer.text[:300])
+                assert answer.json()["error"]["code"] == "uninspectable", path
+                assert b"536-22-1234" not in answer.content
+            for path in BadEncodings.WHOLE:
+                with http.stream("GET", path, headers=auth(issuer)) as answer:
+                    raw = b"".join(answer.iter_raw())
+                assert answer.status_code == 200, path
+                coding = answer.headers["content-encoding"]
+                body = (gzip.decompress(raw) if coding == "gzip" else
+                        __import__("zstandard").ZstdDecompressor().decompressobj().decompress(raw))
+                assert json.loads(body) == {"a": "x", "ssn": "***-**-1234"}, path
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# -- any bytes in the identity headers: 401 `identity`, never 500 --------------------------------
+
+
+def raw_request(head: bytes) -> bytes:
+    return (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: 2\r\n" + head + b"\r\n{}")
+
+
+HOSTILE_HEADERS = {
+    "latin-1": b"Authorization: Bearer \xe9\xe9\r\n",
+    "latin-1-in-a-jwt": b"Authorization: Bearer eyJ\xe9.eyJ.c2ln\r\n",
+    "utf-8": "Authorization: Bearer tökén-ünïcode\r\n".encode(),
+    "control-chars": b"Authorization: Bearer \x7f\x01\r\n",
+    "empty": b"Authorization: \r\n",
+    "scheme-only": b"Authorization: Bearer\r\n",
+    "basic": b"Authorization: Basic YWxhZGRpbjpvcGVuc2VzYW1l\r\n",
+    "two-authorization": b"Authorization: Bearer a.b.c\r\nAuthorization: Bearer d.e.f\r\n",
+    "kid-not-a-string": b"Authorization: Bearer eyJhbGciOiJSUzI1NiIsImtpZCI6MX0.e30.c2ln\r\n",
+    "proxy-latin-1": b"Proxy-Authorization: Bearer \xff\xfe\r\n",
+    "x-api-key-latin-1": b"x-api-key: eyJ\xe9.eyJ.c2ln\r\n",
+    "api-key-garbage-jwt": b"api-key: eyJhbGciOiJSUzI1NiIsImtpZCI6MX0.e30.c2ln\r\n",
+    "x-api-key-not-utf8-no-jwt": b"x-api-key: \xc3\x28\xff\r\n",
+    "16k": b"Authorization: Bearer " + b"a" * 17_000 + b"\r\n",
+}
+
+
+@pytest.mark.parametrize("head", list(HOSTILE_HEADERS.values()), ids=list(HOSTILE_HEADERS))
+def test_any_bytes_in_identity_headers_get_401_identity(gateway, backend, issuer, head):
+    answer = raw_exchange(gateway, raw_request(head))
+    status, _, rest = answer.partition(b"\r\n")
+    assert status.split(b" ")[1] == b"401", answer[:400]
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["error"]["code"] == "identity"
+    assert backend.received == []
+    assert_still_serving(gateway, issuer, backend)
+
+
+@pytest.mark.parametrize("template", [
+    b"Authorization: bearer %s\r\n", b"Authorization: BEARER %s\r\n",
+    b"Authorization: Bearer\t%s\r\n", b"Authorization:   Bearer   %s  \r\n",
+    b"x-api-key: %s\r\n", b"api-key: %s\r\n",
+], ids=["lower-case", "upper-case", "tab", "blanks", "x-api-key", "api-key"])
+def test_unusual_but_valid_token_headers_are_accepted(gateway, backend, issuer, template):
+    token = issuer.keys.mint("alice", ["support"]).encode()
+    answer = raw_exchange(gateway, raw_request(template % token))
+    assert answer.split(b" ", 2)[1] == b"200", answer[:400]
+    [received] = backend.received
+    assert token.decode() not in json.dumps(received.headers)

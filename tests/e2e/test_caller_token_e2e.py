@@ -1,0 +1,201 @@
+"""The caller's token never leaves the gateway, whatever header it was sent in (spec "Vaulted
+credentials"): through a real mitmdump in front of a backend that keeps the exact bytes it
+received, then searching those bytes, the gateway's log and the store's file for the token."""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import threading
+from pathlib import Path
+
+import duckdb
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+INJECTED = "vaulted-backend-key-9c2e71"
+UPSTREAM_KEY = "sk-upstream-not-a-jwt-4711"
+CREDS = """\
+targets:
+  - name: pass
+    match: {path: /pass/**}
+    pass_caller_token: true
+  - name: vaulted
+    match: {path: /vaulted/**}
+    headers:
+      X-Backend-Key: "${env:BACKEND_KEY}"
+"""
+
+
+class RawBackend(socketserver.ThreadingTCPServer):
+    """Answers every request 200 `{}` and keeps each request's bytes as they arrived."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _RawHandler)
+        self.received: list[bytes] = []
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def all_bytes(self) -> bytes:
+        with self.lock:
+            return b"".join(self.received)
+
+
+class _RawHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        buffer = b""
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return
+                buffer += chunk
+            head, _, rest = buffer.partition(b"\r\n\r\n")
+            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            while len(rest) < length:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return
+                rest += chunk
+            with self.server.lock:  # type: ignore[attr-defined]
+                self.server.received.append(head + b"\r\n\r\n" + rest[:length])  # type: ignore[attr-defined]
+            buffer = rest[length:]
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 2\r\n\r\n{}")
+
+
+@pytest.fixture
+def raw_backend():
+    server = RawBackend()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def stored(db: Path) -> tuple[bytes, list[str], str]:
+    """The store's files as bytes, the subjects of its calls, and every row of every table as
+    text (DuckDB compresses strings: the bytes alone could hide a value)."""
+    data = b"".join(p.read_bytes() for p in (db, Path(f"{db}.wal")) if p.exists())
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        subjects = [row[0] for row in con.execute("SELECT subject FROM calls ORDER BY started_at").fetchall()]
+        tables = [row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
+        rows = [repr(con.execute(f'SELECT * FROM "{table}"').fetchall()) for table in tables]
+    finally:
+        con.close()
+    return data, subjects, "\n".join(rows)
+
+
+def header(request: bytes, name: str) -> str | None:
+    for line in request.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name.lower().encode():
+            return value.strip().decode("latin-1")
+    return None
+
+
+def sends(token: str) -> dict[str, dict[str, str]]:
+    """The ways a caller may send its token, by test id."""
+    return {
+        "x-api-key": {"x-api-key": token},  # the Anthropic SDK
+        "api-key": {"api-key": token},  # the Azure OpenAI SDK
+        "x-api-key-bearer": {"x-api-key": f"Bearer {token}"},
+        "authorization-and-x-api-key": {"Authorization": f"Bearer {token}", "x-api-key": token},
+        "authorization-and-api-key": {"Authorization": f"Bearer {token}", "api-key": token},
+        "custom-header": {"Authorization": f"Bearer {token}", "X-Caller-Token": token},
+        "custom-bearer": {"Authorization": f"Bearer {token}", "X-Forward-Auth": f"Bearer {token}"},
+        "in-a-list": {"Authorization": f"Bearer {token}", "X-Tokens": f"Bearer x, {token}"},
+        "cookie": {"Authorization": f"Bearer {token}", "Cookie": f"sid=keep-me; tok={token}"},
+    }
+
+
+@pytest.mark.parametrize("path", ["/plain", "/vaulted/call"], ids=["no-target", "vaulted"])
+def test_the_token_reaches_no_backend_log_or_store_in_any_header(start_gateway, issuer,
+                                                                 raw_backend, tmp_path, path):
+    creds = tmp_path / "creds.yaml"
+    creds.write_text(CREDS)
+    gateway = start_gateway(f"toolgate_credentials={creds}", upstream=raw_backend.url,
+                            env={"BACKEND_KEY": INJECTED})
+    token = issuer.keys.mint("alice", ["support"])
+    ways = sends(token)
+    with gateway.client() as http:
+        for name, headers in ways.items():
+            answer = http.post(path, json={"way": name}, headers=headers)
+            assert answer.status_code == 200, (name, answer.text)
+    assert len(raw_backend.received) == len(ways)
+    for request in raw_backend.received:
+        assert token.encode() not in request, request[:600]
+        if path.startswith("/vaulted"):
+            assert header(request, "X-Backend-Key") == INJECTED
+    cookie = next(r for r in raw_backend.received if b'"cookie"' in r)
+    assert header(cookie, "Cookie") == "sid=keep-me"  # the other cookies stay
+
+    gateway.stop()
+    data, subjects, rows = stored(tmp_path / "toolgate.duckdb")
+    assert subjects == ["alice"] * len(ways)  # every call was verified as alice, recorded ...
+    assert token.encode() not in data and token not in rows  # ... and the token is nowhere
+    assert INJECTED.encode() not in data and INJECTED not in rows
+    assert "keep-me" not in rows  # a Cookie is stored redacted, as before
+    assert token not in gateway.output and INJECTED not in gateway.output
+
+
+def test_pass_caller_token_forwards_it_in_authorization_only(start_gateway, issuer, raw_backend,
+                                                             tmp_path):
+    creds = tmp_path / "creds.yaml"
+    creds.write_text(CREDS)
+    gateway = start_gateway(f"toolgate_credentials={creds}", upstream=raw_backend.url,
+                            env={"BACKEND_KEY": INJECTED})
+    token = issuer.keys.mint("alice", ["support"])
+    with gateway.client() as http:
+        assert http.get("/pass/a", headers={"x-api-key": token}).status_code == 200
+        assert http.get("/pass/b", headers={"Authorization": f"Bearer {token}",
+                                            "X-Caller-Token": token}).status_code == 200
+    for request in raw_backend.received:
+        assert header(request, "Authorization") == f"Bearer {token}"
+        assert request.count(token.encode()) == 1, request[:600]
+        assert header(request, "x-api-key") is None and header(request, "X-Caller-Token") is None
+    gateway.stop()
+    data, subjects, rows = stored(tmp_path / "toolgate.duckdb")
+    assert subjects == ["alice", "alice"]
+    assert token.encode() not in data and token not in rows
+
+
+def test_an_upstream_api_key_beside_the_token_is_forwarded(start_gateway, issuer, raw_backend):
+    """x-api-key that is not the caller's token (not a JWT) is the caller's business."""
+    gateway = start_gateway(upstream=raw_backend.url)
+    token = issuer.keys.mint("alice", ["support"])
+    with gateway.client() as http:
+        answer = http.get("/plain", headers={"Authorization": f"Bearer {token}",
+                                             "x-api-key": UPSTREAM_KEY})
+        assert answer.status_code == 200
+        # Not a JWT, and no Authorization: no token was sent at all.
+        refused = http.get("/plain", headers={"x-api-key": UPSTREAM_KEY})
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "identity"
+    [request] = raw_backend.received
+    assert header(request, "x-api-key") == UPSTREAM_KEY
+    assert token.encode() not in request
+
+
+@pytest.mark.parametrize("way", ["x-api-key", "api-key", "custom-header"])
+def test_a_refused_token_is_not_stored_either(start_gateway, issuer, raw_backend, tmp_path, way):
+    """An expired token in an API-key header is refused 401 and its copies are not recorded."""
+    gateway = start_gateway(upstream=raw_backend.url)
+    token = issuer.keys.mint("alice", ["support"], ttl=-600)
+    with gateway.client() as http:
+        answer = http.get("/plain", headers=sends(token)[way])
+    assert answer.status_code == 401 and answer.json()["error"]["code"] == "identity"
+    assert raw_backend.received == []
+    gateway.stop()
+    data, subjects, rows = stored(tmp_path / "toolgate.duckdb")
+    assert subjects == [None] and "identity" in rows  # the refusal was recorded ...
+    assert token.encode() not in data and token not in rows  # ... without the token
