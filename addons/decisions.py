@@ -16,6 +16,8 @@ MARKERS = {"allow": ":white_check_mark:", "mask": ":see_no_evil:", "approve": ":
            "deny": ":no_entry:", "block": ":no_entry:"}
 DECISION_KEY = "toolgate.decision"
 FINDINGS_KEY = "toolgate.findings"
+# The location of a message's headers, a unit of their own: findings read `headers.x-name`.
+HEADERS_LOCATION = "headers"
 
 
 @dataclass
@@ -98,11 +100,12 @@ def summarize(decisions: list[tuple[Unit, Decision]], phase: str, jsonrpc: bool)
                 "label": finding.label, "level": finding.level,
                 "action": finding.action, "fingerprint": finding.fingerprint,
             })
-        if STRENGTH[decision.action] > STRENGTH[outcome.action]:
-            outcome.action, decisive = decision.action, (unit, decision)
-        if STRENGTH[decision.would] > STRENGTH[outcome.would]:
-            outcome.would = decision.would
-        if decision.changed and decision.action != "block":
+        action, would = _actions(unit, decision)
+        if STRENGTH[action] > STRENGTH[outcome.action]:
+            outcome.action, decisive = action, (unit, decision)
+        if STRENGTH[would] > STRENGTH[outcome.would]:
+            outcome.would = would
+        if decision.changed and decision.action != "block" and unit.location != HEADERS_LOCATION:
             if unit.protocol == "rest" and decision.query is not None:
                 outcome.query = dict(decision.query)
             outcome.changed_body = outcome.changed_body or decision.body is not unit.body
@@ -129,6 +132,18 @@ def summarize(decisions: list[tuple[Unit, Decision]], phase: str, jsonrpc: bool)
         )
         outcome.refused = Refused(code, message, decision.rule, where)
     return outcome
+
+
+def _actions(unit: Unit, decision: Decision) -> tuple[str, str]:
+    """A unit's (action, would). Headers are a mask only when a value in them is (or would be)
+    masked: a mask rule that matches the call without naming labels leaves them as they are."""
+    action, would = decision.action, decision.would
+    if unit.location == HEADERS_LOCATION:
+        if action == "mask" and not decision.changed:
+            action = "allow"
+        if would == "mask" and not any(f.action == "mask" for f in decision.findings):
+            would = "allow" if action == "allow" else action
+    return action, would
 
 
 def _field(unit: Unit, path: str | None) -> str:

@@ -11,21 +11,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from mitmproxy import command, ctx, exceptions, http
 
 from addons import bodies, settings
 from addons.answers import Refusal, call_id_of, error_document, refuse
-from addons.decisions import CallDecision, decision_header, summarize
+from addons.decisions import (
+    DECISION_KEY, FINDINGS_KEY, HEADERS_LOCATION, CallDecision, decision_header, summarize,
+)
 from addons.failclosed import flow_hook
 from addons.identity import IDENTITY_KEY
 from addons.rulefiles import RuleFiles
 from rules import Call, Decision, RuleSet, evaluate
+from rules.bodies import rest_arguments
 from rules.protocols import (
-    EVENT_STREAM, Message, ProtocolError, Refused, StreamChecker, Unit, media_type,
+    EVENT_STREAM, Message, ProtocolError, Refused, StreamChecker, Unit, jsonbody, media_type,
     parse_request, parse_response,
 )
+from rules.protocols.sse import Event, encode_all, parse_all
+from sessions.records import CREDENTIAL_HEADERS
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +41,21 @@ DECISION_HEADER = "X-Toolgate-Decision"
 # What the session store keeps instead of the flow's own bodies (see `_keep_record`).
 RECORD_KEYS = {"request": "toolgate.record_request", "response": "toolgate.record_response"}
 RECORD_QUERY_KEY = "toolgate.record_query"
+# Header values as the store keeps them, by lower-case name, where they differ from the flow's.
+RECORD_HEADER_KEYS = {"request": "toolgate.record_request_headers",
+                      "response": "toolgate.record_response_headers"}
+HEADER_REFUSAL_KEY = "toolgate.header_refusal"  # a stream's headers were refused
 BACKSTOP_MARGIN = 16 * 1024 * 1024
+# Header values are data, classified like a body value (see `_header_unit`), except these:
+# framing and routing, credentials (the store redacts them; the caller's token is the identity
+# addon's, injected ones the credentials addon's) and toolgate's own (`X-Toolgate-*`).
+UNCLASSIFIED_HEADERS = CREDENTIAL_HEADERS | frozenset({
+    "host", "content-length", "content-type", "content-encoding", "transfer-encoding",
+    "connection", "keep-alive", "te", "trailer", "upgrade", "date", "via", "forwarded",
+    "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "x-real-ip",
+    "mcp-session-id", "mcp-protocol-version", "last-event-id",
+})
+TOOLGATE_HEADERS = "x-toolgate-"
 
 
 class Policy:
@@ -129,6 +148,7 @@ class Policy:
     @flow_hook
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
+            self._record_headers_unread(flow, "request")  # refused unread: stored redacted too
             return
         request = flow.request
         try:
@@ -138,9 +158,10 @@ class Policy:
                                     body, request.headers)
         except ProtocolError as exc:
             refuse(flow, _refusal(exc, request=True))
+            self._record_headers_unread(flow, "request")
             return
         flow.metadata[CONTEXT_KEY] = message.context or {"protocol": message.protocol}
-        outcome = self._decide(flow, message, "request")
+        outcome = self._decide(flow, message, "request", headers=request.headers)
         if outcome.action in ("block", "deny"):
             self._refuse(flow, outcome)
             return
@@ -169,6 +190,16 @@ class Policy:
             flow.metadata["toolgate.stream_refused"] = "an encoded event stream cannot be checked"
             return
         context = dict(flow.metadata.get(CONTEXT_KEY) or {})
+        # The headers leave before the events: they are decided now. A refusal (a hold too:
+        # a stream cannot wait for a reviewer) answers instead, in `response`.
+        protocol = context.get("protocol", "rest")
+        outcome = self._decide(flow, Message(protocol, [], lambda: b"", context), "response",
+                               keep_record=False, headers=response.headers)
+        if outcome.refusal and outcome.refused is not None:
+            refused = outcome.refused
+            flow.metadata[HEADER_REFUSAL_KEY] = {"code": refused.code, "message": refused.message,
+                                                 "rule": refused.rule, "field": refused.field}
+            return
         call_id = call_id_of(flow)
 
         def check(units: list[Unit]) -> Refused | None:
@@ -194,6 +225,10 @@ class Policy:
         response = flow.response
         if response is None or flow.metadata.get("toolgate.refused"):
             return
+        if refused := flow.metadata.get(HEADER_REFUSAL_KEY):
+            refuse(flow, Refusal(refused["code"], refused["message"], refused["rule"],
+                                 refused["field"]))
+            return
         if isinstance(response.stream, StreamChecker):
             # Already checked event by event; keep what the caller got, and its record version.
             response.content = bytes(response.stream.transcript)
@@ -210,7 +245,7 @@ class Policy:
         except ProtocolError as exc:
             refuse(flow, _refusal(exc, request=False))
             return
-        outcome = self._decide(flow, message, "response")
+        outcome = self._decide(flow, message, "response", headers=response.headers)
         if outcome.action in ("block", "deny"):
             self._refuse(flow, outcome)
             return
@@ -222,7 +257,8 @@ class Policy:
 
     def _record_stream(self, flow: http.HTTPFlow, passed: StreamChecker) -> None:
         """The record version of a streamed answer: its transcript, checked again with every
-        labelled value redacted (a second pass, for streams only)."""
+        labelled value redacted (a second pass, for streams only), then, but for REST streams
+        (whose events are whole units already), what the units of each event leave."""
         identity = flow.metadata.get(IDENTITY_KEY) or {}
 
         def redact(units: list[Unit]) -> Refused | None:
@@ -230,25 +266,64 @@ class Policy:
                 decision = evaluate(self.rules.current, Call(
                     direction=unit.direction, protocol=unit.protocol, function=unit.function,
                     subject=identity.get("subject"), groups=tuple(identity.get("groups") or ()),
-                    body=unit.body), self.mask_key, monitor=True)
+                    body=unit.body, content=unit.content), self.mask_key, monitor=True)
                 if decision.record_body is not unit.body:
                     unit.put(decision.record_body)
             return None
 
         again = StreamChecker(passed.protocol, dict(flow.metadata.get(CONTEXT_KEY) or {}), redact,
-                              lambda refused, rpc_id, jsonrpc: {}, keep=len(passed.transcript))
+                              lambda refused, rpc_id, jsonrpc: {},
+                              # held-back fragments are released again, so it can be longer
+                              keep=max(self.max_body, 2 * len(passed.transcript)))
         again(bytes(passed.transcript))
         again(b"")
-        if bytes(again.transcript) != bytes(passed.transcript):
-            flow.metadata[RECORD_KEYS["response"]] = bytes(again.transcript)
+        record = bytes(again.transcript)
+        if passed.protocol != "rest":
+            record, found = self._redact_events(record)
+            flow.metadata.setdefault(FINDINGS_KEY, []).extend(found)
+        if record != bytes(passed.transcript):
+            flow.metadata[RECORD_KEYS["response"]] = record
+
+    def _redact_events(self, transcript: bytes) -> tuple[bytes, list[dict[str, Any]]]:
+        """`transcript` with every labelled value in the data of its events redacted, each
+        event's data read as JSON if it is, else as text (all events in one evaluation); and
+        the findings, at `events[N]...` paths."""
+        try:
+            events = parse_all(transcript)
+        except (UnicodeDecodeError, ValueError):
+            events = None
+        if events is None:  # not what a checked stream passes; stored as redacted text
+            decision = self._classify_whole(transcript.decode("utf-8", "replace"), "response")
+            return str(decision.record_body).encode(), _found(decision, "response", "events")
+        data: list[Any] = []
+        for event in events:
+            text = event.data
+            try:
+                data.append(jsonbody.loads(text) if text and jsonbody.looks_like_json(text.encode())
+                            else text)
+            except ProtocolError:
+                data.append(text)
+        decision = self._classify_whole(data, "response")
+        if decision.record_body is decision.body:
+            return transcript, _found(decision, "response", "events")
+        out: list[Event] = []
+        for event, before, after in zip(events, data, decision.record_body):
+            if after is before or after is None:
+                out.append(event)
+            else:
+                out.append(event.with_data(after if isinstance(after, str)
+                                           else jsonbody.dumps(after).decode()))
+        return encode_all(out), _found(decision, "response", "events")
 
     # -- deciding ----------------------------------------------------------------------------
 
     def _decide(
-        self, flow: http.HTTPFlow, message: Message, phase: str, keep_record: bool = True
+        self, flow: http.HTTPFlow, message: Message, phase: str, keep_record: bool = True,
+        headers: http.Headers | None = None,
     ) -> CallDecision:
-        """Evaluate every unit of `message`, mask in place, and record the outcome on the flow.
-        With `keep_record`, the message as the session store keeps it goes to the flow too."""
+        """Evaluate every unit of `message`, and `headers` as one more unit, mask in place, and
+        record the outcome on the flow. With `keep_record`, the message as the session store
+        keeps it goes to the flow too (the headers' record version always does)."""
         ruleset: RuleSet = self.rules.current
         identity = flow.metadata.get(IDENTITY_KEY) or {}
         request = flow.request
@@ -273,11 +348,48 @@ class Policy:
             decisions.append((unit, decision))
             if decision.changed and decision.action != "block":
                 unit.put(decision.body)
+        uncovered: list[dict[str, Any]] = []
         if keep_record:
-            _keep_record(flow, message, decisions, phase)
+            uncovered = _keep_record(flow, message, decisions, phase, self._classify_whole)
+        header = _header_unit(headers, message.protocol, phase, _call_function(flow, decisions)) \
+            if headers is not None else None
+        if header is not None:
+            # The call's function, direction and arguments, so rules act on its headers as on
+            # its body; not a function call of its own (no catalog outcomes).
+            first = next((u for u in message.units if not u.content), None)
+            arguments = {} if first is None else first.arguments if first.arguments is not None \
+                else rest_arguments(first.body, query) if phase == "request" and first.protocol == "rest" \
+                else first.body
+            decision = evaluate(ruleset, Call(
+                direction=phase, protocol=header.protocol, function=header.function,
+                method=request.method, host=host, path=path,
+                subject=identity.get("subject"), groups=tuple(identity.get("groups") or ()),
+                body=header.body, arguments=arguments, content=True,
+            ), self.mask_key, monitor=monitor)
+            decisions.append((header, decision))
+            if decision.changed and decision.action != "block":
+                header.put(decision.body)
+            _keep_header_record(flow, header, decision, phase)
         outcome = summarize(decisions, phase, message.jsonrpc)
+        outcome.findings += uncovered
+        outcome.labels += list(dict.fromkeys(f["label"] for f in uncovered
+                                             if f["label"] not in outcome.labels))
         outcome.record(flow)
         return outcome
+
+    def _classify_whole(self, value: Any, phase: str) -> Decision:
+        """`value` (a whole body, or the parts of it no unit covers) classified as plain data,
+        in monitor mode: its record version has every labelled value redacted."""
+        return evaluate(self.rules.current, Call(direction=phase, body=value, content=True),
+                        self.mask_key, monitor=True)
+
+    def _record_headers_unread(self, flow: http.HTTPFlow, phase: str) -> None:
+        """The headers' record version for a message the policy did not read (refused before,
+        or unreadable): redacted, nothing else decided."""
+        message = flow.request if phase == "request" else flow.response
+        header = _header_unit(message.headers, "rest", phase, None) if message else None
+        if header is not None:
+            _keep_header_record(flow, header, self._classify_whole(header.body, phase), phase)
 
     @staticmethod
     def _hand_over_approval(flow: http.HTTPFlow, outcome: CallDecision) -> None:
@@ -296,23 +408,140 @@ class Policy:
 
 
 def _keep_record(
-    flow: http.HTTPFlow, message: Message, decisions: list[tuple[Unit, Decision]], phase: str
-) -> None:
+    flow: http.HTTPFlow, message: Message, decisions: list[tuple[Unit, Decision]], phase: str,
+    classify: Callable[[Any, str], Decision],
+) -> list[dict[str, Any]]:
     """The message as the session store keeps it, if that differs from what is forwarded:
-    every labelled value the rules let through (or that a refused call carries) redacted."""
+    every labelled value the rules let through (or that a refused call carries) redacted, in
+    its units and in the parts of the body no unit covers (a JSON-RPC envelope, the fields of a
+    chat request beside its messages...), whatever the protocol layer extracted. The findings
+    of those uncovered parts are returned (they were let through: `allow`)."""
     differing = [(u, d) for u, d in decisions if d.record_body is not d.body]
     if phase == "request":
         query = next((d for u, d in decisions if u.protocol == "rest"
                       and d.record_query is not d.query and d.record_query), None)
         if query is not None:
             flow.metadata[RECORD_QUERY_KEY] = {k: v for k, v in query.record_query.items()}
-    if not differing:
-        return
-    for unit, decision in differing:
+    # A REST unit is the whole body, and so is any unit at "$" with a body.
+    whole = message.protocol == "rest" or any(u.location == "$" and u.body is not None
+                                              for u, _ in decisions)
+    if whole and not differing:
+        return []
+    found: list[dict[str, Any]] = []
+    record: bytes | None = None
+    try:
+        if not whole:
+            record, found = _record_uncovered(message, decisions, phase, classify)
+        if record is None and differing:
+            for unit, decision in decisions:
+                unit.put(decision.record_body)
+            record = message.encode()
+    finally:
+        for unit, decision in decisions:  # back to what is forwarded
+            unit.put(decision.body if decision.changed and decision.action != "block" else unit.body)
+    if record is not None:
+        flow.metadata[RECORD_KEYS[phase]] = record
+    return found
+
+
+def _record_uncovered(
+    message: Message, decisions: list[tuple[Unit, Decision]], phase: str,
+    classify: Callable[[Any, str], Decision],
+) -> tuple[bytes | None, list[dict[str, Any]]]:
+    """The record version of a message whose units do not cover all of it (None: the units'
+    own record versions are enough), and the findings outside its units. The body is first
+    classified with its units blanked, so that a body that is all units costs little more."""
+    try:
+        for unit, _ in decisions:
+            unit.put(None)
+        envelope = jsonbody.loads(message.encode())
+    except (ProtocolError, TypeError, ValueError):  # cannot be blanked: classify all of it
+        envelope = None
+    if envelope is not None and not classify(envelope, phase).findings:
+        return None, []
+    for unit, decision in decisions:
         unit.put(decision.record_body)
-    flow.metadata[RECORD_KEYS[phase]] = message.encode()
-    for unit, decision in differing:  # back to what is forwarded
-        unit.put(decision.body if decision.changed and decision.action != "block" else unit.body)
+    decision = classify(jsonbody.loads(message.encode()), phase)
+    inside = [u.location for u, _ in decisions if u.body is not None]
+    found = [f for f in _found(decision, phase, "$")
+             if not any(_within(f["path"], where) for where in inside)]
+    if decision.record_body is decision.body:
+        return None, found
+    return jsonbody.dumps(decision.record_body), found
+
+
+def _found(decision: Decision, phase: str, root: str) -> list[dict[str, Any]]:
+    """The findings of a backstop classification (values let through: `allow`), their paths
+    under `root` instead of `$`."""
+    return [{"direction": phase, "path": root + f.path[1:], "label": f.label, "level": f.level,
+             "action": "allow", "fingerprint": f.fingerprint} for f in decision.findings]
+
+
+def _within(path: str, location: str) -> bool:
+    return path.startswith(location) and (len(path) == len(location) or path[len(location)] in ".[<")
+
+
+def _call_function(flow: http.HTTPFlow, decisions: list[tuple[Unit, Decision]]) -> str | None:
+    """The function a message's headers belong to: its first function call's, else the call's."""
+    for unit, decision in decisions:
+        if not unit.content:
+            return decision.function
+    return (flow.metadata.get(DECISION_KEY) or {}).get("function")
+
+
+def _header_unit(headers: http.Headers, protocol: str, direction: str,
+                 function: str | None) -> Unit | None:
+    """A message's headers as one unit: {lower-case name: value, or the list of a repeated
+    header's values}, without UNCLASSIFIED_HEADERS and X-Toolgate-*; masks write back to
+    `headers`. None when no header is left."""
+    values: dict[str, Any] = {}
+    for raw_name, raw_value in headers.fields:
+        name = raw_name.decode("latin-1").lower()
+        if name in UNCLASSIFIED_HEADERS or name.startswith(TOOLGATE_HEADERS):
+            continue
+        value = _text(raw_value)
+        seen = values.get(name)
+        values[name] = value if seen is None else [*seen, value] if isinstance(seen, list) \
+            else [seen, value]
+    if not values:
+        return None
+
+    def put(masked: Any) -> None:
+        for name, value in values.items():
+            new = masked.get(name, REMOVED) if isinstance(masked, dict) else REMOVED
+            if new is REMOVED:
+                headers.pop(name, None)
+            elif isinstance(new, list):
+                if new != value:
+                    headers.set_all(name, [str(item) for item in new])
+            elif new != value:
+                headers[name] = str(new)
+
+    return Unit(protocol, direction, function, values, put, HEADERS_LOCATION, content=True)
+
+
+REMOVED = object()
+
+
+def _keep_header_record(flow: http.HTTPFlow, header: Unit, decision: Decision, phase: str) -> None:
+    """The header values the store keeps instead of the flow's (every labelled one redacted)."""
+    record = decision.record_body
+    if record is header.body:
+        return
+    kept: dict[str, Any] = {}
+    for name, value in header.body.items():
+        new = record.get(name) if isinstance(record, dict) else None
+        if new != value:
+            kept[name] = new if new is not None else []
+    if kept:
+        flow.metadata[RECORD_HEADER_KEYS[phase]] = kept
+
+
+def _text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
 
 
 def _query_items(request: http.Request) -> dict[str, Any]:

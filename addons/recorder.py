@@ -50,6 +50,8 @@ DURABILITIES = ("audit", "async")
 # Where the policy leaves the record versions of a call's bodies (see addons/policy.py).
 RECORD_REQUEST, RECORD_RESPONSE = "toolgate.record_request", "toolgate.record_response"
 RECORD_QUERY_KEY = "toolgate.record_query"
+RECORD_REQUEST_HEADERS = "toolgate.record_request_headers"
+RECORD_RESPONSE_HEADERS = "toolgate.record_response_headers"
 # Refusals that come after the policy read the request: its record version covers it.
 CHECKED_REFUSALS = ("blocked", "denied", "approval_timeout", "unrecorded")
 
@@ -244,10 +246,12 @@ class Recorder:
             function=policy.get("function") or f"{request.method} {request.path.split('?')[0]}",
             method=request.method,
             url=_recorded_url(flow),
-            request_headers=_headers(request.headers, decoded=RECORD_REQUEST in meta),
+            request_headers=_headers(request.headers, decoded=RECORD_REQUEST in meta,
+                                     record=meta.get(RECORD_REQUEST_HEADERS)),
             request_body=_recorded_body(meta, RECORD_REQUEST, request, refused),
             status=response.status_code if released else None,
-            response_headers=(_headers(response.headers, decoded=RECORD_RESPONSE in meta)
+            response_headers=(_headers(response.headers, decoded=RECORD_RESPONSE in meta,
+                                       record=meta.get(RECORD_RESPONSE_HEADERS))
                               if response is not None else None),
             response_body=(_recorded_body(meta, RECORD_RESPONSE, response, refused)
                            if response is not None else None),
@@ -280,10 +284,27 @@ class Recorder:
         return session_id
 
 
-def _headers(headers: http.Headers, decoded: bool = False) -> list[tuple[str, str]]:
-    """The headers as stored; a body stored decoded loses its Content-Encoding."""
-    return [(_text(k), _text(v)) for k, v in headers.fields
-            if not (decoded and k.lower() == b"content-encoding")]
+def _headers(headers: http.Headers, decoded: bool = False,
+             record: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+    """The headers as stored; a body stored decoded loses its Content-Encoding. `record` holds
+    the policy's record versions of some of them (every labelled value redacted), by lower-case
+    name: a value, or the values of a repeated header (fewer: the rest were removed)."""
+    stored = [(_text(k), _text(v)) for k, v in headers.fields
+              if not (decoded and k.lower() == b"content-encoding")]
+    if not record:
+        return stored
+    seen: dict[str, int] = {}
+    kept = []
+    for name, value in stored:
+        key = name.lower()
+        if key in record:
+            values = record[key] if isinstance(record[key], list) else [record[key]]
+            index = seen[key] = seen.get(key, -1) + 1
+            if index >= len(values):
+                continue
+            value = _text(str(values[index]).encode("utf-8", "surrogateescape"))
+        kept.append((name, value))
+    return kept
 
 
 def _recorded_body(meta: Mapping[str, Any], key: str, message: http.Message,

@@ -101,3 +101,226 @@ def test_query_parameters_are_read_once_and_repeated_names_become_lists():
     f.request.path = "/customers?email=a%40example.com&tag=x&tag=y&empty=&tag=z"
     assert _query_items(f.request) == {"email": "a@example.com", "tag": ["x", "y", "z"],
                                        "empty": ""}
+
+
+# -- header values, and body parts no unit covers ------------------------------------------------
+
+HEADER_RULES = """
+labels:
+  - {name: email, level: confidential, detector: email}
+  - {name: card, level: restricted, detector: credit_card}
+  - {name: ssn, level: restricted, detector: us_ssn}
+  - {name: jwt, level: restricted, detector: jwt}
+rules:
+  - id: cards-out-partial
+    match: {labels: [card], direction: response}
+    action: mask
+    mask: partial
+  - id: emails-out
+    match: {labels: [email], direction: response}
+    action: mask
+    mask: redact
+  - id: no-ssn-in
+    match: {labels: [ssn], direction: request}
+    action: block
+  - id: no-tokens-in
+    match: {labels: [jwt], direction: request}
+    action: block
+  - id: mask-everything-of-reports
+    match: {path: /reports, direction: response}
+    action: mask
+    mask: redact
+"""
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
+
+
+def header_policy(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(HEADER_RULES)
+    return rules
+
+
+def json_flow(path=b"/customers/1", body=b'{"id": 1}', headers=()):
+    flow = tflow.tflow(req=tutils.treq(method=b"POST", path=path, content=body, headers=(
+        (b"content-type", b"application/json"), *headers)))
+    flow.metadata["toolgate.identity"] = {"subject": "alice", "groups": ["support"]}
+    return flow
+
+
+def answer(flow, body=b'{"ok": true}', headers=(), ctype=b"application/json"):
+    flow.response = tutils.tresp(content=body, headers=((b"content-type", ctype), *headers))
+
+
+def test_response_headers_are_classified_and_masked_like_body_values(tmp_path):
+    from addons.recorder import _headers
+
+    async def scenario():
+        policy = Policy()
+        with taddons.context(policy, Identity(), Approvals()) as tctx:
+            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
+            flow = json_flow()
+            policy.request(flow)
+            answer(flow, headers=((b"X-Customer-Email", b"jane@example.com"),
+                                  (b"X-Card", b"4111 1111 1111 1111"), (b"X-Plain", b"nothing")))
+            policy.responseheaders(flow)
+            policy.response(flow)
+            headers = flow.response.headers
+            assert headers["x-customer-email"] == "[REDACTED:email]"
+            assert headers["x-card"] == "**** **** **** 1111" and headers["x-plain"] == "nothing"
+            assert flow.metadata["toolgate.decision"]["action"] == "mask"
+            found = {(f["path"], f["label"], f["action"]) for f in flow.metadata["toolgate.findings"]}
+            assert found == {("headers.x-customer-email", "email", "mask"),
+                             ("headers.x-card", "card", "mask")}
+            stored = _headers(headers, record=flow.metadata.get("toolgate.record_response_headers"))
+            assert "4111 1111 1111 1111" not in str(stored) and "jane@example.com" not in str(stored)
+
+    run(scenario)
+
+
+def test_header_values_no_rule_masks_are_forwarded_and_stored_redacted(tmp_path):
+    from addons.recorder import _headers
+
+    async def scenario():
+        policy = Policy()
+        with taddons.context(policy, Identity(), Approvals()) as tctx:
+            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
+            flow = json_flow(headers=((b"X-Reply-To", b"jane@example.com"),
+                                      (b"X-Reply-To", b"bob@example.com")))
+            policy.request(flow)
+            assert flow.response is None
+            # No rule masks emails in requests: forwarded as sent, the call stays `allow`...
+            assert flow.request.headers.get_all("x-reply-to") == ["jane@example.com",
+                                                                  "bob@example.com"]
+            assert flow.metadata["toolgate.decision"]["action"] == "allow"
+            assert [f["path"] for f in flow.metadata["toolgate.findings"]] == [
+                "headers.x-reply-to[0]", "headers.x-reply-to[1]"]
+            # ... and the store keeps them redacted, both of them.
+            stored = _headers(flow.request.headers,
+                              record=flow.metadata["toolgate.record_request_headers"])
+            assert [v for k, v in stored if k.lower() == "x-reply-to"] == [
+                "[REDACTED:email]", "[REDACTED:email]"]
+
+    run(scenario)
+
+
+def test_a_block_rule_refuses_a_request_for_a_header_value(tmp_path):
+    async def scenario():
+        policy = Policy()
+        with taddons.context(policy, Identity(), Approvals()) as tctx:
+            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
+            flow = json_flow(headers=((b"X-Customer-Ssn", b"536-22-1234"),))
+            policy.request(flow)
+            assert flow.response.status_code == 403
+            error = json.loads(flow.response.content)["error"]
+            assert error["rule"] == "no-ssn-in" and error["field"] == "headers.x-customer-ssn"
+            assert flow.metadata["toolgate.record_request_headers"] == {
+                "x-customer-ssn": "[REDACTED:ssn]"}
+
+    run(scenario)
+
+
+def test_credential_framing_and_toolgate_headers_are_not_classified(tmp_path):
+    """The caller's token (identity off leaves it on the request) would be a JWT finding and
+    block every call; framing and toolgate's own headers are not data either."""
+
+    async def scenario():
+        policy = Policy()
+        with taddons.context(policy, Identity(), Approvals()) as tctx:
+            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
+            flow = json_flow(headers=((b"Authorization", f"Bearer {JWT}".encode()),
+                                      (b"X-Api-Key", JWT.encode()), (b"Cookie", f"t={JWT}".encode()),
+                                      (b"X-Toolgate-Session", b"jane@example.com"),
+                                      (b"Host", b"jane@example.com")))
+            policy.request(flow)
+            assert flow.response is None
+            assert flow.metadata.get("toolgate.findings", []) == []
+            assert flow.request.headers["authorization"] == f"Bearer {JWT}"
+            answer(flow, headers=((b"X-Toolgate-Call-Id", b"jane@example.com"),))
+            policy.responseheaders(flow)
+            policy.response(flow)
+            assert flow.response.headers["x-toolgate-call-id"] == "jane@example.com"
+            assert flow.metadata["toolgate.decision"]["action"] == "allow"
+
+    run(scenario)
+
+
+def test_a_mask_rule_without_labels_does_not_make_headers_a_mask(tmp_path):
+    """`mask-everything-of-reports` matches every call to /reports: an answer with no body and
+    unlabelled headers was not masked, so the call is not `mask`."""
+
+    async def scenario():
+        policy = Policy()
+        with taddons.context(policy, Identity(), Approvals()) as tctx:
+            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
+            flow = json_flow(path=b"/reports", body=b"")
+            flow.request.method = "GET"
+            policy.request(flow)
+            answer(flow, body=b"", headers=((b"X-Plain", b"nothing"),))
+            policy.responseheaders(flow)
+            policy.response(flow)
+            assert flow.metadata["toolgate.decision"]["action"] == "allow"
+            assert flow.response.headers["x-plain"] == "nothing"
+
+    run(scenario)
+
+
+def test_a_streamed_answers_headers_are_masked_before_they_leave(tmp_path):
+    async def scenario():
+        policy = Policy()
+        with taddons.context(policy, Identity(), Approvals()) as tctx:
+            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
+            flow = json_flow()
+            policy.request(flow)
+            answer(flow, body=b"", ctype=b"text/event-stream",
+                   headers=((b"X-Customer-Email", b"jane@example.com"),))
+            policy.responseheaders(flow)
+            assert flow.response.headers["x-customer-email"] == "[REDACTED:email]"
+            assert callable(flow.response.stream)
+
+    run(scenario)
+
+
+def test_body_parts_no_unit_covers_are_stored_redacted(tmp_path):
+    """An MCP call's `params._meta` is no unit (only `params.arguments` is): the SSN in it is
+    let through, and stored redacted, with its finding."""
+
+    async def scenario():
+        policy = Policy()
+        with taddons.context(policy, Identity(), Approvals()) as tctx:
+            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
+            body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                    "params": {"name": "lookup", "arguments": {"q": "a"},
+                               "_meta": {"note": "ssn 536-22-1234"}}}
+            flow = json_flow(path=b"/mcp", body=json.dumps(body).encode())
+            policy.request(flow)
+            assert flow.response is None
+            assert json.loads(flow.request.content) == body  # forwarded as sent
+            record = json.loads(flow.metadata["toolgate.record_request"])
+            assert record["params"]["_meta"]["note"] == "ssn [REDACTED:ssn]"
+            assert record["params"]["arguments"] == {"q": "a"}
+            assert [(f["path"], f["action"]) for f in flow.metadata["toolgate.findings"]] == [
+                ("$.params._meta.note", "allow")]
+
+    run(scenario)
+
+
+def test_a_rest_body_is_classified_once(tmp_path, monkeypatch):
+    """A REST body is one unit at `$`: the whole of it, so no second pass over it."""
+
+    def second_pass(*args, **kwargs):
+        raise AssertionError("a REST body was classified twice")
+
+    monkeypatch.setattr(Policy, "_classify_whole", second_pass)
+
+    async def scenario():
+        policy = Policy()
+        with taddons.context(policy, Identity(), Approvals()) as tctx:
+            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
+            flow = json_flow(body=b'{"ssn": "536-22-1234"}')
+            policy.request(flow)
+            assert flow.response.status_code == 403  # decided by the unit itself
+            flow = json_flow(body=b'{"note": "jane@example.com"}')
+            policy.request(flow)
+            assert b"REDACTED:email" in flow.metadata["toolgate.record_request"]
+
+    run(scenario)
