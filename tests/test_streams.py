@@ -3,6 +3,7 @@ a refused unit ends the stream with an error event in the protocol's shape."""
 
 import json
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from rules.protocols import Refused, StreamChecker
@@ -235,15 +236,16 @@ def test_a_value_split_at_a_line_break_is_read_as_the_unstreamed_text_would_be()
     assert assembled(run("openai", body, check=engine_check())) == {0: "ids 536-22\n-1234\n"}
 
 
-def test_a_private_key_is_held_to_the_end_of_the_choice_and_blocked():
-    key_lines = ["-----BEGIN PRIVATE KEY-----", "MIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEA",
+@pytest.mark.parametrize("begin", ["-----BEGIN", "-----BEG\u200bIN"], ids=["plain", "invisible"])
+def test_a_private_key_is_held_to_the_end_of_the_choice_and_blocked(begin):
+    key_lines = [f"{begin} PRIVATE KEY-----", "MIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEA",
                  "u1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0/Iz", "-----END PRIVATE KEY-----"]
     chunks = [chunk(0, {"content": "Here it is:\n"})]
     chunks += [chunk(0, {"content": line + "\n"}) for line in key_lines]
     chunks.append(chunk(0, {}, "stop"))
     seen = []
     out = run("openai", openai_body(*chunks), check=engine_check(seen))
-    assert b"MIIBVQ" not in out and b"BEGIN PRIVATE" not in out
+    assert b"MIIBVQ" not in out and b" PRIVATE KEY" not in out
     assert assembled(out)[0] == "Here it is:\n"  # released before the key started
     assert json.loads(parse_all(out)[-2].data)["error"] == {"code": "blocked", "rule": "no-keys"}
 

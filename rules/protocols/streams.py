@@ -65,6 +65,7 @@ class _Text:
     name: str  # its field: content, refusal, text, thinking
     parts: list[str] = field(default_factory=list)
     opening: str | None = None  # its first character that is not blank
+    whole: bool = False  # held to the end of its block (it may be JSON, or holds a PEM start)
 
 
 class StreamChecker:
@@ -247,17 +248,19 @@ class StreamChecker:
             state.parts.append(text)
             if state.opening is None and text.strip():
                 state.opening = text.lstrip()[0]
+                state.whole = state.opening in ("{", "[")  # text that may be JSON is read whole
 
     def _take(self, key: Any, final: bool) -> tuple[str, bytes | None]:
         """The held text of `key` that can be released now, checked and masked (all of it when
         `final`), or the refusal that ends the stream."""
         state = self.texts[key]
+        if not final and (state.whole or not state.parts or "\n" not in state.parts[-1]):
+            return "", None  # no new line break: nothing more can be released
         text = "".join(state.parts)
-        cut = 0
         if final:
             cut = len(text)
-        elif state.opening not in ("{", "["):  # text that may be JSON is read whole
-            cut = _safe_cut(text)
+        else:
+            cut, state.whole = _safe_cut(text)
         piece, rest = text[:cut], text[cut:]
         state.parts = [rest] if rest else []
         if final:
@@ -374,16 +377,16 @@ def _shape(value: Any) -> str | None:
     return None
 
 
-def _safe_cut(text: str) -> int:
+def _safe_cut(text: str) -> tuple[int, bool]:
     """How much of held text can be checked on its own: up to its last line break, and not
-    from a line where a match that can hold line breaks may start (0: nothing yet)."""
+    from the line on where a match that can hold line breaks may start (0: nothing yet); and
+    whether the rest must be held to the end of its block (such a match may start in it)."""
+    if LINE_CROSSING is None:
+        return 0, True
     cut = text.rfind("\n") + 1
-    if cut == 0 or LINE_CROSSING is None:
-        return 0
-    for needle in LINE_CROSSING:
-        found = text.find(needle, 0, cut)
-        if found >= 0:
-            cut = text.rfind("\n", 0, found) + 1
-    if cut and any(needle in INVISIBLE.sub("", text[:cut]) for needle in LINE_CROSSING):
-        return 0  # a needle written with invisible characters in it
-    return cut
+    found = min((i for i in (text.find(needle) for needle in LINE_CROSSING) if i >= 0), default=-1)
+    if found >= 0:
+        cut = min(cut, text.rfind("\n", 0, found) + 1)
+    elif any(needle in INVISIBLE.sub("", text) for needle in LINE_CROSSING):
+        return 0, True  # a needle written with invisible characters in it
+    return cut, found >= 0
