@@ -288,3 +288,16 @@ def test_an_openai_compatible_stream_on_another_path_is_checked_and_ends_as_the_
     data, rows, _ = stored(tmp_path / "toolgate.duckdb")
     assert_no_raw(data, "the store's file")
     assert_no_raw(rows, "the store's rows")
+
+
+def test_the_openai_sdk_assembles_the_masked_completion_of_a_stream(llm_gateway, llm, issuer):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{llm_gateway.url}/v1", max_retries=0,
+                    api_key=issuer.keys.mint("alice", ["support"]))
+    chunks = list(client.chat.completions.create(
+        model="m", stream=True, messages=[{"role": "user", "content": f"my SSN is {SSN}"}]))
+    text = "".join(choice.delta.content or "" for chunk in chunks for choice in chunk.choices)
+    assert text == "Your card is **** **** **** 1111, noted."
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert_no_raw(llm.received[0], "what the model received")
