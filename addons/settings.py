@@ -3,11 +3,14 @@ message a user can act on (the addons turn it into mitmproxy's OptionsError)."""
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 import urllib.parse
-from pathlib import Path
+
+# Secrets and the mask key file: one implementation with the command line, in rules/keys.py.
+from rules.keys import default_mask_key_file, load_or_create_key, resolve_secret
+
+__all__ = ["check_choice", "default_mask_key_file", "load_or_create_key", "parse_http_url",
+           "parse_listen", "parse_size", "resolve_secret"]
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -46,46 +49,3 @@ def parse_http_url(text: str, what: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{what} {text!r} is not an http(s) URL")
     return text.strip()
-
-
-def resolve_secret(ref: str, what: str) -> bytes:
-    """`env:NAME` or `file:PATH` -> the secret's bytes (a file's trailing newline dropped).
-    The value itself never appears in an error message."""
-    kind, sep, name = ref.partition(":")
-    if not sep or kind not in ("env", "file") or not name:
-        raise ValueError(f"{what} must be env:NAME or file:PATH, not {ref!r}")
-    if kind == "env":
-        value = os.environ.get(name)
-        if value is None:
-            raise ValueError(f"{what}: the environment variable {name} is not set")
-        data = value.encode()
-    else:
-        try:
-            data = Path(name).expanduser().read_bytes()
-        except OSError as exc:
-            raise ValueError(f"{what}: cannot read {name}: {exc.strerror}") from None
-        data = data[:-1] if data.endswith(b"\n") else data
-        data = data[:-1] if data.endswith(b"\r") else data
-    if not data:
-        raise ValueError(f"{what}: {ref} is empty")
-    return data
-
-
-def default_mask_key_file(db: str | Path) -> Path:
-    """Where the mask key lives when `toolgate_mask_key` is unset: beside the session store,
-    so hash tokens and fingerprints survive restarts and `find-value` can use them."""
-    return Path(db).expanduser().with_name(Path(db).name + ".key")
-
-
-def load_or_create_key(path: Path) -> bytes:
-    """The key in `path`, created (random, readable by its owner only) if it is missing."""
-    try:
-        return resolve_secret(f"file:{path}", "the mask key file")
-    except ValueError:
-        if path.exists():
-            raise
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_hex(32) + "\n")
-    return resolve_secret(f"file:{path}", "the mask key file")

@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -27,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rules import Call, Decision, RuleLoadError, RuleSet, evaluate, load_rules
+from rules.keys import mask_key_reference, resolve_secret
 from rules.model import PROTOCOLS
 from scripts.cli_sessions import Common, common_options
 
@@ -114,21 +114,16 @@ def parse_caller(text: str | None) -> tuple[str | None, tuple[str, ...]]:
 
 
 def resolve_mask_key(spec: str | None) -> bytes | None:
-    """`env:NAME` or `file:PATH` (trailing newline dropped); None when nothing is configured."""
-    spec = spec or os.environ.get("TOOLGATE_MASK_KEY")
-    if not spec:
+    """The gateway's mask key, resolved as the gateway resolves it (rules/keys.py): `--mask-key`
+    or `$TOOLGATE_MASK_KEY` (env:NAME or file:PATH), else the key file the gateway keeps beside
+    ./toolgate.duckdb; None when there is neither."""
+    ref = mask_key_reference(spec or os.environ.get("TOOLGATE_MASK_KEY"))
+    if ref is None:
         return None
-    if spec.startswith("env:"):
-        value = os.environ.get(spec[4:])
-        if value is None:
-            raise click.BadParameter(f"environment variable {spec[4:]} is not set", param_hint="--mask-key")
-        return value.encode()
-    if spec.startswith("file:"):
-        try:
-            return Path(spec[5:]).read_bytes().rstrip(b"\r\n")
-        except OSError as exc:
-            raise click.BadParameter(f"cannot read {spec[5:]}: {exc.strerror}", param_hint="--mask-key") from None
-    raise click.BadParameter("use env:NAME or file:PATH", param_hint="--mask-key")
+    try:
+        return resolve_secret(ref, "--mask-key")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--mask-key") from None
 
 
 def read_body(stream: Any) -> Any:

@@ -287,17 +287,15 @@ def report(opts: Common, since: str | None, until: str | None, fail_on: str, fmt
 def find_value(opts: Common, value: str) -> None:
     """Was VALUE ever seen? Looks its keyed fingerprint up in the findings ('-' reads VALUE
     from stdin, which keeps it out of shell history)."""
-    from addons.settings import resolve_secret
+    from rules.keys import DEFAULT_DB, default_mask_key_file, mask_key_reference, resolve_secret
 
-    from addons.settings import default_mask_key_file
-
-    mask_key = opts.mask_key
-    if not mask_key and default_mask_key_file(opts.db).exists():
-        mask_key = f"file:{default_mask_key_file(opts.db)}"  # the gateway's default key
+    # Resolved as the gateway resolves it, by the same code: else the gateway's default key.
+    db = opts.db or DEFAULT_DB
+    mask_key = mask_key_reference(opts.mask_key, db)
     if not mask_key:
         raise click.UsageError(
             "find-value needs the gateway's mask key: pass --mask-key env:NAME|file:PATH "
-            f"or set TOOLGATE_MASK_KEY (no {default_mask_key_file(opts.db)} either)"
+            f"or set TOOLGATE_MASK_KEY (no {default_mask_key_file(db)} either)"
         )
     try:
         key = resolve_secret(mask_key, "--mask-key")

@@ -405,6 +405,8 @@ HOSTILE_HEADERS = {
     "latin-1-in-a-jwt": b"Authorization: Bearer eyJ\xe9.eyJ.c2ln\r\n",
     "utf-8": "Authorization: Bearer tökén-ünïcode\r\n".encode(),
     "control-chars": b"Authorization: Bearer \x7f\x01\r\n",
+    "nul": b"Authorization: Bearer abc\x00def\r\n",
+    "vertical-tab": b"Authorization: Bearer a.b\x0bc.d\r\n",
     "empty": b"Authorization: \r\n",
     "scheme-only": b"Authorization: Bearer\r\n",
     "basic": b"Authorization: Basic YWxhZGRpbjpvcGVuc2VzYW1l\r\n",
