@@ -123,6 +123,9 @@ rules:
   - id: no-ssn-in
     match: {labels: [ssn], direction: request}
     action: block
+  - id: no-ssn-out
+    match: {labels: [ssn], direction: response}
+    action: block
   - id: no-tokens-in
     match: {labels: [jwt], direction: request}
     action: block
@@ -322,5 +325,25 @@ def test_a_rest_body_is_classified_once(tmp_path, monkeypatch):
             flow = json_flow(body=b'{"note": "jane@example.com"}')
             policy.request(flow)
             assert b"REDACTED:email" in flow.metadata["toolgate.record_request"]
+
+    run(scenario)
+
+
+def test_a_streamed_answer_whose_headers_are_refused_is_never_passed_on(tmp_path):
+    async def scenario():
+        policy = Policy()
+        with taddons.context(policy, Identity(), Approvals()) as tctx:
+            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
+            flow = json_flow()
+            policy.request(flow)
+            answer(flow, body=b"data: {}\n\n", ctype=b"text/event-stream",
+                   headers=((b"X-Customer-Ssn", b"536-22-1234"),))
+            policy.responseheaders(flow)
+            assert not callable(flow.response.stream)  # buffered: nothing leaves yet
+            policy.response(flow)
+            assert flow.response.status_code == 403
+            error = json.loads(flow.response.content)["error"]
+            assert error["rule"] == "no-ssn-out" and error["field"] == "headers.x-customer-ssn"
+            assert "536-22-1234" not in str(flow.response.headers)
 
     run(scenario)
