@@ -330,3 +330,16 @@ def test_stream_refusals_name_the_path_of_the_chunks_not_a_python_tuple():
     run("openai", STREAMS["openai"], check=refuse_tools)
     run("anthropic", STREAMS["anthropic"], check=refuse_tools)
     assert locations == ["$.choices[0].delta.tool_calls[0].function.arguments", "$.content[1].input"]
+
+
+def test_a_legacy_completion_stream_is_recognized_and_its_split_text_masked():
+    def piece(text, finish=None):
+        return {"id": "c", "object": "text_completion", "created": 0, "model": "m",
+                "choices": [{"index": 0, "text": text, "finish_reason": finish}]}
+
+    body = openai_body(piece("SSN 536-2"), piece("2-1234 ok"), piece("", "stop"))
+    out = run("rest", body, range(0, len(body), 3), check=engine_check(), context={})
+    assert SSN.encode() not in out and b"536-2" not in out
+    text = "".join(c.get("text", "") for e in parse_all(out) if e.data != "[DONE]"
+                   for c in json.loads(e.data)["choices"])
+    assert text == "SSN ***-**-1234 ok"
