@@ -202,3 +202,32 @@ def test_the_admin_query_runs_the_api_on_the_live_store(tmp_path):
 
     status, body = run(db, scenario)
     assert status == 200 and body["count"] == 1 and body["calls"][0]["subject"] == "alice"
+
+
+def test_stored_headers_are_the_policys_record_versions(tmp_path):
+    """Header values the policy let through are stored as its record versions (redacted); a
+    repeated header keeps its order, and the values the record version lacks are not stored."""
+    import json
+
+    db = tmp_path / "s.duckdb"
+
+    async def scenario(recorder):
+        f = flow_with_identity()
+        f.request.headers["X-Reply-To"] = "jane@example.com"
+        f.metadata["toolgate.record_request_headers"] = {"x-reply-to": "[REDACTED:email]"}
+        await recorder.request(f)
+        f.response = tflow.tresp()
+        f.response.headers.add("X-Card", "4111 1111 1111 1111")
+        f.response.headers.add("X-Card", "5555 5555 5555 4444")
+        f.response.headers.add("X-Card", "gone")
+        f.metadata["toolgate.record_response_headers"] = {
+            "x-card": ["[REDACTED:credit_card]", "[REDACTED:credit_card]"]}
+        await recorder.response(f)
+
+    run(db, scenario)
+    [(request_headers, response_headers)] = query(
+        db, "SELECT request_headers, response_headers FROM calls")
+    assert ["X-Reply-To", "[REDACTED:email]"] in json.loads(request_headers)
+    assert [v for k, v in json.loads(response_headers) if k == "X-Card"] == [
+        "[REDACTED:credit_card]", "[REDACTED:credit_card]"]
+    assert "jane@example.com" not in request_headers and "4111" not in response_headers
