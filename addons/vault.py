@@ -28,6 +28,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from addons import settings
+from rules.callmatch import bare_path, call_matches
 from rules.errors import RuleError
 from rules.loader import _line, _Loader, _suggest
 from rules.model import METHODS, PROTOCOLS, Match
@@ -148,19 +149,11 @@ class CallFacts:
 
 
 def matches(match: Match, call: CallFacts) -> bool:
-    """The rule engine's semantics for the match keys about the call: every given key must
-    hold; a glob list or a choice list holds if any of its entries does."""
-    path = (call.path or "").split("?", 1)[0] or None
-    return (
-        (not match.function or any(glob.matches(call.function) for glob in match.function))
-        and (not match.protocol or call.protocol in match.protocol)
-        and (not match.host or any(glob.matches(call.host) for glob in match.host))
-        and (not match.method or (call.method or "").upper() in match.method)
-        and (not match.path or any(glob.matches(path) for glob in match.path))
-        and (not match.groups or bool(set(call.groups) & set(match.groups)))
-        and not (match.not_groups and set(call.groups) & set(match.not_groups))
-        and (not match.subjects or any(glob.matches(call.subject) for glob in match.subjects))
-    )
+    """The rule engine's semantics for the match keys about the call, by the engine's own
+    implementation (rules/callmatch.py)."""
+    return call_matches(match, function=call.function, protocol=call.protocol, host=call.host,
+                        method=call.method, path=bare_path(call.path), subject=call.subject,
+                        groups=call.groups)
 
 
 @dataclass(frozen=True)

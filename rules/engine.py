@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any
 
 from rules.bodies import rest_arguments, split_path
+from rules.callmatch import call_matches
 from rules.catalog import check_access, find_function, rest_name
 from rules.classify import Hit
 from rules.decision import Call, Decision, Finding, RuleMatch
@@ -192,26 +193,14 @@ def _match(
     why: list[str | None] = []  # None: the description of the covered values, rendered when read
     if match.direction and match.direction != call.direction:
         return None
+    # The call-level keys: the same function as credential targets use (rules/callmatch.py).
+    if not call_matches(match, function=function, protocol=call.protocol, host=call.host,
+                        method=call.method, path=path, subject=call.subject, groups=call.groups):
+        return None
     if match.function:
-        if not any(glob.matches(function) for glob in match.function):
-            return None
         why.append(f"function {function}")
-    if match.protocol and call.protocol not in match.protocol:
-        return None
-    if match.host and not any(glob.matches(call.host) for glob in match.host):
-        return None
-    if match.method and (call.method or "").upper() not in match.method:
-        return None
-    if match.path and not any(glob.matches(path) for glob in match.path):
-        return None
     if match.groups:
-        if not set(call.groups) & set(match.groups):
-            return None
         why.append(f"caller in {', '.join(sorted(set(call.groups) & set(match.groups)))}")
-    if match.not_groups and set(call.groups) & set(match.not_groups):
-        return None
-    if match.subjects and not any(glob.matches(call.subject) for glob in match.subjects):
-        return None
     covered: list[Hit] = []
     names: tuple[str, ...] = ()
     if match.about_data:

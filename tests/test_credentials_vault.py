@@ -229,3 +229,56 @@ def test_the_first_matching_target_is_used(env, facts, expected):
 def test_an_empty_match_matches_every_call(env):
     vault = vault_text('targets:\n  - match: {}\n    headers: {X-Key: "${env:CRM_TOKEN}"}\n')
     assert vault.select(CallFacts()) is vault.targets[0]
+
+
+# -- targets and rules select calls by one implementation -----------------------------------
+
+AGREEMENT_MATCHES = [
+    "{}",
+    "{host: crm.internal}",
+    "{host: '*.internal'}",
+    "{host: CRM.Internal}",
+    "{path: /customers/*}",
+    "{path: '/customers/**'}",
+    "{path: '/v1/*/orders'}",
+    "{path: '*'}",
+    "{method: [get, PUT]}",
+    "{function: 'github.*'}",
+    "{function: [deploy, 'crm.get_*']}",
+    "{protocol: mcp}",
+    "{protocol: [rest, openai]}",
+    "{groups: [sre, support]}",
+    "{not_groups: [contractors]}",
+    "{groups: [support], not_groups: [contractors]}",
+    "{subjects: ['svc-*']}",
+    "{host: crm.internal, path: /customers/*, method: GET, groups: [support]}",
+]
+AGREEMENT_CALLS = [
+    dict(host="crm.internal", method="GET", path="/customers/42", function="crm.get_customer",
+         protocol="rest", subject="alice", groups=("support",)),
+    dict(host="CRM.internal", method="get", path="/customers/42?x=1", function="crm.get_customer",
+         protocol="rest", subject="alice", groups=("support", "contractors")),
+    dict(host="maps.internal", method="PUT", path="/customers/42/orders", function="github.push",
+         protocol="mcp", subject="svc-ci", groups=("sre",)),
+    dict(host="api.example", method="POST", path="/v1/7/orders", function="deploy",
+         protocol="openai", subject=None, groups=()),
+    dict(host="crm.internal.evil", method="DELETE", path="", function="deployx",
+         protocol="anthropic", subject="svc", groups=("contractors",)),
+    dict(host="x.internal", method="GET", path="/", function="github", protocol="rest",
+         subject="bob", groups=("sre", "support")),
+]
+
+
+@pytest.mark.parametrize("match", AGREEMENT_MATCHES)
+def test_a_target_and_a_rule_with_the_same_match_select_the_same_calls(env, match):
+    from rules import Call, evaluate, load_rules_text
+
+    vault = vault_text(f"targets:\n  - match: {match}\n    pass_caller_token: true\n")
+    ruleset = load_rules_text(f"rules:\n  - id: r\n    match: {match}\n    action: block\n")
+    selected, ruled = [], []
+    for call in AGREEMENT_CALLS:
+        selected.append(vault.select(CallFacts(**call)) is not None)
+        decision = evaluate(ruleset, Call(direction="request", body=None, **call), b"k" * 32)
+        ruled.append(decision.action == "block")
+    assert selected == ruled
+    assert match != "{}" or all(selected)
