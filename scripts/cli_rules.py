@@ -158,7 +158,7 @@ def mcp_tool_call(body: Any) -> tuple[str, Any] | None:
 @click.option("--protocol", type=click.Choice(PROTOCOLS), help="Protocol (default: mcp for a tools/call body, else rest).")
 @click.option("--now", "now_text", metavar="DATE", help="Check access reviews as of this ISO date or time.")
 @click.option("--monitor", is_flag=True, help="Evaluate as under toolgate_mode=monitor.")
-@click.option("--mask-key", help="Key for hash tokens and fingerprints: env:NAME or file:PATH (default: $TOOLGATE_MASK_KEY, else a random key).")
+@click.option("--mask-key", help="Key for hash tokens and fingerprints: env:NAME or file:PATH (default: $TOOLGATE_MASK_KEY, else the gateway's ./toolgate.duckdb.key, else a random key).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def explain(
     path: str,
