@@ -30,6 +30,7 @@ from rules.protocols import (
     parse_request, parse_response,
 )
 from rules.protocols.sse import Event, encode_all, parse_all
+from rules.walk import Document
 from sessions.records import CREDENTIAL_HEADERS
 
 logger = logging.getLogger(__name__)
@@ -353,7 +354,9 @@ class Policy:
             uncovered = _keep_record(flow, message, decisions, phase, self._classify_whole)
         header = _header_unit(headers, message.protocol, phase, _call_function(flow, decisions)) \
             if headers is not None else None
-        if header is not None:
+        # Headers are decided only when they hold labelled data: rules that match the call
+        # alone (a function, a direction) are the body's to apply, as before.
+        if header is not None and ruleset.classifier.classify(Document(header.body)):
             # The call's function, direction and arguments, so rules act on its headers as on
             # its body; not a function call of its own (no catalog outcomes).
             first = next((u for u in message.units if not u.content), None)

@@ -248,8 +248,9 @@ def test_credential_framing_and_toolgate_headers_are_not_classified(tmp_path):
 
 
 def test_a_mask_rule_without_labels_does_not_make_headers_a_mask(tmp_path):
-    """`mask-everything-of-reports` matches every call to /reports: an answer with no body and
-    unlabelled headers was not masked, so the call is not `mask`."""
+    """`mask-everything-of-reports` matches every answer from /reports: one with no body and
+    unlabelled headers was not masked, so the call is not `mask` (headers without labelled
+    values are not decided at all; rules that match the call alone are the body's)."""
 
     async def scenario():
         policy = Policy()
