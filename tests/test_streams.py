@@ -343,3 +343,13 @@ def test_a_legacy_completion_stream_is_recognized_and_its_split_text_masked():
     text = "".join(c.get("text", "") for e in parse_all(out) if e.data != "[DONE]"
                    for c in json.loads(e.data)["choices"])
     assert text == "SSN ***-**-1234 ok"
+
+
+def test_an_index_that_is_not_an_integer_ends_the_stream_as_malformed():
+    for protocol, body in (
+        ("openai", openai_body(chunk([0], {"content": "hi"}))),
+        ("anthropic", sse({"type": "content_block_delta", "index": {"a": 1},
+                           "delta": {"type": "text_delta", "text": "hi"}}, "content_block_delta").encode()),
+    ):
+        out = run(protocol, body, check=engine_check())
+        assert b"malformed" in out and b'"hi"' not in out

@@ -171,12 +171,12 @@ class StreamChecker:
         for choice in chunk.get("choices") or []:
             if not isinstance(choice, dict):
                 continue
-            number = choice.get("index", 0)
+            number = _index(choice.get("index", 0))
             delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
             for call in delta.get("tool_calls") or []:
                 if not isinstance(call, dict):
                     continue
-                key = (number, call.get("index", 0))
+                key = (number, _index(call.get("index", 0)))
                 state = self.pending.setdefault(key, {"name": None, "parts": []})
                 function = call.get("function") if isinstance(call.get("function"), dict) else {}
                 if isinstance(function.get("name"), str):
@@ -203,6 +203,8 @@ class StreamChecker:
 
     def _anthropic(self, event: Event, payload: dict[str, Any]) -> bytes:
         kind, index = payload.get("type"), payload.get("index")
+        if kind in ("content_block_start", "content_block_delta", "content_block_stop"):
+            index = _index(index)
         if kind == "content_block_start":
             block = payload.get("content_block") or {}
             if isinstance(block, dict) and block.get("type") == "tool_use":
@@ -210,9 +212,9 @@ class StreamChecker:
                                        "start": block.get("input")}
             elif isinstance(block, dict) and block.get("type") in ("text", "thinking"):
                 name = block["type"]
-                self._hold(index, f"$.content[{index}].{name}", "")
-                if isinstance(block.get(name), str) and block[name]:
-                    self._hold(index, f"$.content[{index}].{name}", block[name])
+                text = block.get(name) if isinstance(block.get(name), str) else ""
+                self._hold(index, f"$.content[{index}].{name}", text)
+                if text:  # held like the deltas that follow
                     block[name] = ""
                     return event.with_data(jsonbody.dumps(payload).decode()).encode()
         elif kind == "content_block_delta" and index in self.pending:
@@ -352,6 +354,13 @@ class StreamChecker:
 def _belongs(key: Any, which: Any) -> bool:
     """OpenAI keys are (choice, tool index or field): a choice's flush releases all of its own."""
     return key == which or (isinstance(key, tuple) and key[0] == which)
+
+
+def _index(value: Any) -> int:
+    """A choice's, tool call's or block's index: an integer (it keys what is held)."""
+    if type(value) is not int:
+        raise Malformed(f"an index is {type(value).__name__}, not an integer")
+    return value
 
 
 def _json_or_text(data: str) -> Any:
