@@ -357,7 +357,9 @@ def _belongs(key: Any, which: Any) -> bool:
 
 
 def _index(value: Any) -> int:
-    """A choice's, tool call's or block's index: an integer (it keys what is held)."""
+    """A choice's, tool call's or block's index: an integer (it keys what is held; none is 0)."""
+    if value is None:
+        return 0
     if type(value) is not int:
         raise Malformed(f"an index is {type(value).__name__}, not an integer")
     return value
