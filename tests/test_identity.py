@@ -172,6 +172,9 @@ HOSTILE = {
     "x-api-key-latin-1-jwt": [(b"x-api-key", b"eyJ\xe9.eyJ.sig")],
     "x-api-key-garbage-jwt": [(b"x-api-key", b"eyJhbGciOiJSUzI1NiIsImtpZCI6MX0.e30.c2ln")],
     "api-key-expired-shape": [(b"api-key", b"Bearer eyJhbGciOiJub25lIn0.e30.")],
+    # Claims that end up in the reason, hence in WWW-Authenticate: CR/LF, non-ASCII, surrogates.
+    "alg-with-crlf": [(b"Authorization", b"Bearer eyJhbGciOiAiXHUwMGU5XHUyMDI4XHJcblg6IHkifQ.e30.c2ln")],
+    "kid-with-surrogate": [(b"Authorization", b"Bearer eyJhbGciOiAiUlMyNTYiLCAia2lkIjogIlx1ZGM4MFxyXG5cdTAwZTkifQ.e30.c2ln")],
 }
 
 
@@ -186,6 +189,7 @@ def test_hostile_credentials_get_401_identity_and_the_next_call_works(jwks_file,
             await identity.requestheaders(flow)
             assert flow.response is not None and flow.response.status_code == 401
             assert json.loads(flow.response.content)["error"]["code"] == "identity"
+            assert all(b"\r" not in v and b"\n" not in v for _, v in flow.response.headers.fields)
             good = tflow.tflow()
             good.request.headers["Authorization"] = f"Bearer {keys.mint('alice')}"
             await identity.requestheaders(good)
