@@ -353,3 +353,17 @@ def test_an_index_that_is_not_an_integer_ends_the_stream_as_malformed():
     ):
         out = run(protocol, body, check=engine_check())
         assert b"malformed" in out and b'"hi"' not in out
+
+
+def test_no_detector_but_those_marked_spans_lines_matches_across_a_line_break():
+    # What makes a line break a safe place to cut held text.
+    from rules.detectors import DETECTORS
+
+    for detector in DETECTORS.values():
+        if detector.spans_lines:
+            continue
+        for example in detector.examples:
+            assert list(detector.find(f"x {example} y"))
+            for at in range(1, len(example)):
+                text = f"x {example[:at]}\n{example[at:]} y"
+                assert not any("\n" in text[start:end] for start, end in detector.find(text)), (detector.name, text)

@@ -23,9 +23,9 @@
   strictly: duplicate keys are malformed), else as text (`data: [DONE]`, plain lines).
 
 Locations are JSONPaths in the protocol's documents: OpenAI's chunks
-(`$.choices[0].delta.tool_calls[1].function.arguments`, `$.choices[0].delta.content`) and
-Anthropic's message (`$.content[2].input`, `$.content[0].text`), as in error answers and
-findings of answers that are not streamed.
+(`$.choices[0].delta.tool_calls[1].function.arguments`, `$.choices[0].delta.content`: `delta`
+where an answer that is not streamed has `message`) and Anthropic's message
+(`$.content[2].input`, `$.content[0].text`, as in an answer that is not streamed).
 
 When a unit is refused, an error event in the protocol's shape takes its place and nothing
 more of the stream is passed on. A stream that cannot be parsed ends the same way.
