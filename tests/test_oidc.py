@@ -1,6 +1,7 @@
 """The pure token verifier, with real RSA/EC keys (no network but the JWKS tests' loopback)."""
 
 import asyncio
+import base64
 import time
 
 import jwt
@@ -228,6 +229,7 @@ def test_bearer_scheme_case_and_blanks(value):
     as_mitmproxy(b"\xe9\xe9"), as_mitmproxy(b"eyJ\xe9.eyJ.sig"), "t\u00f6k\u00e9n.a.b",
     "a\x00b.c.d", "", "abc", "a.b", "eyJhbGciOiJIUzI1NiJ9.e30.", "e30.e30.e30", "W10.e30.e30",
     "eyJhbGciOiJSUzI1NiJ9.bm90IGpzb24.c2ln", "eyJhbGciOiJSUzI1NiIsImtpZCI6MX0.e30.c2ln",
+    base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode().rstrip("=") + ".e30.c2ln",
 ])
 def test_verify_token_refuses_garbage_with_an_identity_error(token):
     """Never a UnicodeEncodeError or a parser's ValueError: those became 500 `internal`."""
