@@ -405,6 +405,10 @@ class Policy:
         record = flow.metadata.get(RECORD_KEYS[outcome.phase])
         if outcome.phase == "request" and record is not None:
             flow.request.content = record  # never forwarded: keep nothing raw on the flow
+        if outcome.phase == "request":
+            for name, kept in (flow.metadata.get(RECORD_HEADER_KEYS["request"]) or {}).items():
+                flow.request.headers.set_all(name, kept["stored"])
+                kept["sent"] = kept["stored"]
         refused = outcome.refused
         assert refused is not None
         refuse(flow, Refusal(refused.code, refused.message, refused.rule, refused.field))
@@ -527,17 +531,27 @@ REMOVED = object()
 
 
 def _keep_header_record(flow: http.HTTPFlow, header: Unit, decision: Decision, phase: str) -> None:
-    """The header values the store keeps instead of the flow's (every labelled one redacted)."""
+    """The header values the store keeps instead of the flow's (every labelled one redacted):
+    {name: {"sent": the value(s) as the policy left them, "stored": the record version}}. The
+    recorder uses them only where the flow still holds what was sent; a header an addon after
+    the policy changed (an echoed credential scrubbed, one injected) is stored `[REDACTED]`."""
     record = decision.record_body
     if record is header.body:
         return
+    sent = decision.body if decision.changed and decision.action != "block" else header.body
     kept: dict[str, Any] = {}
     for name, value in header.body.items():
         new = record.get(name) if isinstance(record, dict) else None
         if new != value:
-            kept[name] = new if new is not None else []
+            kept[name] = {"sent": _values(sent.get(name) if isinstance(sent, dict) else None),
+                          "stored": _values(new)}
     if kept:
         flow.metadata[RECORD_HEADER_KEYS[phase]] = kept
+
+
+def _values(value: Any) -> list[str]:
+    return [] if value is None else [str(v) for v in value] if isinstance(value, list) \
+        else [str(value)]
 
 
 def _text(data: bytes) -> str:

@@ -38,7 +38,7 @@ from addons import settings
 from addons.answers import Refusal, call_id_of, refuse
 from addons.failclosed import flow_hook
 from sessions import api
-from sessions.records import CallRecord, Finding, final_decision
+from sessions.records import REDACTED, CallRecord, Finding, final_decision
 from sessions.sessionize import MCP_SESSION_HEADER, SESSION_HEADER, Sessionizer
 from sessions.writer import RecordingError, Writer
 
@@ -288,21 +288,30 @@ def _headers(headers: http.Headers, decoded: bool = False,
              record: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
     """The headers as stored; a body stored decoded loses its Content-Encoding. `record` holds
     the policy's record versions of some of them (every labelled value redacted), by lower-case
-    name: a value, or the values of a repeated header (fewer: the rest were removed)."""
+    name: {"sent": the values it left on the flow, "stored": what to store instead}. Where the
+    flow's values are no longer those sent (an addon after the policy changed them), nothing
+    of them is known to be clean: they are stored `[REDACTED]`."""
     stored = [(_text(k), _text(v)) for k, v in headers.fields
               if not (decoded and k.lower() == b"content-encoding")]
     if not record:
         return stored
+    current: dict[str, list[str]] = {}
+    for name, value in stored:
+        current.setdefault(name.lower(), []).append(value)
     seen: dict[str, int] = {}
     kept = []
     for name, value in stored:
         key = name.lower()
-        if key in record:
-            values = record[key] if isinstance(record[key], list) else [record[key]]
+        entry = record.get(key)
+        if isinstance(entry, Mapping):
             index = seen[key] = seen.get(key, -1) + 1
-            if index >= len(values):
+            values = entry.get("stored") or []
+            if current[key] != list(entry.get("sent") or []):
+                value = REDACTED
+            elif index < len(values):
+                value = _text(str(values[index]).encode("utf-8", "surrogateescape"))
+            else:
                 continue
-            value = _text(str(values[index]).encode("utf-8", "surrogateescape"))
         kept.append((name, value))
     return kept
 

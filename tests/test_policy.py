@@ -216,8 +216,9 @@ def test_a_block_rule_refuses_a_request_for_a_header_value(tmp_path):
             assert flow.response.status_code == 403
             error = json.loads(flow.response.content)["error"]
             assert error["rule"] == "no-ssn-in" and error["field"] == "headers.x-customer-ssn"
+            assert flow.request.headers["x-customer-ssn"] == "[REDACTED:ssn]"  # nothing raw kept
             assert flow.metadata["toolgate.record_request_headers"] == {
-                "x-customer-ssn": "[REDACTED:ssn]"}
+                "x-customer-ssn": {"sent": ["[REDACTED:ssn]"], "stored": ["[REDACTED:ssn]"]}}
 
     run(scenario)
 

@@ -206,7 +206,8 @@ def test_the_admin_query_runs_the_api_on_the_live_store(tmp_path):
 
 def test_stored_headers_are_the_policys_record_versions(tmp_path):
     """Header values the policy let through are stored as its record versions (redacted); a
-    repeated header keeps its order, and the values the record version lacks are not stored."""
+    repeated header keeps its order, and the values the record version lacks are not stored.
+    A header changed after the policy (an echoed credential scrubbed) is stored `[REDACTED]`."""
     import json
 
     db = tmp_path / "s.duckdb"
@@ -214,20 +215,28 @@ def test_stored_headers_are_the_policys_record_versions(tmp_path):
     async def scenario(recorder):
         f = flow_with_identity()
         f.request.headers["X-Reply-To"] = "jane@example.com"
-        f.metadata["toolgate.record_request_headers"] = {"x-reply-to": "[REDACTED:email]"}
+        f.metadata["toolgate.record_request_headers"] = {
+            "x-reply-to": {"sent": ["jane@example.com"], "stored": ["[REDACTED:email]"]}}
         await recorder.request(f)
         f.response = tflow.tresp()
         f.response.headers.add("X-Card", "4111 1111 1111 1111")
         f.response.headers.add("X-Card", "5555 5555 5555 4444")
         f.response.headers.add("X-Card", "gone")
+        f.response.headers.add("X-Debug", "key=[REDACTED] for jane@example.com")
         f.metadata["toolgate.record_response_headers"] = {
-            "x-card": ["[REDACTED:credit_card]", "[REDACTED:credit_card]"]}
+            "x-card": {"sent": ["4111 1111 1111 1111", "5555 5555 5555 4444", "gone"],
+                       "stored": ["[REDACTED:credit_card]", "[REDACTED:credit_card]"]},
+            "x-debug": {"sent": ["key=s3cr3t-vaulted for jane@example.com"],
+                        "stored": ["key=s3cr3t-vaulted for [REDACTED:email]"]}}
         await recorder.response(f)
 
     run(db, scenario)
     [(request_headers, response_headers)] = query(
         db, "SELECT request_headers, response_headers FROM calls")
     assert ["X-Reply-To", "[REDACTED:email]"] in json.loads(request_headers)
-    assert [v for k, v in json.loads(response_headers) if k == "X-Card"] == [
+    stored = json.loads(response_headers)
+    assert [v for k, v in stored if k == "X-Card"] == [
         "[REDACTED:credit_card]", "[REDACTED:credit_card]"]
-    assert "jane@example.com" not in request_headers and "4111" not in response_headers
+    assert ["X-Debug", "[REDACTED]"] in stored
+    assert "jane@example.com" not in request_headers + response_headers
+    assert "4111" not in response_headers and "s3cr3t" not in response_headers
