@@ -349,3 +349,24 @@ def test_a_streamed_answer_whose_headers_are_refused_is_never_passed_on(tmp_path
             assert "536-22-1234" not in str(flow.response.headers)
 
     run(scenario)
+
+
+def test_headers_of_a_request_refused_unread_are_stored_redacted(tmp_path):
+    from addons.answers import Refusal, refuse
+    from addons.recorder import _headers
+
+    async def scenario():
+        policy = Policy()
+        with taddons.context(policy, Identity(), Approvals()) as tctx:
+            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
+            malformed = json_flow(body=b'{"a": 1, "a": 2}', headers=((b"X-Note", b"jane@example.com"),))
+            refused_before = json_flow(headers=((b"X-Note", b"jane@example.com"),))
+            refuse(refused_before, Refusal("identity", "no token"))
+            for flow in (malformed, refused_before):
+                policy.request(flow)
+                assert flow.response.status_code in (400, 401)  # never forwarded
+                stored = _headers(flow.request.headers,
+                                  record=flow.metadata["toolgate.record_request_headers"])
+                assert ("X-Note", "[REDACTED:email]") in stored
+
+    run(scenario)
