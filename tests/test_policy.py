@@ -123,6 +123,10 @@ rules:
   - id: no-ssn-in
     match: {labels: [ssn], direction: request}
     action: block
+  - id: no-emails-to-mail
+    match: {labels: [email], direction: request, path: /mail}
+    action: mask
+    mask: redact
   - id: no-ssn-out
     match: {labels: [ssn], direction: response}
     action: block
@@ -368,5 +372,25 @@ def test_headers_of_a_request_refused_unread_are_stored_redacted(tmp_path):
                 stored = _headers(flow.request.headers,
                                   record=flow.metadata["toolgate.record_request_headers"])
                 assert ("X-Note", "[REDACTED:email]") in stored
+
+    run(scenario)
+
+
+def test_request_headers_are_masked_before_they_reach_the_backend(tmp_path):
+    async def scenario():
+        policy = Policy()
+        with taddons.context(policy, Identity(), Approvals()) as tctx:
+            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
+            body = b'{"subject":  "hello"}'
+            flow = json_flow(path=b"/mail", body=body,
+                             headers=((b"X-Reply-To", b"Jane <jane@example.com>"),))
+            policy.request(flow)
+            assert flow.response is None
+            assert flow.request.headers["x-reply-to"] == "Jane <[REDACTED:email]>"
+            assert flow.request.raw_content == body  # the body is not re-encoded for it
+            assert flow.metadata["toolgate.decision"]["action"] == "mask"
+            [finding] = flow.metadata["toolgate.findings"]
+            assert (finding["direction"], finding["path"], finding["action"]) == (
+                "request", "headers.x-reply-to", "mask")
 
     run(scenario)
