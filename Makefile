@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m scripts.demo
+	$(BIN)/python -m toolgate.scripts.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

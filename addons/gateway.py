@@ -7,15 +7,20 @@ call 503 `unavailable` instead of letting mitmproxy run on without a gate.
 import json
 import logging
 import sys
+import types
 import uuid
 from pathlib import Path
 
 from mitmproxy import http
 
-# A checkout that is not pip-installed still finds its packages.
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.append(_ROOT)
+# Installed, the packages are `toolgate.addons`, `toolgate.rules`, ...; a checkout that is not
+# pip-installed gets the same names from its own folders (`toolgate` is only a namespace).
+try:
+    import toolgate.addons  # noqa: F401
+except ImportError:
+    _namespace = types.ModuleType("toolgate")
+    _namespace.__path__ = [str(Path(__file__).resolve().parent.parent)]
+    sys.modules["toolgate"] = _namespace
 
 
 class Unavailable:
@@ -40,7 +45,7 @@ class Unavailable:
 
 
 try:
-    from addons.chain import build_chain
+    from toolgate.addons.assembly import build_chain
 
     addons = build_chain()
 except Exception as exc:  # noqa: BLE001 - any failure to load must shut the gate

@@ -7,7 +7,7 @@ import re
 import urllib.parse
 
 # Secrets and the mask key file: one implementation with the command line, in rules/keys.py.
-from rules.keys import default_mask_key_file, load_or_create_key, resolve_secret
+from toolgate.rules.keys import default_mask_key_file, load_or_create_key, resolve_secret
 
 __all__ = ["check_choice", "default_mask_key_file", "load_or_create_key", "parse_http_url",
            "parse_listen", "parse_size", "resolve_secret"]

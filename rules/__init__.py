@@ -8,16 +8,16 @@ addons and the command line.
     decision.action, decision.body, decision.findings, decision.explain()
 """
 
-from rules.bodies import encode_form, parse_form, parse_query, rest_arguments
-from rules.classify import Classifier
-from rules.decision import Call, Decision, Finding, RuleMatch
-from rules.detectors import DETECTORS, Detector
-from rules.durations import format_duration, parse_duration
-from rules.engine import evaluate
-from rules.errors import RuleError, RuleLoadError
-from rules.loader import bundled_packs_path, load_rules, load_rules_text
-from rules.masking import candidate_fingerprints, fingerprint, hash_token
-from rules.model import ACTIONS, LEVELS, MASK_STYLES, CatalogFunction, Grant, Label, Rule, RuleSet
+from toolgate.rules.bodies import encode_form, parse_form, parse_query, rest_arguments
+from toolgate.rules.classify import Classifier
+from toolgate.rules.decision import Call, Decision, Finding, RuleMatch
+from toolgate.rules.detectors import DETECTORS, Detector
+from toolgate.rules.durations import format_duration, parse_duration
+from toolgate.rules.engine import evaluate
+from toolgate.rules.errors import RuleError, RuleLoadError
+from toolgate.rules.loader import bundled_packs_path, load_rules, load_rules_text
+from toolgate.rules.masking import candidate_fingerprints, fingerprint, hash_token
+from toolgate.rules.model import ACTIONS, LEVELS, MASK_STYLES, CatalogFunction, Grant, Label, Rule, RuleSet
 
 __all__ = [
     "ACTIONS", "DETECTORS", "LEVELS", "MASK_STYLES",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rules.model import Match
+from toolgate.rules.model import Match
 
 
 def call_matches(

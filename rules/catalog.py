@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
-from rules.durations import format_duration
-from rules.model import CatalogFunction, RuleSet
+from toolgate.rules.durations import format_duration
+from toolgate.rules.model import CatalogFunction, RuleSet
 
 
 def find_function(

@@ -17,10 +17,10 @@ from functools import partial
 from itertools import accumulate, compress, count
 from typing import Any, Iterable
 
-from rules.detectors import DETECTORS, Detector, Span
-from rules.masking import is_mask_token
-from rules.model import Label
-from rules.walk import HOLDER, Document
+from toolgate.rules.detectors import DETECTORS, Detector, Span
+from toolgate.rules.masking import is_mask_token
+from toolgate.rules.model import Label
+from toolgate.rules.walk import HOLDER, Document
 
 SEPARATOR = "\x00"  # no detector pattern matches it, so no match spans two strings
 

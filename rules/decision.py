@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any, Callable, Mapping, NamedTuple
 
-from rules.durations import format_duration
+from toolgate.rules.durations import format_duration
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from rules.bodies import rest_arguments, split_path
-from rules.callmatch import call_matches
-from rules.catalog import check_access, find_function, rest_name
-from rules.classify import Hit
-from rules.decision import Call, Decision, Finding, RuleMatch
-from rules.masking import REMOVE, Changes, Fingerprints, apply_edits, mask_spans, mask_whole, reapply_edits, redact_token
-from rules.model import MASK_STRENGTH, STRENGTH, Label, Rule, RuleSet, Source
-from rules.walk import HOLDER, Document
+from toolgate.rules.bodies import rest_arguments, split_path
+from toolgate.rules.callmatch import call_matches
+from toolgate.rules.catalog import check_access, find_function, rest_name
+from toolgate.rules.classify import Hit
+from toolgate.rules.decision import Call, Decision, Finding, RuleMatch
+from toolgate.rules.masking import REMOVE, Changes, Fingerprints, apply_edits, mask_spans, mask_whole, reapply_edits, redact_token
+from toolgate.rules.model import MASK_STRENGTH, STRENGTH, Label, Rule, RuleSet, Source
+from toolgate.rules.walk import HOLDER, Document
 
 MAX_LISTED_FIELDS = 5
 

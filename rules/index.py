@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from rules.model import Rule
+from toolgate.rules.model import Rule
 
 
 @dataclass

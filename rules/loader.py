@@ -20,14 +20,14 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from rules.classify import Classifier
-from rules.detectors import DETECTORS
-from rules.durations import parse_duration
-from rules.errors import RuleError, RuleLoadError
-from rules.globs import Glob, GlobError, compile_glob
-from rules.index import RuleIndex
-from rules.jsonpaths import PathError, compile_label_path, compile_when
-from rules.model import (
+from toolgate.rules.classify import Classifier
+from toolgate.rules.detectors import DETECTORS
+from toolgate.rules.durations import parse_duration
+from toolgate.rules.errors import RuleError, RuleLoadError
+from toolgate.rules.globs import Glob, GlobError, compile_glob
+from toolgate.rules.index import RuleIndex
+from toolgate.rules.jsonpaths import PathError, compile_label_path, compile_when
+from toolgate.rules.model import (
     ACTIONS, DIRECTIONS, LEVELS, MASK_STYLES, METHODS, MODES, PROTOCOLS, UNKNOWN_FUNCTION,
     CatalogFunction, Grant, Label, Match, Rule, RuleSet, Source,
 )  # fmt: skip
@@ -49,7 +49,7 @@ JSONPATH_HELP = "jsonpath-ng extended syntax, e.g. $.customers[*].ssn or $[?(@.l
 
 def bundled_packs_path() -> Path:
     """The folder of rule packs shipped with toolgate (`rules/packs`)."""
-    return Path(str(resources.files("rules") / "packs"))
+    return Path(str(resources.files("toolgate.rules") / "packs"))
 
 
 def load_rules(path: str | Path) -> RuleSet:

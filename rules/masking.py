@@ -17,10 +17,10 @@ import json
 import re
 from typing import Any, Iterable
 
-from rules.detectors import Detector
-from rules.detectors.base import keep_last
-from rules.detectors.identity import email_partial
-from rules.walk import DECODED_JSON, HOLDER, Document
+from toolgate.rules.detectors import Detector
+from toolgate.rules.detectors.base import keep_last
+from toolgate.rules.detectors.identity import email_partial
+from toolgate.rules.walk import DECODED_JSON, HOLDER, Document
 
 REMOVE: Any = type("Remove", (), {"__repr__": lambda self: "REMOVE"})()
 TOKEN_HEX = 12
@@ -116,7 +116,7 @@ def normalize(value: Any, detector: Detector | None = None) -> str:
 
 def candidate_fingerprints(value: str, key: bytes) -> set[str]:
     """Every fingerprint `value` could have been recorded under (for `sessions find-value`)."""
-    from rules.detectors import DETECTORS
+    from toolgate.rules.detectors import DETECTORS
 
     forms = {normalize(value)}
     for detector in DETECTORS.values():

@@ -6,12 +6,12 @@ import datetime
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from rules.globs import Glob
-from rules.jsonpaths import LabelPath, WhenCondition
+from toolgate.rules.globs import Glob
+from toolgate.rules.jsonpaths import LabelPath, WhenCondition
 
 if TYPE_CHECKING:
-    from rules.classify import Classifier
-    from rules.index import RuleIndex
+    from toolgate.rules.classify import Classifier
+    from toolgate.rules.index import RuleIndex
 
 LEVELS = ("public", "internal", "confidential", "restricted")
 ACTIONS = ("allow", "mask", "block", "approve")

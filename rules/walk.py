@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rules.jsonpaths import format_key
+from toolgate.rules.jsonpaths import format_key
 
 HOLDER = 0  # node 0 is a one-item list holding the body, so the body itself has a (node, key): (0, 0)
 PLAIN, DECODED_JSON = 0, 1

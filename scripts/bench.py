@@ -29,10 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from scripts.demo_service import CUSTOMERS  # noqa: E402
-from scripts.dev_issuer import DevIssuer  # noqa: E402
+from toolgate.scripts.demo_service import CUSTOMERS
+from toolgate.scripts.dev_issuer import DevIssuer
 
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
 AUDIENCE = "toolgate-bench"

@@ -28,11 +28,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from sessions.records import CallRecord, Finding  # noqa: E402
-from sessions.writer import Writer  # noqa: E402
+from toolgate.sessions.records import CallRecord, Finding
+from toolgate.sessions.writer import Writer
 
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
 LISTENING = re.compile(r"listening at \S*?:(\d+)")

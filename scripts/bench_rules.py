@@ -20,9 +20,8 @@ import tempfile
 import timeit
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rules import Call, RuleSet, bundled_packs_path, evaluate, load_rules  # noqa: E402
+from toolgate.rules import Call, RuleSet, bundled_packs_path, evaluate, load_rules
 
 KEY = b"bench-mask-key-0123456789abcdef"
 NOW = datetime.datetime(2026, 11, 21, tzinfo=datetime.timezone.utc)

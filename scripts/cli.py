@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
-from scripts.cli_approvals import approvals
-from scripts.cli_rules import rules
-from scripts.cli_sessions import sessions
+from toolgate.scripts.cli_approvals import approvals
+from toolgate.scripts.cli_rules import rules
+from toolgate.scripts.cli_sessions import sessions
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,7 +38,7 @@ def dev() -> None:
               help="The dev issuer's key file (written by the issuer, e.g. by `make run`).")
 def dev_token(sub: str, groups: str, alg: str, ttl: int, aud: str | None, keys_path: Path) -> None:
     """Print a token signed by the dev issuer."""
-    from scripts.dev_issuer import DevKeys
+    from toolgate.scripts.dev_issuer import DevKeys
 
     if not keys_path.exists():
         raise click.UsageError(
@@ -47,6 +47,19 @@ def dev_token(sub: str, groups: str, alg: str, ttl: int, aud: str | None, keys_p
     keys = DevKeys.load(keys_path)
     group_list = [g.strip() for g in groups.split(",") if g.strip()]
     click.echo(keys.mint(sub, group_list, alg=alg, ttl=ttl, audience=aud))
+
+
+@cli.group()
+def gateway() -> None:
+    """The gateway itself: a mitmproxy addon script."""
+
+
+@gateway.command("path")
+def gateway_path() -> None:
+    """Print the path of the addon script, for `mitmdump -s "$(toolgate gateway path)"`."""
+    import toolgate.addons
+
+    click.echo(Path(toolgate.addons.__file__).resolve().with_name("gateway.py"))
 
 
 cli.add_command(approvals)

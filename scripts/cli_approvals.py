@@ -25,9 +25,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from rules import parse_duration
-from rules.durations import format_duration
-from scripts.admin_http import AdminRefused, AdminUnreachable, admin_json
+from toolgate.rules import parse_duration
+from toolgate.rules.durations import format_duration
+from toolgate.scripts.admin_http import AdminRefused, AdminUnreachable, admin_json
 
 DEFAULT_ADMIN = "http://127.0.0.1:8090"
 

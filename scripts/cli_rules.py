@@ -25,10 +25,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from rules import Call, Decision, RuleLoadError, RuleSet, evaluate, load_rules
-from rules.keys import mask_key_reference, resolve_secret
-from rules.model import PROTOCOLS
-from scripts.cli_sessions import Common, common_options
+from toolgate.rules import Call, Decision, RuleLoadError, RuleSet, evaluate, load_rules
+from toolgate.rules.keys import mask_key_reference, resolve_secret
+from toolgate.rules.model import PROTOCOLS
+from toolgate.scripts.cli_sessions import Common, common_options
 
 ACTION_STYLE = {"allow": "green", "mask": "yellow", "approve": "magenta", "block": "red", "deny": "red"}
 
@@ -280,7 +280,7 @@ def test(opts: Common, path: str, since: str | None, limit: int) -> None:
     Recordings keep bodies as forwarded and returned, after masking: a value that was masked
     cannot be found again, so decisions resting on it may come out weaker. Such labels are
     listed for each call ("masked in the recording")."""
-    from rules.whatif import reevaluate
+    from toolgate.sessions.whatif import reevaluate
 
     try:
         ruleset = load_rules(path)

@@ -23,10 +23,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from sessions.client import Source, SourceError, open_source
-from rules import candidate_fingerprints
-from sessions.query import LEVELS
-from sessions.timeparse import parse_time
+from toolgate.sessions.client import Source, SourceError, open_source
+from toolgate.rules import candidate_fingerprints
+from toolgate.sessions.query import LEVELS
+from toolgate.sessions.timeparse import parse_time
 
 DECISION_STYLES = {"allow": "green", "mask": "yellow", "approve": "cyan", "block": "red",
                    "deny": "red", "interrupted": "magenta"}
@@ -186,7 +186,7 @@ def show(opts: Common, session_id: str, full: bool) -> None:
 @common_options
 def export(opts: Common, session_id: str, output: Path) -> None:
     """Export a session as a .mitm file for mitmweb / mitmproxy."""
-    from sessions.export import export_session  # imports mitmproxy: only when needed
+    from toolgate.sessions.export import export_session  # imports mitmproxy: only when needed
 
     count = export_session(get_session(opts, session_id, True), output)
     if opts.as_json:
@@ -205,7 +205,7 @@ def replay(
     opts: Common, session_id: str, target: str, headers: tuple[str, ...], check: bool
 ) -> None:
     """Re-issue a session's requests against TARGET and report what changed."""
-    from sessions.replay import replay_session
+    from toolgate.sessions.replay import replay_session
 
     extra = {}
     for header in headers:
@@ -263,7 +263,7 @@ def verify(opts: Common) -> None:
 def report(opts: Common, since: str | None, until: str | None, fail_on: str, fmt: str,
            output: Path | None) -> None:
     """Summarize recorded calls for CI; exit 1 if a call's decision is in --fail-on."""
-    from sessions.report import render_junit, render_text
+    from toolgate.sessions.report import render_junit, render_text
 
     params = {"since": since or "", "until": until or "", "fail_on": fail_on}
     result = opts.get("/api/report", params)
@@ -287,7 +287,7 @@ def report(opts: Common, since: str | None, until: str | None, fail_on: str, fmt
 def find_value(opts: Common, value: str) -> None:
     """Was VALUE ever seen? Looks its keyed fingerprint up in the findings ('-' reads VALUE
     from stdin, which keeps it out of shell history)."""
-    from rules.keys import DEFAULT_DB, default_mask_key_file, mask_key_reference, resolve_secret
+    from toolgate.rules.keys import DEFAULT_DB, default_mask_key_file, mask_key_reference, resolve_secret
 
     # Resolved as the gateway resolves it, by the same code: else the gateway's default key.
     db = opts.db or DEFAULT_DB

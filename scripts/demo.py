@@ -19,8 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-from scripts.demo_service import DemoService
-from scripts.dev_issuer import DevIssuer
+from toolgate.scripts.demo_service import DemoService
+from toolgate.scripts.dev_issuer import DevIssuer
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("TOOLGATE_DEMO_STATE", ROOT / ".toolgate"))

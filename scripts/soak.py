@@ -46,11 +46,9 @@ import duckdb
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from scripts.demo_service import CUSTOMERS, DemoService  # noqa: E402
-from scripts.dev_issuer import DevIssuer, DevKeys  # noqa: E402
+from toolgate.scripts.demo_service import CUSTOMERS, DemoService
+from toolgate.scripts.dev_issuer import DevIssuer, DevKeys
 
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
 AUDIENCE = "toolgate-soak"
@@ -273,7 +271,7 @@ def read_store(db: Path) -> Store:
     """The store, read once the gateway that wrote it has stopped."""
     from click.testing import CliRunner
 
-    from scripts.cli import cli
+    from toolgate.scripts.cli import cli
 
     calls: dict[str, list[tuple]] = collections.defaultdict(list)
     approvals: dict[str, list[str]] = collections.defaultdict(list)

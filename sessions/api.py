@@ -49,8 +49,8 @@ from typing import Any
 
 import duckdb
 
-from sessions import query, verify
-from sessions.timeparse import parse_time
+from toolgate.sessions import query, verify
+from toolgate.sessions.timeparse import parse_time
 
 _HEX = re.compile(r"^[0-9a-fA-F]{16,128}$")
 

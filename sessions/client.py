@@ -14,10 +14,10 @@ from typing import Any, Protocol
 
 import duckdb
 
-from scripts.admin_http import AdminRefused, AdminUnreachable, admin_json
-from sessions import api, chain
-from sessions.migrations import LATEST, current_version
-from sessions.writer import CONNECTION_CONFIG
+from toolgate.scripts.admin_http import AdminRefused, AdminUnreachable, admin_json
+from toolgate.sessions import api, hashchain
+from toolgate.sessions.migrations import LATEST, current_version
+from toolgate.sessions.writer import CONNECTION_CONFIG
 
 
 class SourceError(Exception):
@@ -44,7 +44,7 @@ class FileSource:
         self.description = str(path)
 
     def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
-        status, body = api.handle(self.con, path, params or {}, chain.head_path(self.path))
+        status, body = api.handle(self.con, path, params or {}, hashchain.head_path(self.path))
         if status != 200:
             raise SourceError(f"{body['error']['message']} ({self.description})", status)
         return body

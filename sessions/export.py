@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 from mitmproxy import connection, flow, http, io
 
-from sessions.query import body_bytes
+from toolgate.sessions.query import body_bytes
 
 
 def _ts(text: str | None) -> float | None:

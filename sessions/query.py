@@ -16,7 +16,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from sessions.timeparse import iso, iso_us, to_us
+from toolgate.sessions.timeparse import iso, iso_us, to_us
 
 LEVELS = ("public", "internal", "confidential", "restricted")
 MAX_LIMIT = 10_000

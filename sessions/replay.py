@@ -16,8 +16,8 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from sessions.query import body_bytes
-from sessions.records import REDACTED
+from toolgate.sessions.query import body_bytes
+from toolgate.sessions.records import REDACTED
 
 # Hop-by-hop and per-connection headers, and the gateway's own: the target gets fresh ones.
 _SKIP = frozenset({"host", "content-length", "connection", "keep-alive", "transfer-encoding",

@@ -15,9 +15,9 @@ from typing import Any
 
 import duckdb
 
-from sessions import chain
-from sessions.chain import Position
-from sessions.schema import CHAIN_PREFIX, CHAINED, select_for_hashing
+from toolgate.sessions import hashchain
+from toolgate.sessions.hashchain import Position
+from toolgate.sessions.schema import CHAIN_PREFIX, CHAINED, select_for_hashing
 
 _FINDINGS = (
     "LEFT JOIN (SELECT call_id, list([direction, path, label, level, action, fingerprint]) "
@@ -36,10 +36,10 @@ def verify_store(
     con: duckdb.DuckDBPyConnection, head_file: Path | None = None
 ) -> dict[str, Any]:
     """{"ok", "rows": {table: n}, "problems": [{"table", "seq", "call_id", "problem"}],
-    "head_file"}; `problems` holds at most the first bad row of each chain."""
+    "head_file"}; `problems` holds at most the first bad row of each hashchain."""
     if head_file is None:
         db = database_path(con)
-        head_file = chain.head_path(db) if db else None
+        head_file = hashchain.head_path(db) if db else None
     problems: list[dict[str, Any]] = []
     rows: dict[str, int] = {}
     for table in CHAINED:
@@ -84,7 +84,7 @@ def _walk(
             seq, values = row[0], list(row[: len(columns)])
             prev_hash, digest = row[len(columns)], row[len(columns) + 1]
             call_id = values[1]
-            extra = chain.canonical_findings(row[-1] or []) if table == "calls" else None
+            extra = hashchain.canonical_findings(row[-1] or []) if table == "calls" else None
 
             problem = None
             if seq == previous.seq:
@@ -96,7 +96,7 @@ def _walk(
             elif prev_hash != previous.hash:
                 problem = ("its prev_hash is not the hash of the row before it "
                            "(rows were inserted, deleted or reordered)")
-            elif chain.row_hash(prev_hash, columns, values, extra) != digest:
+            elif hashchain.row_hash(prev_hash, columns, values, extra) != digest:
                 problem = "its content does not match its hash (the row was changed)"
             if problem:
                 return count, previous, {"table": table, "seq": seq, "call_id": call_id,
@@ -113,11 +113,11 @@ def _check_tail(
     # judge only a stable pair.
     for _ in range(50):
         try:
-            before = chain.read_head(head_file)
+            before = hashchain.read_head(head_file)
             row = con.execute(
                 f"SELECT seq, hash FROM {table} ORDER BY seq DESC, hash LIMIT 1"
             ).fetchone()
-            after = chain.read_head(head_file)
+            after = hashchain.read_head(head_file)
         except ValueError as exc:
             return {"table": table, "seq": None, "call_id": None, "problem": str(exc)}
         if before == after:

@@ -39,11 +39,11 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from sessions import chain
-from sessions.chain import ChainHead, Position
-from sessions.migrations import migrate
-from sessions.records import INTERRUPTED, ApprovalRecord, CallRecord, Finding
-from sessions.schema import (
+from toolgate.sessions import hashchain
+from toolgate.sessions.hashchain import ChainHead, Position
+from toolgate.sessions.migrations import migrate
+from toolgate.sessions.records import INTERRUPTED, ApprovalRecord, CallRecord, Finding
+from toolgate.sessions.schema import (
     CHAIN_PREFIX,
     CHAINED,
     FINDING_COLUMNS,
@@ -155,7 +155,7 @@ class Writer:
 
     def __init__(self, path: str | os.PathLike[str], max_batch: int = MAX_BATCH) -> None:
         self.path = str(Path(path).expanduser().resolve())
-        self.head_file = chain.head_path(self.path)
+        self.head_file = hashchain.head_path(self.path)
         self.max_batch = max_batch
         # The shortest time between two commits. 0 under audit durability, where callers wait
         # for each commit; records nobody waits for (async) are cheaper in fewer, larger
@@ -398,7 +398,7 @@ class Writer:
         if not done:
             return done
         # The head file first: if we crash before the commit, it still accepts the store.
-        chain.write_head(self.head_file, {
+        hashchain.write_head(self.head_file, {
             table: ChainHead(self._positions[table], positions[table]) for table in CHAINED
         })
         self._settled = positions == self._positions
@@ -460,7 +460,7 @@ class Writer:
         values = call_values(rec)
         finding_rows = [f.as_tuple() for f in rec.findings]
         position = self._add_chained("calls", values, position, calls,
-                                     extra=chain.canonical_findings(finding_rows))
+                                     extra=hashchain.canonical_findings(finding_rows))
         for f in finding_rows:
             findings.add(dict(zip((n for n, _ in FINDING_COLUMNS), (rec.call_id, *f))))
         return position
@@ -471,7 +471,7 @@ class Writer:
     ) -> Position:
         seq = position.seq + 1
         content = CHAINED[table]
-        digest = chain.row_hash(
+        digest = hashchain.row_hash(
             position.hash,
             CHAIN_PREFIX + content,
             [seq, *(values[name] for name, _ in content)],
@@ -505,7 +505,7 @@ class Writer:
         """Where each chain goes on: its last row, unless the head file shows rows were cut
         from its end (then from the head file's position, so the cut stays visible)."""
         try:
-            heads = chain.read_head(self.head_file)
+            heads = hashchain.read_head(self.head_file)
         except ValueError as exc:
             logger.error("toolgate: %s", exc)
             self._keep_evidence("unreadable")
@@ -594,7 +594,7 @@ class Writer:
         )
 
     def _settle(self) -> None:
-        chain.write_head(self.head_file, {
+        hashchain.write_head(self.head_file, {
             table: ChainHead(pos, pos) for table, pos in self._positions.items()
         }, sync=False)
         self._settled = True

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness import AUDIENCE, Gateway, Launcher
-from scripts.demo_service import DemoService
-from scripts.dev_issuer import DevIssuer
+from toolgate.scripts.demo_service import DemoService
+from toolgate.scripts.dev_issuer import DevIssuer
 
 
 @pytest.fixture(scope="session")

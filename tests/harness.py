@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from scripts.demo_service import DemoService
-from scripts.dev_issuer import DevIssuer
+from toolgate.scripts.demo_service import DemoService
+from toolgate.scripts.dev_issuer import DevIssuer
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY_SCRIPT = ROOT / "addons" / "gateway.py"

@@ -12,7 +12,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 
-from scripts.dev_issuer import DevKeys, new_key
+from toolgate.scripts.dev_issuer import DevKeys, new_key
 
 
 def b64(data: bytes) -> str:

@@ -3,7 +3,7 @@ import json
 import pytest
 from mitmproxy.test import tflow
 
-from addons.answers import CALL_ID_HEADER, Refusal, error_body, jsonrpc_ids, refuse
+from toolgate.addons.answers import CALL_ID_HEADER, Refusal, error_body, jsonrpc_ids, refuse
 
 
 def test_plain_refusal_has_the_error_shape():

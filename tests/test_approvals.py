@@ -10,10 +10,10 @@ import pytest
 from mitmproxy.connection import ConnectionState
 from mitmproxy.test import taddons, tflow, tutils
 
-from addons.admin import Admin, AdminRequest, metrics_text
-from addons.approvals import Approvals, webhook_payload
-from addons.failclosed import unguarded_hooks
-from addons.oidc import Identity, IdentityError
+from toolgate.addons.approvals.admin import Admin, AdminRequest, metrics_text
+from toolgate.addons.approvals.addon import Approvals, webhook_payload
+from toolgate.addons.failclosed.hooks import unguarded_hooks
+from toolgate.addons.identity.oidc import Identity, IdentityError
 
 LEAD = {"subject": "carol", "issuer": "i", "groups": ["sre-leads"], "token_id": None,
         "anonymous": False}
@@ -321,7 +321,7 @@ def test_a_failing_webhook_is_counted_and_never_approves():
 
 
 def test_the_webhook_says_how_to_approve():
-    from addons.holds import HeldCall
+    from toolgate.addons.approvals.holds import HeldCall
 
     held = HeldCall("h1", "c1", "bob", ("sre",), False, "deploy.start", "r", ("sre-leads",),
                     "m", "$", "POST /deploy", {"service": "api"}, "abc", 0.0, 300.0)
@@ -485,7 +485,7 @@ def test_the_admin_api_never_shares_the_proxy_port():
 def test_cli_usage_errors_exit_2(args, message, monkeypatch):
     from click.testing import CliRunner
 
-    from scripts.cli import cli
+    from toolgate.scripts.cli import cli
 
     monkeypatch.delenv("TOOLGATE_TOKEN", raising=False)
     result = CliRunner().invoke(cli, args)
@@ -532,8 +532,8 @@ def mcp_answer(result, rpc_id=7):
 
 
 def policy_context(tmp_path):
-    from addons.identity import Identity as IdentityAddon
-    from addons.policy import Policy
+    from toolgate.addons.identity.addon import Identity as IdentityAddon
+    from toolgate.addons.policy.addon import Policy
 
     rules = tmp_path / "rules.yaml"
     rules.write_text(SPEC_RULES)

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from addons.decisionlog import ApprovalRecord, DecisionLog, MemoryDecisionLog
-from addons.holds import (
+from toolgate.addons.approvals.ledger import ApprovalRecord, DecisionLog, MemoryDecisionLog
+from toolgate.addons.approvals.holds import (
     MAX_GRANT,
     Grant,
     Grants,

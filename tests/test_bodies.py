@@ -8,8 +8,8 @@ import brotli
 import pytest
 import zstandard
 
-from addons import bodies
-from rules.protocols import Malformed, Uninspectable
+from toolgate.addons.policy import decoding
+from toolgate.rules.protocols import Malformed, Uninspectable
 
 BODY = b'{"note": "ssn 536-22-1234"}'
 LIMIT = 10_000
@@ -44,7 +44,7 @@ def zstd(data: bytes) -> bytes:
         "empty-header", "no-header", "empty-names", "identity-and-gzip", "stacked",
         "duplicated", "empty-body", "gzip-members", "zstd-frames"])
 def test_bodies_decode_whole(raw, encoding, expected):
-    assert bodies.decode(raw, encoding, LIMIT) == expected
+    assert decoding.decode(raw, encoding, LIMIT) == expected
 
 
 BIG = b'{"a": "' + b"x" * 5000 + b'"}'
@@ -80,8 +80,8 @@ BIG = b'{"a": "' + b"x" * 5000 + b'"}'
         "wrong-order"])
 def test_bodies_that_do_not_decode_are_uninspectable(raw, encoding):
     with pytest.raises(Uninspectable) as raised:
-        bodies.decode(raw, encoding, LIMIT)
-    assert not isinstance(raised.value, (bodies.TooLarge, Malformed))
+        decoding.decode(raw, encoding, LIMIT)
+    assert not isinstance(raised.value, (decoding.TooLarge, Malformed))
     assert raised.value.code == "uninspectable"
 
 
@@ -96,5 +96,5 @@ def test_bodies_that_do_not_decode_are_uninspectable(raw, encoding):
     (gzip.compress(gzip.compress(b"\0" * (LIMIT + 1))), "gzip, gzip"),
 ], ids=["raw", "gzip", "gzip-members", "deflate", "br", "zstd-bomb", "zstd-frames", "nested"])
 def test_bodies_past_the_limit_are_too_large(raw, encoding):
-    with pytest.raises(bodies.TooLarge, match=f"than {LIMIT} bytes"):
-        bodies.decode(raw, encoding, LIMIT)
+    with pytest.raises(decoding.TooLarge, match=f"than {LIMIT} bytes"):
+        decoding.decode(raw, encoding, LIMIT)

@@ -1,9 +1,9 @@
 import jwt
 from click.testing import CliRunner
 
-from addons.oidc import KeySet, TokenPolicy, verify_token
-from scripts.cli import cli
-from scripts.dev_issuer import DevKeys
+from toolgate.addons.identity.oidc import KeySet, TokenPolicy, verify_token
+from toolgate.scripts.cli import cli
+from toolgate.scripts.dev_issuer import DevKeys
 
 
 def test_dev_token_mints_a_token_the_issuer_keys_verify(tmp_path):

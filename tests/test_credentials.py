@@ -10,11 +10,11 @@ import pytest
 from mitmproxy import exceptions
 from mitmproxy.test import taddons, tflow, tutils
 
-from addons import identity
-from addons.credentials import Credentials
-from addons.echoes import REPLACEMENT
-from addons.policy import Policy
-from rules import candidate_fingerprints
+from toolgate.addons.identity import addon as identity
+from toolgate.addons.credentials.addon import Credentials
+from toolgate.addons.credentials.echoes import REPLACEMENT
+from toolgate.addons.policy.addon import Policy
+from toolgate.rules import candidate_fingerprints
 
 SECRET = "crm-secret-7f3a9c1e2b"
 OTHER = "crm-secret-rotated-99"
@@ -213,7 +213,7 @@ def test_reload_keeps_the_last_good_credentials(creds, caplog, monkeypatch):
 
 
 def test_the_watcher_picks_up_an_edit(creds, monkeypatch):
-    monkeypatch.setattr("addons.credentials.POLL_SECONDS", 0.05)
+    monkeypatch.setattr("toolgate.addons.credentials.addon.POLL_SECONDS", 0.05)
 
     async def edit(c, t):
         c.running()

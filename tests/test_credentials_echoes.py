@@ -6,8 +6,8 @@ import urllib.parse
 
 import pytest
 
-from addons.echoes import REPLACEMENT, ScrubbedStream, Scrubber, StreamScrub
-from rules.protocols import StreamChecker
+from toolgate.addons.credentials.echoes import REPLACEMENT, ScrubbedStream, Scrubber, StreamScrub
+from toolgate.rules.protocols import StreamChecker
 
 SECRET = "crm-secret-7f3a9c1e2b"
 ODD = 'odd/"secret"+&=ü-0123'

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from addons.vault import (
+from toolgate.addons.credentials.vault import (
     CallFacts,
     Reference,
     TemplateError,
@@ -271,7 +271,7 @@ AGREEMENT_CALLS = [
 
 @pytest.mark.parametrize("match", AGREEMENT_MATCHES)
 def test_a_target_and_a_rule_with_the_same_match_select_the_same_calls(env, match):
-    from rules import Call, evaluate, load_rules_text
+    from toolgate.rules import Call, evaluate, load_rules_text
 
     vault = vault_text(f"targets:\n  - match: {match}\n    pass_caller_token: true\n")
     ruleset = load_rules_text(f"rules:\n  - id: r\n    match: {match}\n    action: block\n")

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from scripts.demo_service import DemoService
+from toolgate.scripts.demo_service import DemoService
 
 
 @pytest.fixture(scope="module")

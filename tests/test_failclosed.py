@@ -7,9 +7,9 @@ import json
 import pytest
 from mitmproxy.test import taddons, tflow, tutils
 
-from addons.chain import build_chain
-from addons.failclosed import flow_hook, unguarded_hooks
-from addons.sentinel import Sentinel
+from toolgate.addons.assembly import build_chain
+from toolgate.addons.failclosed.hooks import flow_hook, unguarded_hooks
+from toolgate.addons.failclosed.sentinel import Sentinel
 
 
 @pytest.mark.parametrize("addon", build_chain() + [Sentinel()], ids=lambda a: type(a).__name__)

@@ -14,8 +14,8 @@ import os
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from rules import Call, bundled_packs_path, evaluate, load_rules
-from rules.protocols import ProtocolError, Refused, StreamChecker, parse_request, parse_response
+from toolgate.rules import Call, bundled_packs_path, evaluate, load_rules
+from toolgate.rules.protocols import ProtocolError, Refused, StreamChecker, parse_request, parse_response
 
 EXAMPLES = int(os.environ.get("TOOLGATE_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,

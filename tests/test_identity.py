@@ -7,9 +7,9 @@ import pytest
 from mitmproxy import exceptions
 from mitmproxy.test import taddons, tflow
 
-from addons.identity import IDENTITY_KEY, Identity
-from addons.policy import Policy
-from scripts.dev_issuer import DevKeys
+from toolgate.addons.identity.addon import IDENTITY_KEY, Identity
+from toolgate.addons.policy.addon import Policy
+from toolgate.scripts.dev_issuer import DevKeys
 
 ISSUER = "https://issuer.test"
 

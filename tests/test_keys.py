@@ -10,11 +10,11 @@ from click.testing import CliRunner
 from mitmproxy import exceptions
 from mitmproxy.test import taddons
 
-from addons.policy import Policy
-from addons.recorder import Recorder
-from rules import keys
-from scripts.cli import cli
-from scripts.cli_rules import resolve_mask_key
+from toolgate.addons.policy.addon import Policy
+from toolgate.addons.recording.addon import Recorder
+from toolgate.rules import keys
+from toolgate.scripts.cli import cli
+from toolgate.scripts.cli_rules import resolve_mask_key
 
 
 @pytest.fixture(autouse=True)

@@ -7,12 +7,12 @@ import time
 import jwt
 import pytest
 
-from addons.oidc import (
+from toolgate.addons.identity.oidc import (
     GroupsClaim, IdentityError, KeyCache, KeySet, TokenPolicy, UnknownKeyError, Verifier,
     bearer_token, verify_token,
 )
 from hostile_tokens import claims, hs256_with_public_key, tampered, unknown_kid, unsigned
-from scripts.dev_issuer import DevIssuer, DevKeys, new_key, public_jwk
+from toolgate.scripts.dev_issuer import DevIssuer, DevKeys, new_key, public_jwk
 
 ISSUER = "https://issuer.test"
 
@@ -171,7 +171,7 @@ def test_verified_tokens_are_cached_until_the_keys_change(keys, policy, monkeypa
     verifier = Verifier(policy, cache)
     token = keys.mint("alice")
     calls = []
-    import addons.oidc as oidc
+    import toolgate.addons.identity.oidc as oidc
     real = oidc.verify_token
     monkeypatch.setattr(oidc, "verify_token", lambda *a: calls.append(1) or real(*a))
 

@@ -5,9 +5,9 @@ import json
 
 from mitmproxy.test import taddons, tflow, tutils
 
-from addons.approvals import Approvals
-from addons.identity import Identity
-from addons.policy import Policy
+from toolgate.addons.approvals.addon import Approvals
+from toolgate.addons.identity.addon import Identity
+from toolgate.addons.policy.addon import Policy
 
 RULES = """
 rules:
@@ -95,7 +95,7 @@ def test_a_call_held_for_approval_is_masked_before_it_is_held(tmp_path):
 
 
 def test_query_parameters_are_read_once_and_repeated_names_become_lists():
-    from addons.policy import _query_items
+    from toolgate.addons.policy.addon import _query_items
 
     f = tflow.tflow()
     f.request.path = "/customers?email=a%40example.com&tag=x&tag=y&empty=&tag=z"
@@ -159,7 +159,7 @@ def answer(flow, body=b'{"ok": true}', headers=(), ctype=b"application/json"):
 
 
 def test_response_headers_are_classified_and_masked_like_body_values(tmp_path):
-    from addons.recorder import _headers
+    from toolgate.addons.recording.addon import _headers
 
     async def scenario():
         policy = Policy()
@@ -185,7 +185,7 @@ def test_response_headers_are_classified_and_masked_like_body_values(tmp_path):
 
 
 def test_header_values_no_rule_masks_are_forwarded_and_stored_redacted(tmp_path):
-    from addons.recorder import _headers
+    from toolgate.addons.recording.addon import _headers
 
     async def scenario():
         policy = Policy()
@@ -356,8 +356,8 @@ def test_a_streamed_answer_whose_headers_are_refused_is_never_passed_on(tmp_path
 
 
 def test_headers_of_a_request_refused_unread_are_stored_redacted(tmp_path):
-    from addons.answers import Refusal, refuse
-    from addons.recorder import _headers
+    from toolgate.addons.answers import Refusal, refuse
+    from toolgate.addons.recording.addon import _headers
 
     async def scenario():
         policy = Policy()

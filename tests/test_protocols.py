@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rules.protocols import Malformed, Uninspectable, parse_request, parse_response
+from toolgate.rules.protocols import Malformed, Uninspectable, parse_request, parse_response
 
 
 def mask_all(message, value="MASKED"):
@@ -194,7 +194,7 @@ def test_anthropic_system_messages_and_text_blocks_are_units():
 
 
 def test_the_issues_rule_masks_ssns_in_prompts_and_the_catalog_leaves_prompts_alone():
-    from rules import Call, evaluate, load_rules_text
+    from toolgate.rules import Call, evaluate, load_rules_text
 
     ruleset = load_rules_text("""
 labels:

@@ -1,6 +1,6 @@
 import pytest
 
-from addons import settings
+from toolgate.addons import settings
 
 
 @pytest.mark.parametrize("text, size", [("10MiB", 10 * 1024**2), ("512k", 512 * 1024),

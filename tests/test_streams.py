@@ -6,9 +6,9 @@ import json
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from rules.protocols import Refused, StreamChecker
-from rules.protocols.sse import parse_all
-from scripts.demo_service import anthropic_stream, chat_stream, sse
+from toolgate.rules.protocols import Refused, StreamChecker
+from toolgate.rules.protocols.sse import parse_all
+from toolgate.scripts.demo_service import anthropic_stream, chat_stream, sse
 
 SSN = "536-22-1234"
 
@@ -129,8 +129,8 @@ def test_an_event_larger_than_the_limit_is_refused():
 
 # -- the text of completions ------------------------------------------------------------------
 
-from rules import Call, evaluate, load_rules_text  # noqa: E402
-from rules.protocols.streams import LINE_CROSSING  # noqa: E402
+from toolgate.rules import Call, evaluate, load_rules_text  # noqa: E402
+from toolgate.rules.protocols.streams import LINE_CROSSING  # noqa: E402
 
 PROMPT_RULES = load_rules_text("""
 labels:
@@ -357,7 +357,7 @@ def test_an_index_that_is_not_an_integer_ends_the_stream_as_malformed():
 
 def test_no_detector_but_those_marked_spans_lines_matches_across_a_line_break():
     # What makes a line break a safe place to cut held text.
-    from rules.detectors import DETECTORS
+    from toolgate.rules.detectors import DETECTORS
 
     for detector in DETECTORS.values():
         if detector.spans_lines:

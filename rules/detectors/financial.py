@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-from rules.detectors.base import NUMBER_RUN, Detector, Span, compile_patterns, digits_only, keep_last, keep_last_digits, register
-from rules.detectors.checksums import iban_mod97_valid, luhn_valid
+from toolgate.rules.detectors.base import NUMBER_RUN, Detector, Span, compile_patterns, digits_only, keep_last, keep_last_digits, register
+from toolgate.rules.detectors.checksums import iban_mod97_valid, luhn_valid
 
 
 def _card_valid(candidate: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from rules.detectors.base import NUMBER_RUN, Detector, Span, compile_patterns, digits_only, keep_last_digits, register
+from toolgate.rules.detectors.base import NUMBER_RUN, Detector, Span, compile_patterns, digits_only, keep_last_digits, register
 
 def _ssn_valid(candidate: str) -> bool:
     """SSA rules: area not 000, 666 or 900-999; group not 00; serial not 0000. (Numbers once

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from rules.detectors.base import NUMBER_RUN, Detector, compile_patterns, register
+from toolgate.rules.detectors.base import NUMBER_RUN, Detector, compile_patterns, register
 
 
 def _ip_valid(candidate: str) -> bool:

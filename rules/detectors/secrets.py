@@ -11,7 +11,7 @@ import binascii
 import json
 import re
 
-from rules.detectors.base import Detector, compile_patterns, register, shannon_entropy
+from toolgate.rules.detectors.base import Detector, compile_patterns, register, shannon_entropy
 
 _BASE32 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from rules.protocols import anthropic, jsonbody, mcp, openai, rest
-from rules.protocols.base import Malformed, Message, ProtocolError, Refused, Uninspectable, Unit
-from rules.protocols.streams import StreamChecker
+from toolgate.rules.protocols import anthropic, jsonbody, mcp, openai, rest
+from toolgate.rules.protocols.base import Malformed, Message, ProtocolError, Refused, Uninspectable, Unit
+from toolgate.rules.protocols.streams import StreamChecker
 
 JSON_TYPES = ("application/json", "application/jsonrequest")
 FORM_TYPE = "application/x-www-form-urlencoded"

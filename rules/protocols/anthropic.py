@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rules.protocols import jsonbody
-from rules.protocols.base import Message, Unit, content_function
+from toolgate.rules.protocols import jsonbody
+from toolgate.rules.protocols.base import Message, Unit, content_function
 
 TEXT_BLOCKS = {"text": "text", "thinking": "thinking"}  # block type: the key of its text
 

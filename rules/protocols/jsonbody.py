@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from rules.protocols.base import Malformed
+from toolgate.rules.protocols.base import Malformed
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rules.protocols import jsonbody
-from rules.protocols.base import Message, Unit
+from toolgate.rules.protocols import jsonbody
+from toolgate.rules.protocols.base import Message, Unit
 
 
 def is_jsonrpc(value: Any) -> bool:

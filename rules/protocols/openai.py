@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rules.protocols import jsonbody
-from rules.protocols.base import Message, Unit, content_function
-from rules.protocols.toolargs import decode_arguments
+from toolgate.rules.protocols import jsonbody
+from toolgate.rules.protocols.base import Message, Unit, content_function
+from toolgate.rules.protocols.toolargs import decode_arguments
 
 
 def is_chat(value: Any, path: str) -> bool:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from rules.bodies import encode_form, parse_form
-from rules.protocols import jsonbody
-from rules.protocols.base import Message, Unit
+from toolgate.rules.bodies import encode_form, parse_form
+from toolgate.rules.protocols import jsonbody
+from toolgate.rules.protocols.base import Message, Unit
 
 
 class _Holder:

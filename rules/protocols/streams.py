@@ -36,12 +36,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from rules.classify import INVISIBLE
-from rules.detectors import DETECTORS
-from rules.protocols import jsonbody, mcp
-from rules.protocols.base import Malformed, ProtocolError, Refused, Unit
-from rules.protocols.sse import Event, SseParser
-from rules.protocols.toolargs import decode_arguments
+from toolgate.rules.classify import INVISIBLE
+from toolgate.rules.detectors import DETECTORS
+from toolgate.rules.protocols import jsonbody, mcp
+from toolgate.rules.protocols.base import Malformed, ProtocolError, Refused, Unit
+from toolgate.rules.protocols.sse import Event, SseParser
+from toolgate.rules.protocols.toolargs import decode_arguments
 
 # check(units) masks them in place (through unit.put) or says why one is refused.
 Check = Callable[[list[Unit]], Refused | None]

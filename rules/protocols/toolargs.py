@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from rules.protocols import jsonbody
+from toolgate.rules.protocols import jsonbody
 
 
 def decode_arguments(raw: Any) -> tuple[Any, Callable[[Any], Any]]:

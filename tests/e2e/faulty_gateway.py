@@ -3,8 +3,9 @@ fail-closed tests can make a toolgate hook raise inside a real mitmdump."""
 
 import os
 
-from addons import gate, oidc
-from addons.chain import build_chain
+from toolgate.addons.failclosed import gate
+from toolgate.addons.identity import oidc
+from toolgate.addons.assembly import build_chain
 
 
 def _boom(*args, **kwargs):

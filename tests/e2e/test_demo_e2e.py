@@ -38,7 +38,7 @@ def demo(tmp_path):
            "TOOLGATE_DEMO_PROXY_PORT": str(proxy), "TOOLGATE_DEMO_WEB_PORT": str(web),
            "TOOLGATE_DEMO_SERVICE_PORT": str(service), "TOOLGATE_DEMO_ISSUER_PORT": str(issuer),
            "TOOLGATE_DEMO_ADMIN_PORT": str(admin)}
-    proc = subprocess.Popen([sys.executable, "-m", "scripts.demo"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "toolgate.scripts.demo"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     lines: list[str] = []

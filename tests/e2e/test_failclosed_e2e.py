@@ -104,7 +104,9 @@ def test_a_chain_that_cannot_be_imported_on_reload_answers_503(
     gateway = start_gateway(script=script)
     assert _poll_status(gateway, issuer, 200) == 200
 
-    broken = GATEWAY_SCRIPT.read_text().replace("from addons.chain import", "from addons.gone import")
+    broken = GATEWAY_SCRIPT.read_text().replace("from toolgate.addons.assembly import",
+                                                "from toolgate.addons.gone import")
+    assert broken != GATEWAY_SCRIPT.read_text()
     script.write_text(broken)
     os.utime(script, (time.time() + 5, time.time() + 5))
     assert _poll_status(gateway, issuer, 503) == 503
@@ -119,7 +121,10 @@ def test_a_chain_that_cannot_be_imported_on_reload_answers_503(
 
 def test_a_gateway_that_cannot_load_at_start_does_not_start(start_gateway, tmp_path):
     script = tmp_path / "gateway.py"
-    script.write_text(GATEWAY_SCRIPT.read_text().replace("from addons.chain import", "from addons.gone import"))
+    broken = GATEWAY_SCRIPT.read_text().replace("from toolgate.addons.assembly import",
+                                                "from toolgate.addons.gone import")
+    assert broken != GATEWAY_SCRIPT.read_text()
+    script.write_text(broken)
     gateway = start_gateway(script=script, wait=False)
     assert gateway.proc.wait(30) != 0
     assert "failed to load" in gateway.output

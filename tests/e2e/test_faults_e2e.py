@@ -20,8 +20,8 @@ import pytest
 from click.testing import CliRunner
 
 from harness import AUDIENCE, wait_until
-from scripts.cli import cli
-from scripts.dev_issuer import DevIssuer, DevKeys
+from toolgate.scripts.cli import cli
+from toolgate.scripts.dev_issuer import DevIssuer, DevKeys
 
 pytestmark = pytest.mark.e2e
 

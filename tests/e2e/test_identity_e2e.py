@@ -11,7 +11,7 @@ import pytest
 
 from harness import AUDIENCE, wait_until
 from hostile_tokens import claims, hs256_with_public_key, tampered, unknown_kid, unsigned
-from scripts.dev_issuer import DevIssuer
+from toolgate.scripts.dev_issuer import DevIssuer
 
 pytestmark = pytest.mark.e2e
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from harness import wait_until
-from rules import bundled_packs_path
-from scripts.demo_service import CUSTOMERS, REFUND_ARGS
+from toolgate.rules import bundled_packs_path
+from toolgate.scripts.demo_service import CUSTOMERS, REFUND_ARGS
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from harness import wait_until
-from scripts.cli import cli
+from toolgate.scripts.cli import cli
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from harness import wait_until
 
-from scripts.demo_service import REFUND_ARGS
+from toolgate.scripts.demo_service import REFUND_ARGS
 
 pytestmark = pytest.mark.e2e
 

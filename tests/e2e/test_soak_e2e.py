@@ -12,7 +12,7 @@ import collections
 
 import pytest
 
-from scripts import soak
+from toolgate.scripts import soak
 
 pytestmark = pytest.mark.e2e
 

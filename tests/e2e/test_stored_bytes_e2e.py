@@ -14,7 +14,7 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
-from scripts.cli import cli
+from toolgate.scripts.cli import cli
 
 pytestmark = pytest.mark.e2e
 

@@ -8,8 +8,8 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from rules import bundled_packs_path
-from scripts.cli import cli
+from toolgate.rules import bundled_packs_path
+from toolgate.scripts.cli import cli
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rules import RuleSet, bundled_packs_path, load_rules
+from toolgate.rules import RuleSet, bundled_packs_path, load_rules
 
 MASK_KEY = b"test-mask-key-0123456789abcdef!!"
 NOW = datetime.datetime(2026, 11, 21, 12, 0, tzinfo=datetime.timezone.utc)

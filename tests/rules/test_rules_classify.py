@@ -1,10 +1,10 @@
 """Large bodies take the classifier's selective path (gated detectors scan only the strings their
 gates select): it must find exactly what scanning each string on its own finds."""
 
-from rules import Classifier, load_rules_text
-from rules.classify import SELECT_ABOVE
-from rules.detectors import DETECTORS
-from rules.walk import Document
+from toolgate.rules import Classifier, load_rules_text
+from toolgate.rules.classify import SELECT_ABOVE
+from toolgate.rules.detectors import DETECTORS
+from toolgate.rules.walk import Document
 
 from test_rules_detectors import NEGATIVE, POSITIVE
 

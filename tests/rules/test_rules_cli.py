@@ -5,8 +5,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from rules import bundled_packs_path
-from scripts.cli_rules import mcp_tool_call, parse_caller, rules
+from toolgate.rules import bundled_packs_path
+from toolgate.scripts.cli_rules import mcp_tool_call, parse_caller, rules
 
 PACKS = str(bundled_packs_path())
 CUSTOMER = {"id": 42, "email": "jane@example.com", "ssn": "123-45-6789", "card": 4242424242424242, "phone": "(415) 555-2671"}

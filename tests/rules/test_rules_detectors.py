@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from rules.detectors import DETECTORS
-from rules.detectors.checksums import iban_mod97_valid, luhn_valid
+from toolgate.rules.detectors import DETECTORS
+from toolgate.rules.detectors.checksums import iban_mod97_valid, luhn_valid
 
 
 def found(detector: str, text: str) -> list[str]:

@@ -2,7 +2,7 @@ import datetime
 
 import pytest
 
-from rules import format_duration, parse_duration
+from toolgate.rules import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

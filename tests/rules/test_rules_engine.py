@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from rules import Call, evaluate, load_rules_text
-from rules.index import RuleIndex
+from toolgate.rules import Call, evaluate, load_rules_text
+from toolgate.rules.index import RuleIndex
 
 SUPPORT = dict(subject="ana", groups=("support",))
 CUSTOMER = {

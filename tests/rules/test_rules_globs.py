@@ -1,6 +1,6 @@
 import pytest
 
-from rules.globs import GlobError, compile_glob
+from toolgate.rules.globs import GlobError, compile_glob
 
 
 @pytest.mark.parametrize(

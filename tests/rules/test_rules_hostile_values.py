@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from rules import Call, evaluate
-from rules.protocols import Malformed, parse_request
+from toolgate.rules import Call, evaluate
+from toolgate.rules.protocols import Malformed, parse_request
 
 CARD, SSN = "4111111111111111", "536-22-1234"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rules import RuleLoadError, bundled_packs_path, load_rules, load_rules_text
+from toolgate.rules import RuleLoadError, bundled_packs_path, load_rules, load_rules_text
 
 GOOD = """
 labels:

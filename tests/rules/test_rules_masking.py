@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from rules import Call, evaluate, fingerprint, hash_token, load_rules_text
-from rules.masking import candidate_fingerprints, generic_partial, is_mask_token
-from rules.walk import Document
+from toolgate.rules import Call, evaluate, fingerprint, hash_token, load_rules_text
+from toolgate.rules.masking import candidate_fingerprints, generic_partial, is_mask_token
+from toolgate.rules.walk import Document
 
 LABELS = """
 labels:
@@ -188,7 +188,7 @@ def test_walk_paths_and_embedded_json_depth_limit():
 
 
 def test_form_fields_and_plain_text_bodies():
-    from rules import encode_form, parse_form
+    from toolgate.rules import encode_form, parse_form
 
     form = parse_form("name=Jane&ssn=123-45-6789&tag=a&tag=b")
     decision = mask(form, "partial")

@@ -9,7 +9,7 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rules import Call, evaluate, load_rules_text
+from toolgate.rules import Call, evaluate, load_rules_text
 
 SENSITIVE = [
     "123-45-6789",

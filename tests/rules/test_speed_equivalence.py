@@ -7,12 +7,12 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules import Call, evaluate, load_rules_text
-from rules.classify import INVISIBLE, SEPARATOR, _invisible_besides_separators, _Needles
-from rules.detectors import DETECTORS
-from rules.detectors.checksums import luhn_valid
-from rules.masking import apply_edits, reapply_edits
-from rules.walk import Document
+from toolgate.rules import Call, evaluate, load_rules_text
+from toolgate.rules.classify import INVISIBLE, SEPARATOR, _invisible_besides_separators, _Needles
+from toolgate.rules.detectors import DETECTORS
+from toolgate.rules.detectors.checksums import luhn_valid
+from toolgate.rules.masking import apply_edits, reapply_edits
+from toolgate.rules.walk import Document
 
 
 def plain_luhn(digits: str) -> bool:

@@ -9,8 +9,8 @@ import sys
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from sessions import api
-from sessions.writer import Writer
+from toolgate.sessions import api
+from toolgate.sessions.writer import Writer
 
 TOKEN = "admin-test-token"
 

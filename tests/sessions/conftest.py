@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sessions import writer as writer_module
-from sessions.writer import Writer
+from toolgate.sessions import writer as writer_module
+from toolgate.sessions.writer import Writer
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import duckdb
 
-from sessions.records import CallRecord, Finding
-from sessions.writer import CONNECTION_CONFIG, Writer
+from toolgate.sessions.records import CallRecord, Finding
+from toolgate.sessions.writer import CONNECTION_CONFIG, Writer
 
 _ids = itertools.count(1)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from scripts.cli import cli
-from rules import Call, bundled_packs_path, evaluate, load_rules
-from sessions.records import Finding
+from toolgate.scripts.cli import cli
+from toolgate.rules import Call, bundled_packs_path, evaluate, load_rules
+from toolgate.sessions.records import Finding
 from storekit import make_call, record_all
 
 KEY = b"mask-key-for-tests"

@@ -9,12 +9,12 @@ from datetime import datetime, timezone
 import duckdb
 import pytest
 
-from sessions import api
-from sessions.migrations import LATEST, current_version, migrate
-from sessions.records import final_decision
-from sessions.replay import shape, shape_differences
-from sessions.sessionize import Sessionizer
-from sessions.timeparse import parse_time, to_us, iso_us
+from toolgate.sessions import api
+from toolgate.sessions.migrations import LATEST, current_version, migrate
+from toolgate.sessions.records import final_decision
+from toolgate.sessions.replay import shape, shape_differences
+from toolgate.sessions.sessionize import Sessionizer
+from toolgate.sessions.timeparse import parse_time, to_us, iso_us
 
 
 @pytest.mark.parametrize("policy, refused, forwarded, expected", [
@@ -101,13 +101,13 @@ def test_api_parameters_are_checked(path, params, status):
 def test_canonical_findings_order_is_the_same_with_and_without_none_values():
     import random
 
-    from sessions import chain
+    from toolgate.sessions import hashchain
 
     rng = random.Random(7)
     words = ["", "a", "ab", "b", "$.x", "$.x[1]", "ssn", "card", "mask", "None"]
     rows = [tuple(rng.choice(words) for _ in range(6)) for _ in range(500)]
-    expected = sorted(rows, key=chain.finding_key)  # what stores were hashed with
-    assert chain.canonical_findings(rows) == expected
-    assert chain.canonical_findings(reversed(rows)) == expected
+    expected = sorted(rows, key=hashchain.finding_key)  # what stores were hashed with
+    assert hashchain.canonical_findings(rows) == expected
+    assert hashchain.canonical_findings(reversed(rows)) == expected
     with_none = [row[:3] + (None,) + row[4:] if i % 7 == 0 else row for i, row in enumerate(rows)]
-    assert chain.canonical_findings(with_none) == sorted(with_none, key=chain.finding_key)
+    assert hashchain.canonical_findings(with_none) == sorted(with_none, key=hashchain.finding_key)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from mitmproxy.test import taddons, tflow
 
-from addons.failclosed import unguarded_hooks
-from addons.recorder import Recorder
+from toolgate.addons.failclosed.hooks import unguarded_hooks
+from toolgate.addons.recording.addon import Recorder
 from storekit import query
 
 
@@ -30,7 +30,7 @@ def run(db: Path, scenario, durability: str = "audit"):
 
 
 def recorder_writer_join(recorder: Recorder) -> None:
-    from sessions import writer
+    from toolgate.sessions import writer
 
     w = writer._latest.get(str(Path(recorder.db_path)))
     if w is not None:
@@ -89,7 +89,7 @@ def test_a_call_refused_before_forwarding_is_recorded_once(tmp_path):
     db = tmp_path / "s.duckdb"
 
     async def scenario(recorder):
-        from addons.answers import Refusal, refuse
+        from toolgate.addons.answers import Refusal, refuse
 
         f = flow_with_identity()
         refuse(f, Refusal("identity", "no token"))

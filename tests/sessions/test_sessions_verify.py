@@ -13,10 +13,10 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
-from scripts.cli import cli
-from sessions import chain
-from sessions.schema import CHAIN_PREFIX, CALL_CONTENT, select_for_hashing
-from sessions.verify import verify_store
+from toolgate.scripts.cli import cli
+from toolgate.sessions import hashchain
+from toolgate.sessions.schema import CHAIN_PREFIX, CALL_CONTENT, select_for_hashing
+from toolgate.sessions.verify import verify_store
 from storekit import fill
 
 
@@ -97,7 +97,7 @@ def test_a_forged_row_with_a_valid_hash_at_the_end_is_detected(store):
     values = row[: len(names)]
     values[0] = 9
     values[1] = "forged-call"
-    digest = chain.row_hash(last_hash, CHAIN_PREFIX + CALL_CONTENT, values, [])
+    digest = hashchain.row_hash(last_hash, CHAIN_PREFIX + CALL_CONTENT, values, [])
     con.execute(
         f"INSERT INTO calls SELECT 9, 'forged-call', * EXCLUDE (seq, call_id, prev_hash, hash), "
         f"'{last_hash}', '{digest}' FROM calls WHERE seq = 8"
@@ -124,7 +124,7 @@ def test_a_finding_for_no_call_is_detected(store):
 
 
 def test_a_missing_head_file_fails_verification(store):
-    chain.head_path(store).unlink()
+    hashchain.head_path(store).unlink()
     code, output = verify(store)
     assert code == 1 and "head file" in output and "missing" in output
 
@@ -132,11 +132,11 @@ def test_a_missing_head_file_fails_verification(store):
 def test_a_crash_between_head_and_commit_is_not_taken_for_tampering(store):
     # The writer writes the head (intent) before committing; a crash in between leaves the
     # store one commit behind the intent: still whole.
-    head_file = chain.head_path(store)
-    heads = chain.read_head(head_file)
+    head_file = hashchain.head_path(store)
+    heads = hashchain.read_head(head_file)
     committed = heads["calls"].committed
-    heads["calls"] = chain.ChainHead(committed, chain.Position(committed.seq + 3, "ab" * 32))
-    chain.write_head(head_file, heads)
+    heads["calls"] = hashchain.ChainHead(committed, hashchain.Position(committed.seq + 3, "ab" * 32))
+    hashchain.write_head(head_file, heads)
     assert verify(store)[0] == 0
 
 
@@ -145,7 +145,7 @@ def test_a_copied_store_verifies_with_its_head_file(store, tmp_path):
     copy.parent.mkdir()
     shutil.copy(store, copy)
     assert verify(copy)[0] == 1  # no head file beside it
-    shutil.copy(chain.head_path(store), chain.head_path(copy))
+    shutil.copy(hashchain.head_path(store), hashchain.head_path(copy))
     assert verify(copy)[0] == 0
 
 

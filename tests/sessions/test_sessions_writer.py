@@ -11,10 +11,10 @@ from concurrent.futures import Future
 import duckdb
 import pytest
 
-from sessions import chain
-from sessions.records import CallRecord
-from sessions.verify import verify_store
-from sessions.writer import RecordingError
+from toolgate.sessions import hashchain
+from toolgate.sessions.records import CallRecord
+from toolgate.sessions.verify import verify_store
+from toolgate.sessions.writer import RecordingError
 from storekit import fill, make_call, query
 
 
@@ -168,14 +168,14 @@ def test_a_record_given_up_before_its_commit_is_not_written(open_writer, db, mon
     w = open_writer()
     w.submit_call(make_call()).result(10)
     release, entered = threading.Event(), threading.Event()
-    real_write_head = chain.write_head
+    real_write_head = hashchain.write_head
 
     def slow_write_head(path, heads, **kwargs):  # holds the writer inside a commit
         entered.set()
         release.wait(10)
         real_write_head(path, heads, **kwargs)
 
-    monkeypatch.setattr(chain, "write_head", slow_write_head)
+    monkeypatch.setattr(hashchain, "write_head", slow_write_head)
     first = w.submit_call(make_call())
     assert entered.wait(10)
     given_up, kept = make_call(), make_call()
@@ -199,9 +199,9 @@ def test_stopping_commits_what_was_submitted_and_refuses_the_rest(open_writer, d
     with pytest.raises(RecordingError, match="closing"):
         late.result(0)
     assert query(db, "SELECT count(*) FROM calls") == [(20,)]
-    heads = chain.read_head(chain.head_path(db))
+    heads = hashchain.read_head(hashchain.head_path(db))
     tail = query(db, "SELECT seq, hash FROM calls ORDER BY seq DESC LIMIT 1")[0]
-    assert heads["calls"].committed == heads["calls"].intent == chain.Position(*tail)
+    assert heads["calls"].committed == heads["calls"].intent == hashchain.Position(*tail)
 
 
 def test_a_new_writer_for_the_same_store_waits_for_the_old_one(open_writer, db):
@@ -298,7 +298,7 @@ def test_a_head_file_that_cannot_be_settled_does_not_stop_the_writer(open_writer
     writer goes on (and settles it later); it does not die with every later call unrecorded."""
     w = open_writer()
     w.submit_call(make_call()).result(10)
-    real = chain.write_head
+    real = hashchain.write_head
     settle_failures = []
 
     def full_disk(path, heads, sync=True):
@@ -307,11 +307,11 @@ def test_a_head_file_that_cannot_be_settled_does_not_stop_the_writer(open_writer
             raise OSError(errno.EFBIG, "File too large")
         real(path, heads, sync)
 
-    monkeypatch.setattr(chain, "write_head", full_disk)
+    monkeypatch.setattr(hashchain, "write_head", full_disk)
     w.submit_call(make_call()).result(10)
     w.submit_call(make_call()).result(10)
     assert settle_failures
-    monkeypatch.setattr(chain, "write_head", real)
+    monkeypatch.setattr(hashchain, "write_head", real)
     w.submit_call(make_call()).result(10)
     w.stop()
     assert w.join(10)

@@ -20,10 +20,10 @@ from typing import Optional
 
 from mitmproxy import ctx, exceptions, http
 
-from addons import settings
-from addons.answers import Refusal, refuse
-from addons.failclosed import flow_hook
-from addons.oidc import (
+from toolgate.addons import settings
+from toolgate.addons.answers import Refusal, refuse
+from toolgate.addons.failclosed.hooks import flow_hook
+from toolgate.addons.identity.oidc import (
     ANONYMOUS,
     GroupsClaim,
     IdentityError,

@@ -8,9 +8,9 @@ from typing import Any
 
 from mitmproxy import http
 
-from rules import Decision
-from rules.model import STRENGTH
-from rules.protocols import Refused, Unit
+from toolgate.rules import Decision
+from toolgate.rules.model import STRENGTH
+from toolgate.rules.protocols import Refused, Unit
 # mitmweb shows `flow.marked` as an emoji.
 MARKERS = {"allow": ":white_check_mark:", "mask": ":see_no_evil:", "approve": ":hourglass:",
            "deny": ":no_entry:", "block": ":no_entry:"}

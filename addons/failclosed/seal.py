@@ -3,7 +3,7 @@ taken its options (see `Gate`)."""
 
 from __future__ import annotations
 
-from addons.gate import Gate
+from toolgate.addons.failclosed.gate import Gate
 
 
 class Seal:

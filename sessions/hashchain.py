@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from sessions.schema import BLOB
+from toolgate.sessions.schema import BLOB
 
 GENESIS = "0" * 64
 HEAD_VERSION = 1

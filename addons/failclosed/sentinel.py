@@ -13,8 +13,8 @@ import logging
 
 from mitmproxy import ctx, http
 
-from addons.answers import CALL_ID_KEY, Refusal, refuse
-from addons.failclosed import answer_failed, flow_hook
+from toolgate.addons.answers import CALL_ID_KEY, Refusal, refuse
+from toolgate.addons.failclosed.hooks import answer_failed, flow_hook
 
 logger = logging.getLogger(__name__)
 

@@ -27,11 +27,11 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from addons import settings
-from rules.callmatch import bare_path, call_matches
-from rules.errors import RuleError
-from rules.loader import _line, _Loader, _suggest
-from rules.model import METHODS, PROTOCOLS, Match
+from toolgate.addons import settings
+from toolgate.rules.callmatch import bare_path, call_matches
+from toolgate.rules.errors import RuleError
+from toolgate.rules.loader import _line, _Loader, _suggest
+from toolgate.rules.model import METHODS, PROTOCOLS, Match
 
 TOP_KEYS = ("targets",)
 TARGET_KEYS = ("name", "match", "headers", "query", "pass_caller_token", "description")

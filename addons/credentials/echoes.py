@@ -18,7 +18,7 @@ import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
-from rules.protocols import StreamChecker
+from toolgate.rules.protocols import StreamChecker
 
 LABEL = "injected_secret"
 REPLACEMENT = f"[REDACTED:{LABEL}]".encode()

@@ -34,20 +34,20 @@ from typing import Any, TypeVar
 
 from mitmproxy import ctx, exceptions, http
 
-from addons import settings
-from addons.answers import Refusal, call_id_of, refuse
-from addons.failclosed import flow_hook
-from sessions import api
-from sessions.records import REDACTED, CallRecord, Finding, final_decision
-from sessions.sessionize import MCP_SESSION_HEADER, SESSION_HEADER, Sessionizer
-from sessions.writer import RecordingError, Writer
+from toolgate.addons import settings
+from toolgate.addons.answers import Refusal, call_id_of, refuse
+from toolgate.addons.failclosed.hooks import flow_hook
+from toolgate.sessions import api
+from toolgate.sessions.records import REDACTED, CallRecord, Finding, final_decision
+from toolgate.sessions.sessionize import MCP_SESSION_HEADER, SESSION_HEADER, Sessionizer
+from toolgate.sessions.writer import RecordingError, Writer
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 DURABILITIES = ("audit", "async")
-# Where the policy leaves the record versions of a call's bodies (see addons/policy.py).
+# Where the policy leaves the record versions of a call's bodies (see addons/policy/addon.py).
 RECORD_REQUEST, RECORD_RESPONSE = "toolgate.record_request", "toolgate.record_response"
 RECORD_QUERY_KEY = "toolgate.record_query"
 RECORD_REQUEST_HEADERS = "toolgate.record_request_headers"

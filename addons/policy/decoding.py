@@ -17,7 +17,7 @@ import zlib
 import brotli
 import zstandard
 
-from rules.protocols import Uninspectable
+from toolgate.rules.protocols import Uninspectable
 
 PIECE = 64  # brotli and zstd have no output limit: feed them little at a time and check
 GZIP_MAGIC = b"\x1f\x8b"

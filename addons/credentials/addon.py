@@ -28,14 +28,14 @@ from typing import Any, Optional
 
 from mitmproxy import command, ctx, exceptions, http
 
-from addons import bodies
-from addons.decisions import DECISION_KEY, FINDINGS_KEY
-from addons.echoes import LABEL, ScrubbedChunks, ScrubbedStream, Scrubber
-from addons.failclosed import flow_hook
-from addons.identity import IDENTITY_KEY, remove_credential, take_caller_token
-from addons.vault import MIN_SECRET, CallFacts, Target, Vault, VaultError, load_vault
-from rules.masking import fingerprint, normalize
-from rules.protocols import StreamChecker
+from toolgate.addons.policy import decoding
+from toolgate.addons.policy.outcome import DECISION_KEY, FINDINGS_KEY
+from toolgate.addons.credentials.echoes import LABEL, ScrubbedChunks, ScrubbedStream, Scrubber
+from toolgate.addons.failclosed.hooks import flow_hook
+from toolgate.addons.identity.addon import IDENTITY_KEY, remove_credential, take_caller_token
+from toolgate.addons.credentials.vault import MIN_SECRET, CallFacts, Target, Vault, VaultError, load_vault
+from toolgate.rules.masking import fingerprint, normalize
+from toolgate.rules.protocols import StreamChecker
 
 logger = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ class Credentials:
         policy = ctx.master.addons.get("policy")
         limit = policy.max_body if policy is not None else len(response.raw_content) * 1024
         # The body as the caller would read it; the policy refused what does not decode.
-        body = bodies.decode(response.raw_content, response.headers.get("content-encoding"), limit)
+        body = decoding.decode(response.raw_content, response.headers.get("content-encoding"), limit)
         masked, found = scrubber.scrub(body)
         if not found:
             return False

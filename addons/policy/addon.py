@@ -15,23 +15,24 @@ from typing import Any, Callable, Optional
 
 from mitmproxy import command, ctx, exceptions, http
 
-from addons import bodies, settings
-from addons.answers import Refusal, call_id_of, error_document, refuse
-from addons.decisions import (
+from toolgate.addons.policy import decoding
+from toolgate.addons import settings
+from toolgate.addons.answers import Refusal, call_id_of, error_document, refuse
+from toolgate.addons.policy.outcome import (
     DECISION_KEY, FINDINGS_KEY, HEADERS_LOCATION, CallDecision, decision_header, summarize,
 )
-from addons.failclosed import flow_hook
-from addons.identity import IDENTITY_KEY
-from addons.rulefiles import RuleFiles
-from rules import Call, Decision, RuleSet, evaluate
-from rules.bodies import rest_arguments
-from rules.protocols import (
+from toolgate.addons.failclosed.hooks import flow_hook
+from toolgate.addons.identity.addon import IDENTITY_KEY
+from toolgate.addons.policy.rulefiles import RuleFiles
+from toolgate.rules import Call, Decision, RuleSet, evaluate
+from toolgate.rules.bodies import rest_arguments
+from toolgate.rules.protocols import (
     EVENT_STREAM, Message, ProtocolError, Refused, StreamChecker, Unit, jsonbody, media_type,
     parse_request, parse_response,
 )
-from rules.protocols.sse import Event, encode_all, parse_all
-from rules.walk import Document
-from sessions.records import CREDENTIAL_HEADERS
+from toolgate.rules.protocols.sse import Event, encode_all, parse_all
+from toolgate.rules.walk import Document
+from toolgate.sessions.records import CREDENTIAL_HEADERS
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ class Policy:
             return
         request = flow.request
         try:
-            body = bodies.decode(request.raw_content or b"", request.headers.get("content-encoding"),
+            body = decoding.decode(request.raw_content or b"", request.headers.get("content-encoding"),
                                  self.max_body)
             message = parse_request(request.path.split("?", 1)[0], request.headers.get("content-type"),
                                     body, request.headers)
@@ -239,7 +240,7 @@ class Policy:
             refuse(flow, Refusal("uninspectable", reason, status=502))
             return
         try:
-            body = bodies.decode(response.raw_content or b"",
+            body = decoding.decode(response.raw_content or b"",
                                  response.headers.get("content-encoding"), self.max_body)
             message = parse_response(flow.metadata.get(CONTEXT_KEY) or {},
                                      response.headers.get("content-type"), body)
@@ -578,7 +579,7 @@ def _query_items(request: http.Request) -> dict[str, Any]:
 def _refusal(exc: ProtocolError, request: bool) -> Refusal:
     status = None
     if exc.code == "uninspectable":
-        status = 413 if isinstance(exc, bodies.TooLarge) else 400
+        status = 413 if isinstance(exc, decoding.TooLarge) else 400
         status = status if request else 502
     elif not request:
         status = 502

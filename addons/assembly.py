@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from addons.admin import Admin
-from addons.approvals import Approvals
-from addons.credentials import Credentials
-from addons.gate import Gate
-from addons.identity import Identity
-from addons.policy import Policy
-from addons.recorder import Recorder
-from addons.seal import Seal
+from toolgate.addons.approvals.admin import Admin
+from toolgate.addons.approvals.addon import Approvals
+from toolgate.addons.credentials.addon import Credentials
+from toolgate.addons.failclosed.gate import Gate
+from toolgate.addons.identity.addon import Identity
+from toolgate.addons.policy.addon import Policy
+from toolgate.addons.recording.addon import Recorder
+from toolgate.addons.failclosed.seal import Seal
 
 
 def build_chain() -> list[object]:

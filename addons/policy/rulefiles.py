@@ -7,7 +7,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from rules import RuleLoadError, RuleSet, bundled_packs_path, load_rules
+from toolgate.rules import RuleLoadError, RuleSet, bundled_packs_path, load_rules
 
 logger = logging.getLogger(__name__)
 

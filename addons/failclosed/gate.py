@@ -7,9 +7,9 @@ import time
 
 from mitmproxy import ctx, http
 
-from addons.answers import CALL_ID_HEADER, call_id_of
-from addons.failclosed import flow_hook
-from addons.sentinel import Sentinel, ensure_sentinel
+from toolgate.addons.answers import CALL_ID_HEADER, call_id_of
+from toolgate.addons.failclosed.hooks import flow_hook
+from toolgate.addons.failclosed.sentinel import Sentinel, ensure_sentinel
 
 
 class Gate:

@@ -3,7 +3,7 @@
 It runs on mitmproxy's own event loop (tornado, which mitmproxy already ships), so a slow
 reviewer or a slow token check never blocks traffic. Every request but `GET /healthz` carries
 `Authorization: Bearer <OIDC token>`, verified by the identity addon's verifier exactly like a
-caller's; which reviewer may decide what is `addons.holds.check_reviewer`'s business.
+caller's; which reviewer may decide what is `holds.check_reviewer`'s business.
 
 Routes (answers are JSON; errors are `{"error": {"code", "message"}}`):
 
@@ -33,9 +33,9 @@ import tornado.netutil
 import tornado.web
 from mitmproxy import ctx, exceptions
 
-from addons import settings
-from addons.holds import ReviewError, parse_grant_window
-from addons.oidc import IdentityError, bearer_token
+from toolgate.addons import settings
+from toolgate.addons.approvals.holds import ReviewError, parse_grant_window
+from toolgate.addons.identity.oidc import IdentityError, bearer_token
 
 logger = logging.getLogger(__name__)
 

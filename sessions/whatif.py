@@ -14,10 +14,10 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-from rules.decision import Call
-from rules.engine import evaluate
-from rules.model import STRENGTH, RuleSet
-from rules.protocols import (
+from toolgate.rules.decision import Call
+from toolgate.rules.engine import evaluate
+from toolgate.rules.model import STRENGTH, RuleSet
+from toolgate.rules.protocols import (
     EVENT_STREAM, ProtocolError, Refused, StreamChecker, Unit, media_type, parse_request,
     parse_response,
 )

@@ -18,7 +18,7 @@ from typing import Any, Callable, TypeVar
 
 from mitmproxy import http
 
-from addons.answers import Refusal, call_id_of, refuse
+from toolgate.addons.answers import Refusal, call_id_of, refuse
 
 logger = logging.getLogger(__name__)
 

@@ -38,16 +38,16 @@ from mitmproxy import command, ctx, exceptions, hooks, http
 from mitmproxy.connection import ConnectionState
 from mitmproxy.flow import Error, Flow
 
-from addons import settings
-from addons.answers import Refusal, call_id_of, refuse
-from addons.decisionlog import (
+from toolgate.addons import settings
+from toolgate.addons.answers import Refusal, call_id_of, refuse
+from toolgate.addons.approvals.ledger import (
     ApprovalRecord,
     DecisionLog,
     MemoryDecisionLog,
     StoreDecisionLog,
 )
-from addons.failclosed import flow_hook
-from addons.holds import (
+from toolgate.addons.failclosed.hooks import flow_hook
+from toolgate.addons.approvals.holds import (
     Grant,
     Grants,
     HeldCall,
@@ -62,8 +62,8 @@ from addons.holds import (
     new_grant,
     new_held_id,
 )
-from addons.identity import IDENTITY_KEY
-from rules.protocols import parse_request
+from toolgate.addons.identity.addon import IDENTITY_KEY
+from toolgate.rules.protocols import parse_request
 
 logger = logging.getLogger(__name__)
 

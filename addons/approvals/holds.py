@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from rules import parse_duration
-from rules.durations import format_duration
+from toolgate.rules import parse_duration
+from toolgate.rules.durations import format_duration
 
 DECISIONS = ("approved", "denied", "expired")
 # Where a decision came from (the `channel` column of the store's `approvals` table).

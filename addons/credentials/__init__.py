@@ -1,0 +1,1 @@
+"""Vaulted credentials: the addon that injects them, the credentials file, and echo masking."""
