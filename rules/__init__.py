@@ -17,11 +17,11 @@ from toolgate.rules.engine import evaluate
 from toolgate.rules.errors import RuleError, RuleLoadError
 from toolgate.rules.loader import bundled_packs_path, load_rules, load_rules_text
 from toolgate.rules.masking import candidate_fingerprints, fingerprint, hash_token
-from toolgate.rules.model import ACTIONS, LEVELS, MASK_STYLES, CatalogFunction, Grant, Label, Rule, RuleSet
+from toolgate.rules.model import ACTIONS, LEVELS, MASK_STYLES, Access, CatalogFunction, Label, Rule, RuleSet
 
 __all__ = [
     "ACTIONS", "DETECTORS", "LEVELS", "MASK_STYLES",
-    "Call", "CatalogFunction", "Classifier", "Decision", "Detector", "Finding", "Grant", "Label",
+    "Access", "Call", "CatalogFunction", "Classifier", "Decision", "Detector", "Finding", "Label",
     "Rule", "RuleError", "RuleLoadError", "RuleMatch", "RuleSet",
     "bundled_packs_path", "candidate_fingerprints", "encode_form", "evaluate", "fingerprint",
     "format_duration", "hash_token", "load_rules", "load_rules_text", "parse_duration",

@@ -21,7 +21,7 @@ from toolgate.rules.catalog import check_access, find_function, rest_name
 from toolgate.rules.classify import Hit
 from toolgate.rules.decision import Call, Decision, Finding, RuleMatch
 from toolgate.rules.masking import REMOVE, Changes, Fingerprints, apply_edits, mask_spans, mask_whole, reapply_edits, redact_token
-from toolgate.rules.model import MASK_STRENGTH, STRENGTH, Label, Rule, RuleSet, Source
+from toolgate.rules.model import MASK_STRENGTH, STRENGTH, Label, Origin, Rule, RuleSet
 from toolgate.rules.walk import HOLDER, Document
 
 MAX_LISTED_FIELDS = 5
@@ -41,7 +41,7 @@ class _Outcome:
     approvers: tuple[str, ...] = ()
     timeout: datetime.timedelta | None = None
     mask: str | None = None
-    source: Source | None = None
+    source: Origin | None = None
     labels: tuple[str, ...] = ()  # the labels of `hits`: a rule covers every hit of a label or none
     labelled: _Labelled | None = None
 

@@ -29,7 +29,7 @@ from toolgate.rules.index import RuleIndex
 from toolgate.rules.jsonpaths import PathError, compile_label_path, compile_when
 from toolgate.rules.model import (
     ACTIONS, DIRECTIONS, LEVELS, MASK_STYLES, METHODS, MODES, PROTOCOLS, UNKNOWN_FUNCTION,
-    CatalogFunction, Grant, Label, Match, Rule, RuleSet, Source,
+    Access, CatalogFunction, Label, Match, Origin, Rule, RuleSet,
 )  # fmt: skip
 
 TOP_KEYS = ("labels", "functions", "rules", "defaults")
@@ -106,9 +106,9 @@ class _Loader:
         self.labels: list[Label] = []
         self.functions: list[CatalogFunction] = []
         self.rules: list[Rule] = []
-        self.label_refs: list[tuple[str, Source, str]] = []  # (label, where, rule id) checked at the end
-        self.defined: dict[tuple[str, str], Source] = {}
-        self.unknown_function: tuple[str, Source] | None = None
+        self.label_refs: list[tuple[str, Origin, str]] = []  # (label, where, rule id) checked at the end
+        self.defined: dict[tuple[str, str], Origin] = {}
+        self.unknown_function: tuple[str, Origin] | None = None
         self.files: list[str] = []
         self.file = ""
 
@@ -190,8 +190,8 @@ class _Loader:
                 hint = _suggest(str(key), allowed)
                 self.err(node, key, f"{where}: unknown key '{key}'{hint} (allowed: {', '.join(allowed)})")
 
-    def unique(self, kind: str, name: str, node: Any, key: Any, what: str) -> Source:
-        source = Source(self.file, _line(node, key))
+    def unique(self, kind: str, name: str, node: Any, key: Any, what: str) -> Origin:
+        source = Origin(self.file, _line(node, key))
         first = self.defined.get((kind, name))
         if first is not None:
             self.error(source.file, source.line, f"duplicate {what} '{name}' (first defined at {first}); {what}s must be unique")
@@ -264,7 +264,7 @@ class _Loader:
         name = self.string(node, "name", f"label #{index + 1}", required=True)
         where = f"label '{name}'" if name else f"label #{index + 1}"
         self.check_keys(node, LABEL_KEYS, where)
-        source = Source(self.file, _line(node))
+        source = Origin(self.file, _line(node))
         if name is not None:
             if not LABEL_NAME.fullmatch(name):
                 self.err(node, "name", f"{where}: a label name uses only letters, digits, '_', '.' and '-'")
@@ -315,7 +315,7 @@ class _Loader:
         if name:
             self.functions.append(CatalogFunction(name, method, path, host, protocol, owner, sensitivity, grants, source))
 
-    def grants(self, node: CommentedMap, where: str) -> tuple[Grant, ...]:
+    def grants(self, node: CommentedMap, where: str) -> tuple[Access, ...]:
         entries = node.get("access")
         if entries is None:
             return ()
@@ -336,7 +336,7 @@ class _Loader:
             every = self.duration(entry, "review_every", at)
             if ("reviewed" in entry) != ("review_every" in entry):
                 self.err(entry, None, f"{at}: 'reviewed' and 'review_every' go together (e.g. reviewed: 2026-10-01, review_every: 90d)")
-            grants.append(Grant(tuple(groups), reviewed, every))
+            grants.append(Access(tuple(groups), reviewed, every))
         return tuple(grants)
 
     def date(self, node: CommentedMap, key: str, where: str) -> datetime.date | None:
@@ -359,7 +359,7 @@ class _Loader:
         rule_id = self.string(node, "id", f"rule #{index + 1}", required=True)
         where = f"rule '{rule_id}'" if rule_id else f"rule #{index + 1}"
         self.check_keys(node, RULE_KEYS, where)
-        source = self.unique("rule", rule_id, node, "id", "rule id") if rule_id else Source(self.file, _line(node))
+        source = self.unique("rule", rule_id, node, "id", "rule id") if rule_id else Origin(self.file, _line(node))
         match = self.match(node, where, rule_id or f"#{index + 1}")
         action = self.choice(node, "action", ACTIONS, where, "action", required=True)
         mask = self.choice(node, "mask", MASK_STYLES, where, "mask style")
@@ -394,7 +394,7 @@ class _Loader:
         self.check_keys(match, MATCH_KEYS, at)
         labels = self.strings(match, "labels", at)
         for label in labels:
-            self.label_refs.append((label, Source(self.file, _line(match, "labels")), rule_id))
+            self.label_refs.append((label, Origin(self.file, _line(match, "labels")), rule_id))
         when = []
         for text in self.strings(match, "when", at):
             try:
@@ -428,7 +428,7 @@ class _Loader:
         value = self.choice(node, "unknown_function", UNKNOWN_FUNCTION, "defaults", "unknown_function value")
         if value is None:
             return
-        source = Source(self.file, _line(node, "unknown_function"))
+        source = Origin(self.file, _line(node, "unknown_function"))
         if self.unknown_function is not None and self.unknown_function[0] != value:
             first_value, first = self.unknown_function
             self.error(source.file, source.line, f"defaults: unknown_function is '{value}' here but '{first_value}' at {first}; files of one rule set must agree")

@@ -30,7 +30,7 @@ MASK_STRENGTH = {"partial": 0, "hash": 1, "redact": 2, "remove": 3}
 
 
 @dataclass(frozen=True)
-class Source:
+class Origin:
     """Where something was defined, for messages: `rules/packs/pii.yaml:12`."""
 
     file: str
@@ -49,11 +49,11 @@ class Label:
     level: str
     detector: str | None = None
     paths: tuple[LabelPath, ...] = ()
-    source: Source | None = None
+    source: Origin | None = None
 
 
 @dataclass(frozen=True)
-class Grant:
+class Access:
     """Groups allowed to call a catalogued function, and when that access was last reviewed."""
 
     groups: tuple[str, ...]
@@ -86,8 +86,8 @@ class CatalogFunction:
     protocol: str | None = None
     owner: str | None = None
     sensitivity: str | None = None
-    access: tuple[Grant, ...] = ()
-    source: Source | None = None
+    access: tuple[Access, ...] = ()
+    source: Origin | None = None
 
     def matches_http(self, method: str | None, host: str | None, path: str | None, protocol: str | None) -> bool:
         if self.path is None or not self.path.matches(path):
@@ -132,7 +132,7 @@ class Rule:
     approvers: tuple[str, ...] = ()
     mode: str = "enforce"
     timeout: datetime.timedelta | None = None
-    source: Source | None = None
+    source: Origin | None = None
 
     @property
     def monitor(self) -> bool:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from toolgate.sessions.records import CallRecord, Finding
+from toolgate.sessions.records import CallRecord, FindingRow
 from toolgate.sessions.writer import Writer
 
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
@@ -156,7 +156,7 @@ def record(n: int) -> tuple[CallRecord, CallRecord]:
     final = CallRecord(**common, ended_at=now + 0.002, status=200,
                        response_headers=[("Content-Type", "application/json")],
                        response_body=BODY * 4,
-                       findings=[Finding("response", "$.ssn", "ssn", "restricted", "mask",
+                       findings=[FindingRow("response", "$.ssn", "ssn", "restricted", "mask",
                                          "ab" * 32)])
     return request, final
 

@@ -2,7 +2,7 @@
 
 - `migrations`  the schema, as ordered, versioned migrations (`schema_migrations`)
 - `schema`      the columns the writer fills and the verifier hashes
-- `records`     what is recorded (`CallRecord`, `Finding`, `ApprovalRecord`); secrets redacted
+- `records`     what is recorded (`CallRecord`, `FindingRow`, `ApprovalRecord`); secrets redacted
 - `writer`      `Writer`: the one thread that owns the DuckDB connection; group commits of
                 Arrow batches; a Future per record that resolves on commit
 - `chain`       the hash chain and its head file (`<db>.head`)

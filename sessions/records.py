@@ -49,7 +49,7 @@ def redact_headers(headers: Iterable[tuple[str, str]], secret_names: Iterable[st
     return [(name, REDACTED if name.lower() in secret else value) for name, value in headers]
 
 
-class Finding(NamedTuple):
+class FindingRow(NamedTuple):
     """One classified value: where it was and what it is, never the value itself. (A named
     tuple: a large response has a thousand of them, made and stored on every call.)"""
 
@@ -61,7 +61,7 @@ class Finding(NamedTuple):
     fingerprint: str | None = None
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Finding":
+    def from_dict(cls, d: Mapping[str, Any]) -> "FindingRow":
         get = d.get
         return cls(
             str(get("direction") or ""),
@@ -107,7 +107,7 @@ class CallRecord:
     mode: str | None = None
     error: str | None = None
     forwarded: bool = False
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[FindingRow] = field(default_factory=list)
     # Names of headers holding vaulted credentials the gateway injected into this call.
     secret_headers: tuple[str, ...] = ()
     # When the call was held for approval, on the `pending` row written as it was held.

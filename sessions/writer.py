@@ -42,7 +42,7 @@ import pyarrow as pa
 from toolgate.sessions import hashchain
 from toolgate.sessions.hashchain import ChainHead, Position
 from toolgate.sessions.migrations import migrate
-from toolgate.sessions.records import INTERRUPTED, ApprovalRecord, CallRecord, Finding
+from toolgate.sessions.records import INTERRUPTED, ApprovalRecord, CallRecord, FindingRow
 from toolgate.sessions.schema import (
     CHAIN_PREFIX,
     CHAINED,
@@ -626,7 +626,7 @@ class Writer:
 
 def _interrupted(row: dict[str, Any], forwarded: bool = True) -> CallRecord:
     started = row["started_at"]  # microseconds
-    findings = [Finding.from_dict(f) for f in orjson.loads(row.get("findings") or "[]")]
+    findings = [FindingRow.from_dict(f) for f in orjson.loads(row.get("findings") or "[]")]
     headers = [tuple(h) for h in orjson.loads(row["request_headers"] or "[]")]
     return CallRecord(
         call_id=row["call_id"],

@@ -13,7 +13,7 @@ from mitmproxy.test import taddons, tflow, tutils
 from toolgate.addons.approvals.admin import Admin, AdminRequest, metrics_text
 from toolgate.addons.approvals.addon import Approvals, webhook_payload
 from toolgate.addons.failclosed.hooks import unguarded_hooks
-from toolgate.addons.identity.oidc import Identity, IdentityError
+from toolgate.addons.identity.oidc import Caller, IdentityError
 
 LEAD = {"subject": "carol", "issuer": "i", "groups": ["sre-leads"], "token_id": None,
         "anonymous": False}
@@ -335,9 +335,9 @@ def test_the_webhook_says_how_to_approve():
 
 class FakeVerifier:
     async def verify(self, token):
-        people = {"lead": Identity("carol", "i", ("sre-leads",)),
-                  "bob": Identity("bob", "i", ("sre", "sre-leads")),
-                  "dev": Identity("dave", "i", ("sre",))}
+        people = {"lead": Caller("carol", "i", ("sre-leads",)),
+                  "bob": Caller("bob", "i", ("sre", "sre-leads")),
+                  "dev": Caller("dave", "i", ("sre",))}
         if token not in people:
             raise IdentityError("bad token")
         return people[token]

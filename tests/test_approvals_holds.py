@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from toolgate.addons.approvals.ledger import ApprovalRecord, DecisionLog, MemoryDecisionLog
+from toolgate.addons.approvals.ledger import ApprovalDecision, DecisionLog, MemoryDecisionLog
 from toolgate.addons.approvals.holds import (
     MAX_GRANT,
     Grant,
@@ -234,6 +234,6 @@ def test_the_memory_log_is_a_decision_log():
     log = MemoryDecisionLog(limit=2)
     assert isinstance(log, DecisionLog)
     for i in range(3):
-        log.record(ApprovalRecord(f"c{i}", NOW, NOW + 1, "approved", "carol", "cli", "ok", "call"))
+        log.record(ApprovalDecision(f"c{i}", NOW, NOW + 1, "approved", "carol", "cli", "ok", "call"))
     assert [r.call_id for r in log.records] == ["c1", "c2"]
     assert log.for_call("c2")[0].as_json()["reviewer"] == "carol"

@@ -41,7 +41,7 @@ from mitmproxy.flow import Error, Flow
 from toolgate.addons import settings
 from toolgate.addons.answers import Refusal, call_id_of, refuse
 from toolgate.addons.approvals.ledger import (
-    ApprovalRecord,
+    ApprovalDecision,
     DecisionLog,
     MemoryDecisionLog,
     StoreDecisionLog,
@@ -338,7 +338,7 @@ class Approvals:
         refuse(flow, refusal)
 
     async def _record(self, held: HeldCall, verdict: Verdict) -> bool:
-        record = ApprovalRecord(
+        record = ApprovalDecision(
             call_id=held.call_id, requested_at=held.requested_at,
             decided_at=verdict.decided_at, decision=verdict.decision,
             reviewer=verdict.reviewer, channel=verdict.channel, reason=verdict.reason,

@@ -253,7 +253,7 @@ class Grants:
 # -- reviewer rules ----------------------------------------------------------------------------
 
 def check_reviewer(held: HeldCall, reviewer: dict[str, Any], action: str, reason: str) -> str:
-    """Whether `reviewer` (a verified identity, as `Identity.as_dict()`) may `action` ("approve"
+    """Whether `reviewer` (a verified identity, as `Caller.as_dict()`) may `action` ("approve"
     or "deny") `held`; their subject, or ReviewError saying why not. The call stays held."""
     if not (reason or "").strip():
         raise ReviewError(400, "bad_request", "a reason is required: say why (--reason TEXT)")

@@ -1,7 +1,7 @@
 """Where approval decisions are recorded: one small interface, `DecisionLog`.
 
 The approvals addon hands every decision (approved, denied, expired; by whom, when, through
-which channel, why, for how long) to its logs as an `ApprovalRecord`. `MemoryDecisionLog` keeps
+which channel, why, for how long) to its logs as an `ApprovalDecision`. `MemoryDecisionLog` keeps
 them in memory; the session store implements the same interface over its `approvals` table
 (`StoreDecisionLog` adapts the recorder addon's `record_approval`).
 """
@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
-class ApprovalRecord:
+class ApprovalDecision:
     """One decision. The first eight fields are the store's `approvals` columns (times are
     seconds since the epoch); the rest is context for logs and the admin API."""
 
@@ -44,19 +44,19 @@ class DecisionLog(Protocol):
     durable (the addon awaits it, bounded, before a call is released); raising, or an
     awaitable that fails, means the decision was not recorded."""
 
-    def record(self, record: ApprovalRecord) -> Awaitable[Any] | None: ...
+    def record(self, record: ApprovalDecision) -> Awaitable[Any] | None: ...
 
 
 class MemoryDecisionLog:
     """The last `limit` decisions, in memory (until the session store records them)."""
 
     def __init__(self, limit: int = 10_000) -> None:
-        self.records: collections.deque[ApprovalRecord] = collections.deque(maxlen=limit)
+        self.records: collections.deque[ApprovalDecision] = collections.deque(maxlen=limit)
 
-    def record(self, record: ApprovalRecord) -> None:
+    def record(self, record: ApprovalDecision) -> None:
         self.records.append(record)
 
-    def for_call(self, call_id: str) -> list[ApprovalRecord]:
+    def for_call(self, call_id: str) -> list[ApprovalDecision]:
         return [r for r in self.records if r.call_id == call_id]
 
 
@@ -68,7 +68,7 @@ class StoreDecisionLog:
     def __init__(self, recorder: Any) -> None:
         self.recorder = recorder
 
-    def record(self, record: ApprovalRecord) -> Awaitable[Any]:
+    def record(self, record: ApprovalDecision) -> Awaitable[Any]:
         future = self.recorder.record_approval(
             record.call_id, record.requested_at, record.decided_at, record.decision,
             record.reviewer, record.channel, record.reason, record.scope,

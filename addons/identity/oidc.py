@@ -58,7 +58,7 @@ class KeysUnavailableError(IdentityError):
 
 
 @dataclass(frozen=True)
-class Identity:
+class Caller:
     """Who is calling, as later addons and the session store see it (never the token)."""
 
     subject: str | None
@@ -77,7 +77,7 @@ class Identity:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Identity":
+    def from_dict(cls, data: dict[str, Any]) -> "Caller":
         return cls(
             subject=data.get("subject"),
             issuer=data.get("issuer"),
@@ -87,7 +87,7 @@ class Identity:
         )
 
 
-ANONYMOUS = Identity(subject=None, anonymous=True)
+ANONYMOUS = Caller(subject=None, anonymous=True)
 
 
 def bearer_token(header_value: str, header: str = "Authorization") -> str:
@@ -183,7 +183,7 @@ class TokenPolicy:
     leeway: int = LEEWAY_SECONDS
 
 
-def verify_token(token: str, keys: KeySet, policy: TokenPolicy) -> tuple[Identity, float]:
+def verify_token(token: str, keys: KeySet, policy: TokenPolicy) -> tuple[Caller, float]:
     """Verify `token` and return the caller's identity and the token's expiry (epoch)."""
     if not isinstance(token, str) or not B64TOKEN.fullmatch(token):
         raise IdentityError("the bearer token is not a well-formed JWT: characters a token "
@@ -253,7 +253,7 @@ def verify_token(token: str, keys: KeySet, policy: TokenPolicy) -> tuple[Identit
     if not isinstance(subject, str) or not subject:
         raise IdentityError("the token's sub claim is not a non-empty string")
     jti = claims.get("jti")
-    identity = Identity(
+    identity = Caller(
         subject=subject,
         issuer=claims.get("iss") if isinstance(claims.get("iss"), str) else None,
         groups=policy.groups_claim.groups(claims),
@@ -382,9 +382,9 @@ class TokenCache:
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
-        self._entries: OrderedDict[str, tuple[Identity, float, KeySet]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[Caller, float, KeySet]] = OrderedDict()
 
-    def get(self, token: str, keys: KeySet, leeway: int) -> Identity | None:
+    def get(self, token: str, keys: KeySet, leeway: int) -> Caller | None:
         entry = self._entries.get(token)
         if entry is None:
             return None
@@ -395,7 +395,7 @@ class TokenCache:
         self._entries.move_to_end(token)
         return identity
 
-    def put(self, token: str, identity: Identity, expires: float, keys: KeySet) -> None:
+    def put(self, token: str, identity: Caller, expires: float, keys: KeySet) -> None:
         self._entries[token] = (identity, expires, keys)
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)
@@ -409,7 +409,7 @@ class Verifier:
         self.key_cache = keys
         self.tokens = TokenCache()
 
-    async def verify(self, token: str) -> Identity:
+    async def verify(self, token: str) -> Caller:
         keys = await self.key_cache.current() if self.key_cache else KeySet()
         cached = self.tokens.get(token, keys, self.policy.leeway)
         if cached is not None:

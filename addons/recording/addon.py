@@ -38,7 +38,7 @@ from toolgate.addons import settings
 from toolgate.addons.answers import Refusal, call_id_of, refuse
 from toolgate.addons.failclosed.hooks import flow_hook
 from toolgate.sessions import api
-from toolgate.sessions.records import REDACTED, CallRecord, Finding, final_decision
+from toolgate.sessions.records import REDACTED, CallRecord, FindingRow, final_decision
 from toolgate.sessions.sessionize import MCP_SESSION_HEADER, SESSION_HEADER, Sessionizer
 from toolgate.sessions.writer import RecordingError, Writer
 
@@ -221,7 +221,7 @@ class Recorder:
         policy = meta.get("toolgate.decision") or {}
         refused = meta.get("toolgate.refused")
         request = flow.request
-        findings = [Finding.from_dict(f) for f in meta.get("toolgate.findings") or []
+        findings = [FindingRow.from_dict(f) for f in meta.get("toolgate.findings") or []
                     if type(f) is dict or isinstance(f, Mapping)]  # the ABC check is slow
         if not final:
             findings = [f for f in findings if f.direction == "request"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import duckdb
 
-from toolgate.sessions.records import CallRecord, Finding
+from toolgate.sessions.records import CallRecord, FindingRow
 from toolgate.sessions.writer import CONNECTION_CONFIG, Writer
 
 _ids = itertools.count(1)
@@ -41,7 +41,7 @@ def make_call(**fields) -> CallRecord:
         rules=[],
         mode="enforce",
         forwarded=True,
-        findings=[Finding("response", "$.ssn", "ssn", "restricted", "mask", "ab" * 32)],
+        findings=[FindingRow("response", "$.ssn", "ssn", "restricted", "mask", "ab" * 32)],
     )
     values.update(fields)
     return CallRecord(**values)

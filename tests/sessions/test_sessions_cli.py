@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from toolgate.scripts.cli import cli
 from toolgate.rules import Call, bundled_packs_path, evaluate, load_rules
-from toolgate.sessions.records import Finding
+from toolgate.sessions.records import FindingRow
 from storekit import make_call, record_all
 
 KEY = b"mask-key-for-tests"
@@ -45,7 +45,7 @@ def store(open_writer, db) -> Path:
     record_all(w, [
         make_call(call_id="a1", session_id="s-alice", started_at=now - 7200, subject="alice",
                   function="crm.get_customer", decision="mask",
-                  findings=[Finding("response", "$.ssn", "ssn", "restricted", "mask", ssn)]),
+                  findings=[FindingRow("response", "$.ssn", "ssn", "restricted", "mask", ssn)]),
         make_call(call_id="a2", session_id="s-alice", started_at=now - 60, subject="alice",
                   function="crm.export", decision="block", status=403, forwarded=False,
                   rules=["no-bulk-export"], url="http://backend.test/customers/export?limit=500",
@@ -54,7 +54,7 @@ def store(open_writer, db) -> Path:
                   function="deploy.start", decision="approve", method="POST",
                   url="http://backend.test/deploy", request_body=b'{"service": "api"}',
                   response_body=b'{"deployment": "x1", "status": "started"}', status=202,
-                  findings=[Finding("request", "$.email", "email", "confidential", "allow",
+                  findings=[FindingRow("request", "$.email", "email", "confidential", "allow",
                                     fingerprint(KEY, "email", "ada@example.com"))]),
         make_call(call_id="b1", session_id="s-bob", started_at=now - 10, subject="bob",
                   function="crm.get_customer", decision="deny", status=401, forwarded=False,
