@@ -15,8 +15,9 @@ from typing import Any
 
 from mitmproxy import http
 
+from toolgate.addons import flowmeta
+
 CALL_ID_HEADER = "X-Toolgate-Call-Id"
-CALL_ID_KEY = "toolgate.call_id"
 
 # error.code -> HTTP status of a plain (non JSON-RPC) answer.
 STATUS: dict[str, int] = {
@@ -73,9 +74,9 @@ def new_call_id() -> str:
 
 def call_id_of(flow: http.HTTPFlow) -> str:
     """The flow's call id, assigned on first use so that even the earliest answer has one."""
-    call_id = flow.metadata.get(CALL_ID_KEY)
+    call_id = flow.metadata.get(flowmeta.CALL_ID)
     if not call_id:
-        call_id = flow.metadata[CALL_ID_KEY] = new_call_id()
+        call_id = flow.metadata[flowmeta.CALL_ID] = new_call_id()
     return call_id
 
 
@@ -134,7 +135,7 @@ def refuse(flow: http.HTTPFlow, refusal: Refusal) -> None:
     if refusal.code == "identity":
         headers["WWW-Authenticate"] = www_authenticate(refusal.message)
     flow.response = http.Response.make(status, content, headers)
-    flow.metadata["toolgate.refused"] = refusal.code
+    flow.metadata[flowmeta.REFUSED] = refusal.code
 
 
 def www_authenticate(reason: str) -> str:

@@ -23,6 +23,11 @@ except ImportError:
     sys.modules["toolgate"] = _namespace
 
 
+# flowmeta.REFUSED, spelled out: this fallback must load even when nothing else imports
+# (tests/test_flowmeta.py checks that the two agree).
+REFUSED = "toolgate.refused"
+
+
 class Unavailable:
     """Stands in for the chain when it cannot be imported."""
 
@@ -30,7 +35,7 @@ class Unavailable:
         self.reason = reason
 
     def _refuse(self, flow: http.HTTPFlow) -> None:
-        if flow.live and not flow.metadata.get("toolgate.refused"):
+        if flow.live and not flow.metadata.get(REFUSED):
             call_id = uuid.uuid4().hex
             body = {"error": {"code": "unavailable", "message": self.reason, "rule": None,
                               "field": None, "call_id": call_id}}
@@ -39,7 +44,7 @@ class Unavailable:
                 json.dumps(body),
                 {"Content-Type": "application/json", "X-Toolgate-Call-Id": call_id},
             )
-            flow.metadata["toolgate.refused"] = "unavailable"
+            flow.metadata[REFUSED] = "unavailable"
 
     requestheaders = request = responseheaders = response = _refuse
 

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 from mitmproxy import connection, flow, http, io
 
+from toolgate.addons import flowmeta
 from toolgate.sessions.query import body_bytes
 
 
@@ -78,13 +79,13 @@ def call_flow(call: dict[str, Any]) -> http.HTTPFlow:
     f.comment = comment(call)
     if call["decision"] not in (None, "allow"):
         f.marked = ":warning:"
-    f.metadata["toolgate.call_id"] = call["call_id"]
-    f.metadata["toolgate.session_id"] = call["session_id"]
-    f.metadata["toolgate.decision"] = {"action": call["decision"], "rules": call["rules"],
-                                       "mode": call["mode"], "protocol": call["protocol"],
-                                       "function": call["function"]}
-    f.metadata["toolgate.findings"] = call.get("findings", [])
-    f.metadata["toolgate.identity"] = {"subject": call["subject"], "groups": call["groups"]}
+    f.metadata[flowmeta.CALL_ID] = call["call_id"]
+    f.metadata[flowmeta.SESSION_ID] = call["session_id"]
+    f.metadata[flowmeta.DECISION] = {"action": call["decision"], "rules": call["rules"],
+                                     "mode": call["mode"], "protocol": call["protocol"],
+                                     "function": call["function"]}
+    f.metadata[flowmeta.FINDINGS] = call.get("findings", [])
+    f.metadata[flowmeta.IDENTITY] = {"subject": call["subject"], "groups": call["groups"]}
     return f
 
 

@@ -7,7 +7,8 @@ import pytest
 from mitmproxy import exceptions
 from mitmproxy.test import taddons, tflow
 
-from toolgate.addons.identity.addon import IDENTITY_KEY, Identity
+from toolgate.addons import flowmeta
+from toolgate.addons.identity.addon import Identity
 from toolgate.addons.policy.addon import Policy
 from toolgate.scripts.dev_issuer import DevKeys
 
@@ -50,9 +51,9 @@ def test_identity_is_attached_and_the_token_removed(jwks_file, keys):
     run(options(jwks_file), flow)
     assert flow.response is None
     assert "Authorization" not in flow.request.headers
-    assert flow.metadata[IDENTITY_KEY] == {"subject": "alice", "issuer": ISSUER,
-                                           "groups": ["sre"], "token_id": "j1",
-                                           "anonymous": False}
+    assert flow.metadata[flowmeta.IDENTITY] == {"subject": "alice", "issuer": ISSUER,
+                                                "groups": ["sre"], "token_id": "j1",
+                                                "anonymous": False}
 
 
 def test_groups_from_a_nested_claim(jwks_file, keys):
@@ -60,7 +61,7 @@ def test_groups_from_a_nested_claim(jwks_file, keys):
     token = keys.mint("bob", realm_access={"roles": ["support", "sre"]})
     flow.request.headers["Authorization"] = f"Bearer {token}"
     run(options(jwks_file, toolgate_groups_claim="realm_access.roles"), flow)
-    assert flow.metadata[IDENTITY_KEY]["groups"] == ["support", "sre"]
+    assert flow.metadata[flowmeta.IDENTITY]["groups"] == ["support", "sre"]
 
 
 def test_proxy_authorization_wins_and_both_are_removed(jwks_file, keys):
@@ -68,7 +69,7 @@ def test_proxy_authorization_wins_and_both_are_removed(jwks_file, keys):
     flow.request.headers["Proxy-Authorization"] = f"Bearer {keys.mint('carol')}"
     flow.request.headers["Authorization"] = "Bearer backend-api-key"
     run(options(jwks_file), flow)
-    assert flow.metadata[IDENTITY_KEY]["subject"] == "carol"
+    assert flow.metadata[flowmeta.IDENTITY]["subject"] == "carol"
     assert "Proxy-Authorization" not in flow.request.headers
     # An Authorization meant for the backend is left to the credentials addon.
     assert flow.request.headers["Authorization"] == "Bearer backend-api-key"
@@ -86,7 +87,7 @@ def test_flows_loaded_from_a_file_are_not_re_enforced(jwks_file):
     flow = tflow.tflow()
     flow.live = False
     run(options(jwks_file), flow)
-    assert flow.response is None and IDENTITY_KEY not in flow.metadata
+    assert flow.response is None and flowmeta.IDENTITY not in flow.metadata
 
 
 def test_off_leaves_the_request_alone(jwks_file):
@@ -101,7 +102,7 @@ def test_optional_marks_anonymous_calls(jwks_file):
     flow = tflow.tflow()
     run(options(jwks_file, toolgate_identity="optional"), flow)
     assert flow.response is None
-    assert flow.metadata[IDENTITY_KEY]["anonymous"] is True
+    assert flow.metadata[flowmeta.IDENTITY]["anonymous"] is True
 
 
 def test_monitor_mode_lets_a_bad_token_through_and_notes_it(jwks_file):
@@ -125,7 +126,7 @@ def test_connect_token_serves_the_tunnelled_requests(jwks_file, keys):
             assert "Proxy-Authorization" not in connect.request.headers
             inner = tflow.tflow(client_conn=connect.client_conn)
             await identity.requestheaders(inner)
-            assert inner.metadata[IDENTITY_KEY]["subject"] == "dave"
+            assert inner.metadata[flowmeta.IDENTITY]["subject"] == "dave"
             identity.client_disconnected(connect.client_conn)
             after = tflow.tflow(client_conn=connect.client_conn)
             await identity.requestheaders(after)
@@ -193,7 +194,7 @@ def test_hostile_credentials_get_401_identity_and_the_next_call_works(jwks_file,
             good = tflow.tflow()
             good.request.headers["Authorization"] = f"Bearer {keys.mint('alice')}"
             await identity.requestheaders(good)
-            assert good.response is None and good.metadata[IDENTITY_KEY]["subject"] == "alice"
+            assert good.response is None and good.metadata[flowmeta.IDENTITY]["subject"] == "alice"
 
     asyncio.run(scenario())
 
@@ -208,7 +209,7 @@ def test_a_jwt_in_an_api_key_header_is_the_callers_token(jwks_file, keys, name, 
     flow = tflow.tflow()
     flow.request.headers[name] = value.format(t=token)
     run(options(jwks_file), flow)
-    assert flow.response is None and flow.metadata[IDENTITY_KEY]["subject"] == "anna"
+    assert flow.response is None and flow.metadata[flowmeta.IDENTITY]["subject"] == "anna"
     assert name not in flow.request.headers
 
 
@@ -217,7 +218,7 @@ def test_authorization_wins_over_an_api_key_header_which_stays_if_it_is_not_the_
     flow.request.headers["Authorization"] = f"Bearer {keys.mint('anna')}"
     flow.request.headers["x-api-key"] = keys.mint("mallory")  # another token: not verified
     run(options(jwks_file), flow)
-    assert flow.metadata[IDENTITY_KEY]["subject"] == "anna"
+    assert flow.metadata[flowmeta.IDENTITY]["subject"] == "anna"
     assert "x-api-key" in flow.request.headers
 
 
@@ -225,7 +226,7 @@ def test_an_api_key_that_is_not_a_jwt_is_no_token(jwks_file):
     flow = tflow.tflow()
     flow.request.headers["x-api-key"] = "sk-ant-upstream-key-0123456789"
     run(options(jwks_file, toolgate_identity="optional"), flow)
-    assert flow.response is None and flow.metadata[IDENTITY_KEY]["anonymous"] is True
+    assert flow.response is None and flow.metadata[flowmeta.IDENTITY]["anonymous"] is True
     assert flow.request.headers["x-api-key"] == "sk-ant-upstream-key-0123456789"
 
 

@@ -38,7 +38,7 @@ from mitmproxy import command, ctx, exceptions, hooks, http
 from mitmproxy.connection import ConnectionState
 from mitmproxy.flow import Error, Flow
 
-from toolgate.addons import settings
+from toolgate.addons import flowmeta, settings
 from toolgate.addons.answers import Refusal, call_id_of, refuse
 from toolgate.addons.approvals.ledger import (
     ApprovalDecision,
@@ -62,13 +62,10 @@ from toolgate.addons.approvals.holds import (
     new_grant,
     new_held_id,
 )
-from toolgate.addons.identity.addon import IDENTITY_KEY
 from toolgate.rules.protocols import parse_request
 
 logger = logging.getLogger(__name__)
 
-APPROVAL_KEY = "toolgate.approval"  # set by policy: {"rule", "function", "approvers", ...}
-APPROVED_KEY = "toolgate.approved_rules"  # the rules under which this flow was approved
 POLL = 0.2  # seconds between looks at a held flow (Resume, Abort, a gone caller)
 RECORD_TIMEOUT = 30.0
 WEBHOOK_TIMEOUT = 5.0
@@ -149,8 +146,8 @@ class Approvals:
     def _decide_flows(self, flows: Sequence[Flow], decision: str, reason: str) -> None:
         now = time.time()
         for f in flows:
-            held = next((h for h in self.held.pending() if h.call_id == f.metadata.get(
-                "toolgate.call_id")), None)
+            call_id = f.metadata.get(flowmeta.CALL_ID)
+            held = next((h for h in self.held.pending() if h.call_id == call_id), None)
             if held is None:
                 logger.warning("toolgate: flow %s is not a held call", f.id)
                 continue
@@ -213,12 +210,12 @@ class Approvals:
         await self._hold(flow, "response")
 
     async def _hold(self, flow: http.HTTPFlow, phase: str) -> None:
-        approval = flow.metadata.get(APPROVAL_KEY)
-        if approval is None or "verdict" in approval or flow.metadata.get("toolgate.refused"):
+        approval = flow.metadata.get(flowmeta.APPROVAL)
+        if approval is None or "verdict" in approval or flow.metadata.get(flowmeta.REFUSED):
             return
         if phase == "request" and flow.response is not None:
             return
-        if approval.get("rule") in flow.metadata.get(APPROVED_KEY, ()):
+        if approval.get("rule") in flow.metadata.get(flowmeta.APPROVED_RULES, ()):
             # Approved under this rule already (e.g. its request): never held again by it.
             return
         held = self._held_call(flow, approval, phase)
@@ -316,7 +313,7 @@ class Approvals:
                 refuse(flow, Refusal("unrecorded", "the approval could not be recorded, so "
                                      "this call was not forwarded; the gateway's log says why"))
                 return
-            approved = flow.metadata.setdefault(APPROVED_KEY, [])
+            approved = flow.metadata.setdefault(flowmeta.APPROVED_RULES, [])
             if held.rule not in approved:
                 approved.append(held.rule)
             flow.marked = MARK_APPROVED
@@ -359,7 +356,7 @@ class Approvals:
         return ok
 
     def _held_call(self, flow: http.HTTPFlow, approval: dict[str, Any], phase: str) -> HeldCall:
-        identity = flow.metadata.get(IDENTITY_KEY) or {}
+        identity = flow.metadata.get(flowmeta.IDENTITY) or {}
         request = flow.request
         now = time.time()
         timeout = effective_timeout(ctx.options.toolgate_approval_timeout, approval.get("timeout"))

@@ -28,11 +28,11 @@ from typing import Any, Optional
 
 from mitmproxy import command, ctx, exceptions, http
 
+from toolgate.addons import flowmeta
 from toolgate.addons.policy import decoding
-from toolgate.addons.policy.outcome import DECISION_KEY, FINDINGS_KEY
 from toolgate.addons.credentials.echoes import LABEL, ScrubbedChunks, ScrubbedStream, Scrubber
 from toolgate.addons.failclosed.hooks import flow_hook
-from toolgate.addons.identity.addon import IDENTITY_KEY, remove_credential, take_caller_token
+from toolgate.addons.identity.addon import remove_credential, take_caller_token
 from toolgate.addons.credentials.vault import MIN_SECRET, CallFacts, Target, Vault, VaultError, load_vault
 from toolgate.rules.masking import fingerprint, normalize
 from toolgate.rules.protocols import StreamChecker
@@ -41,9 +41,6 @@ logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
 REDACTED = "[REDACTED]"
-INJECTED_HEADERS_KEY = "toolgate.injected_headers"  # names only: the recorder redacts them
-RECORD_QUERY_KEY = "toolgate.record_query"  # the query as the store keeps it (see policy)
-RECORD_RESPONSE_KEY = "toolgate.record_response"
 
 
 @dataclass
@@ -59,8 +56,8 @@ class Injected:
 
 def call_facts(flow: http.HTTPFlow) -> CallFacts:
     """The call as the policy saw it (function, protocol) and its verified caller."""
-    decision = flow.metadata.get(DECISION_KEY) or {}
-    identity = flow.metadata.get(IDENTITY_KEY) or {}
+    decision = flow.metadata.get(flowmeta.DECISION) or {}
+    identity = flow.metadata.get(flowmeta.IDENTITY) or {}
     request = flow.request
     return CallFacts(
         host=request.pretty_host, method=request.method, path=request.path,
@@ -194,12 +191,12 @@ class Credentials:
             headers[name] = value
         for name, value in target.query:
             flow.request.query[name] = value
-        flow.metadata[INJECTED_HEADERS_KEY] = secret_headers
+        flow.metadata[flowmeta.INJECTED_HEADERS] = secret_headers
         if target.secret_query:
             # The store's pending row is written before the answer: it gets the query redacted.
-            record = dict(flow.metadata.get(RECORD_QUERY_KEY) or _query(flow.request))
+            record = dict(flow.metadata.get(flowmeta.RECORD_QUERY) or _query(flow.request))
             record.update(dict.fromkeys(target.secret_query, REDACTED))
-            flow.metadata[RECORD_QUERY_KEY] = record
+            flow.metadata[flowmeta.RECORD_QUERY] = record
         self.injected[flow] = Injected(target, secret_headers, list(target.secret_query), scrubber)
 
     # -- responses ---------------------------------------------------------------------------
@@ -237,9 +234,9 @@ class Credentials:
             if isinstance(response.stream, (ScrubbedStream, ScrubbedChunks)):
                 self._found(flow, "$", response.stream.found)
             self._scrub_body(flow, response, scrubber)
-            record = flow.metadata.get(RECORD_RESPONSE_KEY)
+            record = flow.metadata.get(flowmeta.RECORD_RESPONSE)
             if isinstance(record, bytes):  # the policy's version for the store
-                flow.metadata[RECORD_RESPONSE_KEY] = scrubber.scrub(record)[0]
+                flow.metadata[flowmeta.RECORD_RESPONSE] = scrubber.scrub(record)[0]
         self._forget(flow)
 
     @flow_hook
@@ -309,13 +306,13 @@ class Credentials:
             return
         policy = ctx.master.addons.get("policy")
         key = policy.mask_key if policy is not None else self._fallback_key
-        findings = flow.metadata.setdefault(FINDINGS_KEY, [])
+        findings = flow.metadata.setdefault(flowmeta.FINDINGS, [])
         for secret in found:
             findings.append({"direction": "response", "path": where, "label": LABEL,
                              "level": "restricted", "action": "mask",
                              "fingerprint": fingerprint(normalize(secret), key)})
         logger.warning("toolgate: call %s: the backend's answer held an injected credential "
-                       "(%s); masked", flow.metadata.get("toolgate.call_id"), where)
+                       "(%s); masked", flow.metadata.get(flowmeta.CALL_ID), where)
 
 
 def _query(request: http.Request) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import time
 
 from mitmproxy import ctx, http
 
+from toolgate.addons import flowmeta
 from toolgate.addons.answers import CALL_ID_HEADER, call_id_of
 from toolgate.addons.failclosed.hooks import flow_hook
 from toolgate.addons.failclosed.sentinel import Sentinel, ensure_sentinel
@@ -36,7 +37,7 @@ class Gate:
     @flow_hook
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         call_id = call_id_of(flow)
-        flow.metadata.setdefault("toolgate.started", time.time())
+        flow.metadata.setdefault(flowmeta.STARTED, time.time())
         # The backend can log the id too; a caller cannot choose it.
         flow.request.headers[CALL_ID_HEADER] = call_id
 

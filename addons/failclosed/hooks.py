@@ -18,6 +18,7 @@ from typing import Any, Callable, TypeVar
 
 from mitmproxy import http
 
+from toolgate.addons import flowmeta
 from toolgate.addons.answers import Refusal, call_id_of, refuse
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ FLOW_HOOKS = frozenset(
 Hook = TypeVar("Hook", bound=Callable[..., Any])
 
 
-FAILED_KEY = "toolgate.failed"
 
 
 def fail_closed(flow: http.HTTPFlow, where: str, exc: BaseException) -> None:
@@ -39,7 +39,7 @@ def fail_closed(flow: http.HTTPFlow, where: str, exc: BaseException) -> None:
     call_id = call_id_of(flow)
     # The traceback goes to the log under the call id; the caller only learns that it failed.
     logger.error("toolgate: %s failed on call %s", where, call_id, exc_info=exc)
-    flow.metadata[FAILED_KEY] = where
+    flow.metadata[flowmeta.FAILED] = where
     too_late = flow.error is not None or flow.websocket is not None or (
         flow.response is not None and flow.response.stream
     )
@@ -56,10 +56,10 @@ def fail_closed(flow: http.HTTPFlow, where: str, exc: BaseException) -> None:
 
 def answer_failed(flow: http.HTTPFlow) -> bool:
     """Answer 500 `internal` if a toolgate hook failed on `flow`; whether it did."""
-    where = flow.metadata.get(FAILED_KEY)
+    where = flow.metadata.get(flowmeta.FAILED)
     if where is None:
         return False
-    if flow.metadata.get("toolgate.refused") != "internal":
+    if flow.metadata.get(flowmeta.REFUSED) != "internal":
         refuse(flow, Refusal("internal", "the gateway failed while checking this call"))
     return True
 

@@ -13,7 +13,8 @@ import logging
 
 from mitmproxy import ctx, http
 
-from toolgate.addons.answers import CALL_ID_KEY, Refusal, refuse
+from toolgate.addons import flowmeta
+from toolgate.addons.answers import Refusal, refuse
 from toolgate.addons.failclosed.hooks import answer_failed, flow_hook
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class Sentinel:
         return self.chain is not None
 
     def _check(self, flow: http.HTTPFlow) -> None:
-        if answer_failed(flow) or flow.metadata.get("toolgate.refused"):
+        if answer_failed(flow) or flow.metadata.get(flowmeta.REFUSED):
             return
         if not self.is_open:
             refuse(flow, Refusal("unavailable", f"the gateway is not in force: {self.reason}"))
@@ -55,7 +56,7 @@ class Sentinel:
     @flow_hook
     def request(self, flow: http.HTTPFlow) -> None:
         self._check(flow)
-        if flow.response is None and CALL_ID_KEY not in flow.metadata:
+        if flow.response is None and flowmeta.CALL_ID not in flow.metadata:
             # The chain's hooks did not see this call: never forward what nobody checked.
             refuse(flow, Refusal("internal", "the call was not checked by the gateway"))
 

@@ -20,7 +20,7 @@ from typing import Optional
 
 from mitmproxy import ctx, exceptions, http
 
-from toolgate.addons import settings
+from toolgate.addons import flowmeta, settings
 from toolgate.addons.answers import Refusal, refuse
 from toolgate.addons.failclosed.hooks import flow_hook
 from toolgate.addons.identity.oidc import (
@@ -36,7 +36,6 @@ from toolgate.addons.identity.oidc import (
 
 logger = logging.getLogger(__name__)
 
-IDENTITY_KEY = "toolgate.identity"
 # Where a token is read from when neither Proxy-Authorization nor Authorization is sent: the
 # API-key headers of SDKs that send nothing else. Only a value shaped like a JWT counts (an
 # upstream API key there is not the caller's token).
@@ -180,7 +179,7 @@ class Identity:
         try:
             if taken is None:
                 if ctx.options.toolgate_identity == "optional":
-                    flow.metadata[IDENTITY_KEY] = ANONYMOUS.as_dict()
+                    flow.metadata[flowmeta.IDENTITY] = ANONYMOUS.as_dict()
                     return
                 raise IdentityError("no bearer token: send 'Authorization: Bearer <token>'")
             header, credential = taken
@@ -197,12 +196,12 @@ class Identity:
             reason = str(exc)
             logger.info("toolgate: identity refused for %s: %s", flow.client_conn.peername, reason)
             if ctx.options.toolgate_mode == "monitor":
-                flow.metadata.setdefault("toolgate.monitored", []).append("identity")
-                flow.metadata[IDENTITY_KEY] = ANONYMOUS.as_dict()
+                flow.metadata.setdefault(flowmeta.MONITORED, []).append("identity")
+                flow.metadata[flowmeta.IDENTITY] = ANONYMOUS.as_dict()
                 return
             refuse(flow, Refusal("identity", reason))
             return
-        flow.metadata[IDENTITY_KEY] = identity.as_dict()
+        flow.metadata[flowmeta.IDENTITY] = identity.as_dict()
         _CALLER_TOKENS[flow] = token
 
     def _take_credential(self, flow: http.HTTPFlow) -> tuple[str, str] | None:

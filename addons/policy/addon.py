@@ -16,13 +16,12 @@ from typing import Any, Callable, Optional
 from mitmproxy import command, ctx, exceptions, http
 
 from toolgate.addons.policy import decoding
-from toolgate.addons import settings
+from toolgate.addons import flowmeta, settings
 from toolgate.addons.answers import Refusal, call_id_of, error_document, refuse
 from toolgate.addons.policy.outcome import (
-    DECISION_KEY, FINDINGS_KEY, HEADERS_LOCATION, CallDecision, decision_header, summarize,
+    HEADERS_LOCATION, CallDecision, decision_header, summarize,
 )
 from toolgate.addons.failclosed.hooks import flow_hook
-from toolgate.addons.identity.addon import IDENTITY_KEY
 from toolgate.addons.policy.rulefiles import RuleFiles
 from toolgate.rules import Call, Decision, RuleSet, evaluate
 from toolgate.rules.bodies import rest_arguments
@@ -38,15 +37,12 @@ logger = logging.getLogger(__name__)
 
 MODES = ("enforce", "monitor")
 DEFAULT_MAX_BODY = "10MiB"
-CONTEXT_KEY = "toolgate.protocol"  # what a response needs to know of its request
 DECISION_HEADER = "X-Toolgate-Decision"
 # What the session store keeps instead of the flow's own bodies (see `_keep_record`).
-RECORD_KEYS = {"request": "toolgate.record_request", "response": "toolgate.record_response"}
-RECORD_QUERY_KEY = "toolgate.record_query"
+RECORD_KEYS = {"request": flowmeta.RECORD_REQUEST, "response": flowmeta.RECORD_RESPONSE}
 # Header values as the store keeps them, by lower-case name, where they differ from the flow's.
-RECORD_HEADER_KEYS = {"request": "toolgate.record_request_headers",
-                      "response": "toolgate.record_response_headers"}
-HEADER_REFUSAL_KEY = "toolgate.header_refusal"  # a stream's headers were refused
+RECORD_HEADER_KEYS = {"request": flowmeta.RECORD_REQUEST_HEADERS,
+                      "response": flowmeta.RECORD_RESPONSE_HEADERS}
 BACKSTOP_MARGIN = 16 * 1024 * 1024
 # Header values are data, classified like a body value (see `_header_unit`), except these:
 # framing and routing, credentials (the store redacts them; the caller's token is the identity
@@ -162,7 +158,7 @@ class Policy:
             refuse(flow, _refusal(exc, request=True))
             self._record_headers_unread(flow, "request")
             return
-        flow.metadata[CONTEXT_KEY] = message.context or {"protocol": message.protocol}
+        flow.metadata[flowmeta.PROTOCOL] = message.context or {"protocol": message.protocol}
         outcome = self._decide(flow, message, "request", headers=request.headers)
         if outcome.action in ("block", "deny"):
             self._refuse(flow, outcome)
@@ -183,15 +179,15 @@ class Policy:
     @flow_hook
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
-        if response is None or flow.metadata.get("toolgate.refused"):
+        if response is None or flow.metadata.get(flowmeta.REFUSED):
             return
         response.stream = False  # e.g. mitmproxy's stream_large_bodies: buffer and check
         if media_type(response.headers.get("content-type")) != EVENT_STREAM:
             return
         if response.headers.get("content-encoding", "identity").lower() != "identity":
-            flow.metadata["toolgate.stream_refused"] = "an encoded event stream cannot be checked"
+            flow.metadata[flowmeta.STREAM_REFUSED] = "an encoded event stream cannot be checked"
             return
-        context = dict(flow.metadata.get(CONTEXT_KEY) or {})
+        context = dict(flow.metadata.get(flowmeta.PROTOCOL) or {})
         # The headers leave before the events: they are decided now. A refusal (a hold too:
         # a stream cannot wait for a reviewer) answers instead, in `response`.
         protocol = context.get("protocol", "rest")
@@ -199,8 +195,9 @@ class Policy:
                                keep_record=False, headers=response.headers)
         if outcome.refusal and outcome.refused is not None:
             refused = outcome.refused
-            flow.metadata[HEADER_REFUSAL_KEY] = {"code": refused.code, "message": refused.message,
-                                                 "rule": refused.rule, "field": refused.field}
+            flow.metadata[flowmeta.HEADER_REFUSAL] = {
+                "code": refused.code, "message": refused.message, "rule": refused.rule,
+                "field": refused.field}
             return
         call_id = call_id_of(flow)
 
@@ -225,9 +222,9 @@ class Policy:
     @flow_hook
     def response(self, flow: http.HTTPFlow) -> None:
         response = flow.response
-        if response is None or flow.metadata.get("toolgate.refused"):
+        if response is None or flow.metadata.get(flowmeta.REFUSED):
             return
-        if refused := flow.metadata.get(HEADER_REFUSAL_KEY):
+        if refused := flow.metadata.get(flowmeta.HEADER_REFUSAL):
             refuse(flow, Refusal(refused["code"], refused["message"], refused["rule"],
                                  refused["field"]))
             return
@@ -236,13 +233,13 @@ class Policy:
             response.content = bytes(response.stream.transcript)
             self._record_stream(flow, response.stream)
             return
-        if reason := flow.metadata.get("toolgate.stream_refused"):
+        if reason := flow.metadata.get(flowmeta.STREAM_REFUSED):
             refuse(flow, Refusal("uninspectable", reason, status=502))
             return
         try:
             body = decoding.decode(response.raw_content or b"",
                                  response.headers.get("content-encoding"), self.max_body)
-            message = parse_response(flow.metadata.get(CONTEXT_KEY) or {},
+            message = parse_response(flow.metadata.get(flowmeta.PROTOCOL) or {},
                                      response.headers.get("content-type"), body)
         except ProtocolError as exc:
             refuse(flow, _refusal(exc, request=False))
@@ -261,7 +258,7 @@ class Policy:
         """The record version of a streamed answer: its transcript, checked again with every
         labelled value redacted (a second pass, for streams only), then, but for REST streams
         (whose events are whole units already), what the units of each event leave."""
-        identity = flow.metadata.get(IDENTITY_KEY) or {}
+        identity = flow.metadata.get(flowmeta.IDENTITY) or {}
 
         def redact(units: list[Unit]) -> Refused | None:
             for unit in units:
@@ -273,7 +270,8 @@ class Policy:
                     unit.put(decision.record_body)
             return None
 
-        again = StreamChecker(passed.protocol, dict(flow.metadata.get(CONTEXT_KEY) or {}), redact,
+        context = dict(flow.metadata.get(flowmeta.PROTOCOL) or {})
+        again = StreamChecker(passed.protocol, context, redact,
                               lambda refused, rpc_id, jsonrpc: {},
                               # held-back fragments are released again, so it can be longer
                               keep=max(self.max_body, 2 * len(passed.transcript)))
@@ -282,7 +280,7 @@ class Policy:
         record = bytes(again.transcript)
         if passed.protocol != "rest":
             record, found = self._redact_events(record)
-            flow.metadata.setdefault(FINDINGS_KEY, []).extend(found)
+            flow.metadata.setdefault(flowmeta.FINDINGS, []).extend(found)
         if record != bytes(passed.transcript):
             flow.metadata[RECORD_KEYS["response"]] = record
 
@@ -327,7 +325,7 @@ class Policy:
         record the outcome on the flow. With `keep_record`, the message as the session store
         keeps it goes to the flow too (the headers' record version always does)."""
         ruleset: RuleSet = self.rules.current
-        identity = flow.metadata.get(IDENTITY_KEY) or {}
+        identity = flow.metadata.get(flowmeta.IDENTITY) or {}
         request = flow.request
         path = request.path.split("?", 1)[0]
         host = request.pretty_host  # parsed from the Host header on every access
@@ -399,7 +397,7 @@ class Policy:
     def _hand_over_approval(flow: http.HTTPFlow, outcome: CallDecision) -> None:
         if outcome.action == "approve":
             # The approvals addon, next in the chain, holds the call (or denies it).
-            flow.metadata["toolgate.approval"] = outcome.approval
+            flow.metadata[flowmeta.APPROVAL] = outcome.approval
 
     @staticmethod
     def _refuse(flow: http.HTTPFlow, outcome: CallDecision) -> None:
@@ -429,7 +427,7 @@ def _keep_record(
         query = next((d for u, d in decisions if u.protocol == "rest"
                       and d.record_query is not d.query and d.record_query), None)
         if query is not None:
-            flow.metadata[RECORD_QUERY_KEY] = {k: v for k, v in query.record_query.items()}
+            flow.metadata[flowmeta.RECORD_QUERY] = {k: v for k, v in query.record_query.items()}
     # A REST unit is the whole body, and so is any unit at "$" with a body.
     whole = message.protocol == "rest" or any(u.location == "$" and u.body is not None
                                               for u, _ in decisions)
@@ -494,7 +492,7 @@ def _call_function(flow: http.HTTPFlow, decisions: list[tuple[Unit, Decision]]) 
     for unit, decision in decisions:
         if not unit.content:
             return decision.function
-    return (flow.metadata.get(DECISION_KEY) or {}).get("function")
+    return (flow.metadata.get(flowmeta.DECISION) or {}).get("function")
 
 
 def _header_unit(headers: http.Headers, protocol: str, direction: str,

@@ -8,14 +8,13 @@ from typing import Any
 
 from mitmproxy import http
 
+from toolgate.addons import flowmeta
 from toolgate.rules import Decision
 from toolgate.rules.model import STRENGTH
 from toolgate.rules.protocols import Refused, Unit
 # mitmweb shows `flow.marked` as an emoji.
 MARKERS = {"allow": ":white_check_mark:", "mask": ":see_no_evil:", "approve": ":hourglass:",
            "deny": ":no_entry:", "block": ":no_entry:"}
-DECISION_KEY = "toolgate.decision"
-FINDINGS_KEY = "toolgate.findings"
 # The location of a message's headers, a unit of their own: findings read `headers.x-name`.
 HEADERS_LOCATION = "headers"
 
@@ -44,7 +43,7 @@ class CallDecision:
 
     def record(self, flow: http.HTTPFlow) -> None:
         """Merge into the call's decision on the flow (request and response together)."""
-        call = flow.metadata.setdefault(DECISION_KEY, {
+        call = flow.metadata.setdefault(flowmeta.DECISION, {
             "action": "allow", "would": "allow", "rules": [], "labels": [],
             "mode": "enforce", "protocol": self.protocol, "function": self.function,
         })
@@ -57,7 +56,7 @@ class CallDecision:
         call["labels"] = list(dict.fromkeys(call["labels"] + self.labels))
         if self.monitor:
             call["mode"] = "monitor"
-        flow.metadata.setdefault(FINDINGS_KEY, []).extend(self.findings)
+        flow.metadata.setdefault(flowmeta.FINDINGS, []).extend(self.findings)
         flow.marked = MARKERS[call["would"] if call["would"] != "allow" else call["action"]]
         flow.comment = describe(call)
 
@@ -65,7 +64,7 @@ class CallDecision:
 def decision_header(flow: http.HTTPFlow) -> str | None:
     """X-Toolgate-Decision: what enforcement would have done to the call, when it was not
     done (monitor mode, or rules in `mode: monitor`)."""
-    call = flow.metadata.get(DECISION_KEY)
+    call = flow.metadata.get(flowmeta.DECISION)
     if not call or call["would"] == call["action"]:
         return None
     return f"{call['would']}; mode=monitor; rules={','.join(call['rules']) or '-'}"

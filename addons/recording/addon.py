@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from mitmproxy import ctx, exceptions, http
 
-from toolgate.addons import settings
+from toolgate.addons import flowmeta, settings
 from toolgate.addons.answers import Refusal, call_id_of, refuse
 from toolgate.addons.failclosed.hooks import flow_hook
 from toolgate.sessions import api
@@ -47,19 +47,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DURABILITIES = ("audit", "async")
-# Where the policy leaves the record versions of a call's bodies (see addons/policy/addon.py).
-RECORD_REQUEST, RECORD_RESPONSE = "toolgate.record_request", "toolgate.record_response"
-RECORD_QUERY_KEY = "toolgate.record_query"
-RECORD_REQUEST_HEADERS = "toolgate.record_request_headers"
-RECORD_RESPONSE_HEADERS = "toolgate.record_response_headers"
 # Refusals that come after the policy read the request: its record version covers it.
 CHECKED_REFUSALS = ("blocked", "denied", "approval_timeout", "unrecorded")
 
 # How long a call waits for its record before it is refused as unrecorded.
 COMMIT_TIMEOUT = 30.0
-
-SESSION_KEY = "toolgate.session_id"  # written here, for mitmweb and the addons after us
-RECORDED_KEY = "toolgate.recorded"  # "request" once pending is committed, "call" at the end
 
 # Under async durability nobody waits for a commit: one every 50 ms at most carries many calls
 # (bench.py: the writer's DuckDB CPU otherwise takes a fifth of the gateway's throughput).
@@ -170,7 +162,7 @@ class Recorder:
             if not await self._committed(self._writer().submit_request(record)):
                 refuse(flow, Refusal("unrecorded", UNRECORDED.format(what="forwarded")))
                 return
-        flow.metadata[RECORDED_KEY] = "request"
+        flow.metadata[flowmeta.RECORDED] = "request"
 
     @flow_hook
     async def response(self, flow: http.HTTPFlow) -> None:
@@ -181,16 +173,16 @@ class Recorder:
         await self._finish(flow)
 
     async def _finish(self, flow: http.HTTPFlow) -> None:
-        if flow.metadata.get(RECORDED_KEY) == "call":
+        if flow.metadata.get(flowmeta.RECORDED) == "call":
             return
-        forwarded = flow.metadata.get(RECORDED_KEY) == "request"
-        flow.metadata[RECORDED_KEY] = "call"
+        forwarded = flow.metadata.get(flowmeta.RECORDED) == "request"
+        flow.metadata[flowmeta.RECORDED] = "call"
         future = self._writer().submit_call(self._record(flow, final=True, forwarded=forwarded))
         if self.durability != "audit":
             return
         if not await self._committed(future) and flow.response is not None and flow.error is None:
             # The answer is withheld: nobody may see a call that is not on record.
-            if flow.metadata.get("toolgate.refused") != "unrecorded":
+            if flow.metadata.get(flowmeta.REFUSED) != "unrecorded":
                 refuse(flow, Refusal("unrecorded", UNRECORDED.format(what="answered")))
 
     # -- glue -------------------------------------------------------------------------------
@@ -217,11 +209,11 @@ class Recorder:
                 held_at: float | None = None) -> CallRecord:
         """The call as it stands: its request (as forwarded) and, if `final`, its outcome."""
         meta = flow.metadata
-        identity = meta.get("toolgate.identity") or {}
-        policy = meta.get("toolgate.decision") or {}
-        refused = meta.get("toolgate.refused")
+        identity = meta.get(flowmeta.IDENTITY) or {}
+        policy = meta.get(flowmeta.DECISION) or {}
+        refused = meta.get(flowmeta.REFUSED)
         request = flow.request
-        findings = [FindingRow.from_dict(f) for f in meta.get("toolgate.findings") or []
+        findings = [FindingRow.from_dict(f) for f in meta.get(flowmeta.FINDINGS) or []
                     if type(f) is dict or isinstance(f, Mapping)]  # the ABC check is slow
         if not final:
             findings = [f for f in findings if f.direction == "request"]
@@ -235,7 +227,7 @@ class Recorder:
         return CallRecord(
             call_id=call_id_of(flow),
             session_id=self._session(flow, identity, final),
-            started_at=float(meta.get("toolgate.started") or request.timestamp_start),
+            started_at=float(meta.get(flowmeta.STARTED) or request.timestamp_start),
             ended_at=time.time() if final else None,
             client_addr=_address(flow.client_conn.peername),
             subject=None if identity.get("anonymous") else identity.get("subject"),
@@ -246,14 +238,14 @@ class Recorder:
             function=policy.get("function") or f"{request.method} {request.path.split('?')[0]}",
             method=request.method,
             url=_recorded_url(flow),
-            request_headers=_headers(request.headers, decoded=RECORD_REQUEST in meta,
-                                     record=meta.get(RECORD_REQUEST_HEADERS)),
-            request_body=_recorded_body(meta, RECORD_REQUEST, request, refused),
+            request_headers=_headers(request.headers, decoded=flowmeta.RECORD_REQUEST in meta,
+                                     record=meta.get(flowmeta.RECORD_REQUEST_HEADERS)),
+            request_body=_recorded_body(meta, flowmeta.RECORD_REQUEST, request, refused),
             status=response.status_code if released else None,
-            response_headers=(_headers(response.headers, decoded=RECORD_RESPONSE in meta,
-                                       record=meta.get(RECORD_RESPONSE_HEADERS))
+            response_headers=(_headers(response.headers, decoded=flowmeta.RECORD_RESPONSE in meta,
+                                       record=meta.get(flowmeta.RECORD_RESPONSE_HEADERS))
                               if response is not None else None),
-            response_body=(_recorded_body(meta, RECORD_RESPONSE, response, refused)
+            response_body=(_recorded_body(meta, flowmeta.RECORD_RESPONSE, response, refused)
                            if response is not None else None),
             decision=decision,
             enforced=enforced,
@@ -262,7 +254,7 @@ class Recorder:
             error=error,
             forwarded=forwarded,
             findings=findings,
-            secret_headers=tuple(meta.get("toolgate.injected_headers") or ()),
+            secret_headers=tuple(meta.get(flowmeta.INJECTED_HEADERS) or ()),
             held_at=held_at,
         )
 
@@ -272,15 +264,15 @@ class Recorder:
         if not mcp and final and flow.response is not None:
             mcp = flow.response.headers.get(MCP_SESSION_HEADER)  # the answer to `initialize`
         named = mcp or headers.get(SESSION_HEADER)
-        if not named and SESSION_KEY in flow.metadata:
-            return flow.metadata[SESSION_KEY]
+        if not named and flowmeta.SESSION_ID in flow.metadata:
+            return flow.metadata[flowmeta.SESSION_ID]
         subject = None if identity.get("anonymous") else identity.get("subject")
         caller = f"sub:{subject}" if subject else f"addr:{(flow.client_conn.peername or ('?',))[0]}"
         session_id = self.sessions.assign(
-            caller, float(flow.metadata.get("toolgate.started") or time.time()),
+            caller, float(flow.metadata.get(flowmeta.STARTED) or time.time()),
             mcp, headers.get(SESSION_HEADER),
         )
-        flow.metadata[SESSION_KEY] = session_id
+        flow.metadata[flowmeta.SESSION_ID] = session_id
         return session_id
 
 
@@ -321,15 +313,15 @@ def _recorded_body(meta: Mapping[str, Any], key: str, message: http.Message,
     """A body as the store keeps it: the policy's record version (every labelled value
     redacted) when there is one; nothing for a request the gateway refused unread or could
     not inspect, since what it holds is unknown."""
-    if key in meta and not (key == RECORD_RESPONSE and refused):
+    if key in meta and not (key == flowmeta.RECORD_RESPONSE and refused):
         return meta[key]
-    if key == RECORD_REQUEST and refused and refused not in CHECKED_REFUSALS:
+    if key == flowmeta.RECORD_REQUEST and refused and refused not in CHECKED_REFUSALS:
         return None
     return message.raw_content
 
 
 def _recorded_url(flow: http.HTTPFlow) -> str:
-    query = flow.metadata.get(RECORD_QUERY_KEY)
+    query = flow.metadata.get(flowmeta.RECORD_QUERY)
     if query is None:
         return flow.request.url
     parts = urllib.parse.urlsplit(flow.request.url)

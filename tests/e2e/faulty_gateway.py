@@ -3,6 +3,7 @@ fail-closed tests can make a toolgate hook raise inside a real mitmdump."""
 
 import os
 
+from toolgate.addons import flowmeta
 from toolgate.addons.failclosed import gate
 from toolgate.addons.identity import oidc
 from toolgate.addons.assembly import build_chain
@@ -19,7 +20,7 @@ elif FAULT == "response":  # raises inside the gate's responseheaders hook
     _real_call_id_of = gate.call_id_of
 
     def _call_id_of(flow):
-        if flow.response is not None and not flow.metadata.get("toolgate.refused"):
+        if flow.response is not None and not flow.metadata.get(flowmeta.REFUSED):
             _boom()
         return _real_call_id_of(flow)
 
