@@ -28,8 +28,9 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from toolgate.scripts.harness import Served, StubHandler, StubServer
 
 CUSTOMERS: list[dict[str, Any]] = [
     {"id": 1, "name": "Ada Lovelace", "email": "ada@example.com", "ssn": "536-22-1234",
@@ -195,7 +196,7 @@ def rpc_answer(message: Any) -> dict[str, Any] | None:
     return {"jsonrpc": "2.0", "id": rid, "result": result}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(StubHandler):
     server: "_Server"
     protocol_version = "HTTP/1.1"
 
@@ -212,20 +213,20 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         path, query, body = self._receive()
         if path == "/mcp":  # no server-initiated event stream here
-            self._json({"error": "this server offers no event stream: POST to /mcp"}, 405,
-                       {"Allow": "POST, DELETE"})
+            self.send_json({"error": "this server offers no event stream: POST to /mcp"}, 405,
+                           {"Allow": "POST, DELETE"})
         elif path == "/healthz":
-            self._json({"ok": True})
+            self.send_json({"ok": True})
         elif path == "/customers":
-            self._json({"customers": CUSTOMERS})
+            self.send_json({"customers": CUSTOMERS})
         elif path == "/customers/export":
-            self._json({"customers": export(int((query.get("limit") or ["10"])[0]))})
+            self.send_json({"customers": export(int((query.get("limit") or ["10"])[0]))})
         elif path.startswith("/customers/") and customer(path.rsplit("/", 1)[1]):
-            self._json(customer(path.rsplit("/", 1)[1]))
+            self.send_json(customer(path.rsplit("/", 1)[1]))
         elif path == "/echo":
             self._echo(body)
         else:
-            self._json({"error": "not found"}, 404)
+            self.send_json({"error": "not found"}, 404)
 
     def do_POST(self) -> None:  # noqa: N802
         path, _, body = self._receive()
@@ -238,14 +239,14 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 args = json.loads(body or b"{}")
             except ValueError:
-                return self._json({"error": "body is not JSON"}, 400)
-            self._json(call_tool("deploy", args)[0], 202)
+                return self.send_json({"error": "body is not JSON"}, 400)
+            self.send_json(call_tool("deploy", args)[0], 202)
         elif path in ("/v1/chat/completions", "/v1/messages"):
             self._llm(path, body)
         elif path == "/echo":
             self._echo(body)
         else:
-            self._json({"error": "not found"}, 404)
+            self.send_json({"error": "not found"}, 404)
 
     do_PUT = do_PATCH = do_POST
 
@@ -255,12 +256,13 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer_post(path, body)
         session = self.headers.get("Mcp-Session-Id")
         if not session:
-            return self._json({"error": "DELETE /mcp ends a session: send Mcp-Session-Id"}, 400)
+            return self.send_json({"error": "DELETE /mcp ends a session: send Mcp-Session-Id"},
+                                  400)
         with self.server.lock:
             known = session in self.server.mcp_sessions
             self.server.mcp_sessions.pop(session, None)
         if not known:
-            return self._json({"error": f"no MCP session {session}"}, 404)
+            return self.send_json({"error": f"no MCP session {session}"}, 404)
         self.send_response(204)  # no body, so no Content-Length either (RFC 9110)
         self.end_headers()
 
@@ -268,13 +270,13 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             request = json.loads(body or b"{}")
         except ValueError:
-            return self._json({"error": "body is not JSON"}, 400)
+            return self.send_json({"error": "body is not JSON"}, 400)
         model = str(request.get("model", "demo-model"))
         openai = path.endswith("/chat/completions")
         if request.get("stream"):
             stream = chat_stream(model) if openai else anthropic_stream(model)
             return self._stream(stream.encode())
-        self._json(chat_completion(model) if openai else anthropic_message(model))
+        self.send_json(chat_completion(model) if openai else anthropic_message(model))
 
     def _stream(self, body: bytes, headers: dict[str, str] | None = None) -> None:
         """Chunked, in small pieces with a pause between them: events arrive split."""
@@ -292,16 +294,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
 
     def _echo(self, body: bytes) -> None:
-        self._json({"method": self.command, "path": self.path,
-                    "headers": dict(self.headers.items()),
-                    "body": body.decode("utf-8", "replace")})
+        self.send_json({"method": self.command, "path": self.path,
+                        "headers": dict(self.headers.items()),
+                        "body": body.decode("utf-8", "replace")})
 
     def _mcp(self, body: bytes) -> None:
         try:
             message = json.loads(body)
         except ValueError:
-            return self._json({"jsonrpc": "2.0", "id": None,
-                               "error": {"code": -32700, "message": "parse error"}}, 400)
+            return self.send_json({"jsonrpc": "2.0", "id": None,
+                                   "error": {"code": -32700, "message": "parse error"}}, 400)
         if isinstance(message, list):
             answers = [a for a in map(rpc_answer, message) if a is not None]
             answer: Any = answers or None
@@ -315,51 +317,33 @@ class _Handler(BaseHTTPRequestHandler):
                 while len(self.server.mcp_sessions) > MAX_MCP_SESSIONS:  # the oldest go
                     self.server.mcp_sessions.pop(next(iter(self.server.mcp_sessions)))
         if answer is None:  # only notifications
-            return self._send(202, b"", "application/json", headers)
+            return self.send(202, b"", "application/json", headers)
         accept = self.headers.get("Accept", "")
         if accept.split(",")[0].strip().startswith("text/event-stream"):
             events = answer if isinstance(answer, list) else [answer]
             stream = "".join(sse(e, "message") for e in events)
             return self._stream(stream.encode(), headers)
-        self._json(answer, 200, headers)
-
-    def _json(self, value: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(value).encode(), "application/json", headers or {})
-
-    def _send(self, status: int, body: bytes, ctype: str, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        self.send_json(answer, 200, headers)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(StubServer):
     # socketserver's default backlog (5) resets connections when a proxy in front opens a few
     # dozen at once (load tests, 50 callers): callers would see 502s the service never caused.
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int]) -> None:
-        super().__init__(address, _Handler)
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(_Handler, host, port)
         self.lock = threading.Lock()
         # Bounded, so a long-running demo does not grow without end.
         self.received: collections.deque[Received] = collections.deque(maxlen=10_000)
         self.mcp_sessions: dict[str, None] = {}  # started by `initialize`, oldest first
 
 
-class DemoService:
+class DemoService(Served):
     """The service's HTTP server in a background thread."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.server = _Server((host, port))
-        self.url = f"http://{host}:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.server = _Server(host, port)
 
     @property
     def received(self) -> list[Received]:
@@ -370,14 +354,6 @@ class DemoService:
         with self.server.lock:
             self.server.received.clear()
 
-    def start(self) -> "DemoService":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -386,10 +362,7 @@ def main() -> None:
     args = parser.parse_args()
     service = DemoService(args.host, args.port)
     print(f"demo function service at {service.url}", flush=True)
-    try:
-        service.server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    service.serve_until_interrupted()
 
 
 if __name__ == "__main__":

@@ -11,15 +11,15 @@ import argparse
 import json
 import os
 import secrets
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from toolgate.scripts.harness import Served, StubHandler, StubServer
 
 DEFAULT_KEYS = Path(".toolgate/dev-issuer.json")
 DEFAULT_AUDIENCE = "toolgate"
@@ -114,14 +114,14 @@ class DevKeys:
         return jwt.encode(payload, signing_key, algorithm=alg, headers={"kid": key["kid"]})
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(StubHandler):
     server: "_Server"
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         keys = self.server.dev_keys
         if self.path == "/.well-known/openid-configuration":
-            self._json(
+            self.send_json(
                 {
                     "issuer": keys.issuer,
                     "jwks_uri": keys.issuer + "/jwks.json",
@@ -132,37 +132,24 @@ class _Handler(BaseHTTPRequestHandler):
             )
         elif self.path == "/jwks.json":
             self.server.jwks_requests += 1
-            self._json(keys.jwks())
+            self.send_json(keys.jwks())
         else:
-            self._json({"error": "not found"}, 404)
-
-    def _json(self, value: Any, status: int = 200) -> None:
-        body = json.dumps(value).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+            self.send_json({"error": "not found"}, 404)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(StubServer):
     dev_keys: DevKeys
     jwks_requests = 0
 
 
-class DevIssuer:
+class DevIssuer(Served):
     """The issuer's HTTP server, run in a background thread (tests, `make run`)."""
 
     def __init__(
         self, host: str = "127.0.0.1", port: int = 0, *, keys_path: Path | None = None,
         audience: str = DEFAULT_AUDIENCE,
     ) -> None:
-        self.server = _Server((host, port), _Handler)
-        self.url = f"http://{host}:{self.server.server_address[1]}"
+        self.server = _Server(_Handler, host, port)
         self.keys_path = keys_path
         if keys_path and keys_path.exists():
             keys = DevKeys.load(keys_path)
@@ -171,7 +158,6 @@ class DevIssuer:
             keys = DevKeys.generate(self.url, audience)
         self.server.dev_keys = keys
         self._save()
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def keys(self) -> DevKeys:
@@ -189,14 +175,6 @@ class DevIssuer:
         if self.keys_path:
             self.keys.save(self.keys_path)
 
-    def start(self) -> "DevIssuer":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -207,10 +185,7 @@ def main() -> None:
     args = parser.parse_args()
     issuer = DevIssuer(args.host, args.port, keys_path=args.keys, audience=args.audience)
     print(f"dev OIDC issuer at {issuer.url} (keys in {args.keys})", flush=True)
-    try:
-        issuer.server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    issuer.serve_until_interrupted()
 
 
 if __name__ == "__main__":

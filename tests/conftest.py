@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import AUDIENCE, Gateway, Launcher
+from harness import AUDIENCE, Launcher
 from toolgate.scripts.demo_service import DemoService
 from toolgate.scripts.dev_issuer import DevIssuer
+from toolgate.scripts.harness import Mitmdump
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +59,7 @@ def gateway(
     mitm_confdir: Path,
     issuer: DevIssuer,
     demo_backend: DemoService,
-) -> Iterator[Gateway]:
+) -> Iterator[Mitmdump]:
     """One gateway per test module: identity required, verifying the dev issuer's tokens."""
     launcher = Launcher(tmp_path_factory.mktemp("gateway"), mitm_confdir, issuer, demo_backend)
     yield launcher()
