@@ -28,11 +28,9 @@ import argparse
 import asyncio
 import collections
 import json
-import os
 import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,15 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import httpx
-
-ROOT = Path(__file__).resolve().parent.parent
 
 from toolgate.scripts.demo_service import CUSTOMERS, DemoService
 from toolgate.scripts.dev_issuer import DevIssuer, DevKeys
+from toolgate.scripts.harness import (
+    ADMIN_LISTENING, GATEWAY_SCRIPT, mitmdump_args, open_store, start_mitmdump,
+)
 
-MITMDUMP = Path(sys.executable).parent / "mitmdump"
 AUDIENCE = "toolgate-soak"
 SECRET_ENV = "TOOLGATE_SOAK_BACKEND_KEY"
 SECRET = "soak-backend-key-5e1f0a9c7d3b"
@@ -275,8 +272,7 @@ def read_store(db: Path) -> Store:
 
     calls: dict[str, list[tuple]] = collections.defaultdict(list)
     approvals: dict[str, list[str]] = collections.defaultdict(list)
-    con = duckdb.connect(str(db), read_only=True)
-    try:
+    with open_store(db) as con:
         for call_id, *rest in con.execute(
                 "SELECT call_id, decision, forwarded, status, error FROM calls").fetchall():
             calls[call_id].append(tuple(rest))
@@ -284,8 +280,6 @@ def read_store(db: Path) -> Store:
                 "SELECT call_id, decision FROM approvals").fetchall():
             approvals[call_id].append(decision)
         pending = con.execute("SELECT count(*) FROM pending").fetchone()[0]
-    finally:
-        con.close()
     verified = CliRunner().invoke(cli, ["sessions", "verify", "--db", str(db)])
     return Store(dict(calls), dict(approvals), pending, verified.exit_code == 0,
                  verified.output.strip())
@@ -396,50 +390,6 @@ class RssSampler:
 
 # -- orchestration ---------------------------------------------------------------------------------
 
-def start_mitmdump(args: list[str], env: dict[str, str] | None = None
-                   ) -> tuple[subprocess.Popen[str], int, list[str]]:
-    proc = subprocess.Popen([str(MITMDUMP), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                            cwd=ROOT, env={**os.environ, **(env or {})})
-    assert proc.stdout
-    lines: list[str] = []
-    port = None
-    for line in proc.stdout:
-        lines.append(line)
-        if "admin API" not in line and (match := re.search(r"listening at \S*?:(\d+)", line)):
-            port = int(match.group(1))
-            break
-    if port is None:
-        raise RuntimeError("mitmdump did not start:\n" + "".join(lines))
-
-    def drain() -> None:  # a full pipe would stall it; keep what it says for the report
-        for line in proc.stdout:  # type: ignore[union-attr]
-            lines.append(line)
-
-    threading.Thread(target=drain, daemon=True).start()
-    return proc, port, lines
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
-def wait_for(pattern: str, lines: list[str], timeout: float = 15) -> re.Match[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in list(lines):
-            if found := re.search(pattern, line):
-                return found
-        time.sleep(0.05)
-    raise RuntimeError(f"{pattern!r} not in the gateway's output:\n{''.join(lines)}")
-
-
 def latency_ms(outcomes: list[Outcome], kind: str, p: float) -> float:
     values = sorted(o.seconds for o in outcomes if o.kind == kind)
     return values[min(len(values) - 1, int(p / 100 * len(values)))] * 1000 if values else 0.0
@@ -463,52 +413,51 @@ def main() -> int:
     tokens = agent_tokens(issuer.keys, args.concurrency)
     reviewer = issuer.keys.mint(*REVIEWER, ttl=6 * 3600)
     kinds = plan(args.calls)
-    common = ["--mode", f"reverse:{backend.url}", "--listen-host", "127.0.0.1", "-p", "0",
-              "--set", "flow_detail=0", "--set", f"confdir={work / 'conf'}"]
+    common = {"flow_detail": 0, "confdir": work / "conf"}
     db = work / "soak.duckdb"
-    gateway_args = common + [
-        "-s", str(ROOT / "addons" / "gateway.py"),
-        "--set", f"toolgate_oidc_issuer={issuer.url}",
-        "--set", f"toolgate_oidc_audience={AUDIENCE}",
-        "--set", f"toolgate_db={db}",
-        "--set", "toolgate_durability=audit",
-        "--set", f"toolgate_credentials={work / 'creds.yaml'}",
-        "--set", "toolgate_admin_listen=127.0.0.1:0",
-    ]
+    gateway_args = mitmdump_args(backend.url, {
+        **common,
+        "toolgate_oidc_issuer": issuer.url,
+        "toolgate_oidc_audience": AUDIENCE,
+        "toolgate_db": db,
+        "toolgate_durability": "audit",
+        "toolgate_credentials": work / "creds.yaml",
+        "toolgate_admin_listen": "127.0.0.1:0",
+    }, script=GATEWAY_SCRIPT)
     cpu = {}
     try:
         print(f"{args.calls} calls, {args.concurrency} callers: "
               + ", ".join(f"{k} {kinds.count(k)}" for k in MIX), flush=True)
-        proc, port, _ = start_mitmdump(common)
+        proxy = start_mitmdump(mitmdump_args(backend.url, common))
         try:
             before = time.process_time()
-            bare = asyncio.run(drive(f"http://127.0.0.1:{port}", kinds, tokens, gateway=False))
+            bare = asyncio.run(drive(proxy.url, kinds, tokens, gateway=False))
             cpu["bare"] = (time.process_time() - before) / bare.seconds
         finally:
-            stop(proc)
+            proxy.stop(30)
         print(f"bare mitmdump: {bare.rate:.0f} calls/s, {len(bare.problems)} errors", flush=True)
         for problem in bare.problems[:5]:  # the backend's or the load's fault, not toolgate's
             print(f"  bare: {problem} (the ratio is not comparable)", flush=True)
         backend.reset()
 
-        proc, port, lines = start_mitmdump(gateway_args, env={SECRET_ENV: SECRET})
+        gateway = start_mitmdump(gateway_args, env={SECRET_ENV: SECRET})
         try:
-            admin = wait_for(r"admin API serving at (http://\S+)", lines).group(1)
-            idle_kb = rss_kb(proc.pid) or 0
-            with RssSampler(proc.pid) as sampler:
+            admin = gateway.wait_for(ADMIN_LISTENING, 15).group(1)
+            idle_kb = rss_kb(gateway.pid) or 0
+            with RssSampler(gateway.pid) as sampler:
                 def progress(done: int) -> None:
                     sampler.done = done
 
                 before = time.process_time()
-                run = asyncio.run(drive(f"http://127.0.0.1:{port}", kinds, tokens,
+                run = asyncio.run(drive(gateway.url, kinds, tokens,
                                         admin_url=admin, reviewer_token=reviewer,
                                         progress=progress))
                 cpu["gateway"] = (time.process_time() - before) / run.seconds
                 time.sleep(1.0)  # the idle gateway after the load
         finally:
-            stop(proc)
+            gateway.stop(30)
         store = read_store(db)
-        problems = check(run, store, backend.received) + log_problems("".join(lines))
+        problems = check(run, store, backend.received) + log_problems(gateway.output)
     finally:
         backend.stop()
         issuer.stop()
