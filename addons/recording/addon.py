@@ -16,9 +16,10 @@ so one that a killed gateway was holding is recorded too: interrupted, never for
 `async` the same records are written in the background and nothing waits.
 
 For other addons and the admin server: `record_approval(...)` records a reviewer's decision,
-`query(path, params)` answers the admin API's session routes (see `sessions.api`) and
-`run_query(fn)` runs any read on the store, each returning a concurrent Future to await with
-`asyncio.wrap_future`. The addon is found as `ctx.master.addons.get("recorder")`.
+`query(path, params)` answers the admin API's session routes (see `sessions.api`), each
+returning a concurrent Future to await with `asyncio.wrap_future`; nothing else reaches the
+store's connection (no door for arbitrary SQL). The addon is found as
+`ctx.master.addons.get("recorder")`.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ import asyncio
 import logging
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
@@ -43,8 +44,6 @@ from toolgate.sessions.sessionize import MCP_SESSION_HEADER, SESSION_HEADER, Ses
 from toolgate.sessions.writer import RecordingError, Writer
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 DURABILITIES = ("audit", "async")
 # Refusals that come after the policy read the request: its record version covers it.
@@ -137,9 +136,6 @@ class Recorder:
         """Answer a GET on the admin API's session routes (`sessions.api`)."""
         writer = self._writer()
         return writer.run_query(lambda con: api.handle(con, path, params, writer.head_file))
-
-    def run_query(self, fn: Callable[[Any], T]) -> "Future[T]":
-        return self._writer().run_query(fn)
 
     def health(self) -> dict[str, Any]:
         writer = self.writer

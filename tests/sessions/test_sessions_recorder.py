@@ -37,6 +37,12 @@ def recorder_writer_join(recorder: Recorder) -> None:
         w.join(10)
 
 
+async def on_store(recorder: Recorder, fn):
+    """`fn(connection)` on the store of the recorder's own writer (the recorder itself has no
+    such door), awaited."""
+    return await asyncio.wrap_future(recorder.writer.run_query(fn))
+
+
 def flow_with_identity(**kwargs):
     f = tflow.tflow(**kwargs)
     f.metadata["toolgate.call_id"] = f"call-{f.id}"
@@ -53,6 +59,11 @@ def test_every_flow_hook_fails_closed():
     assert unguarded_hooks(Recorder()) == []
 
 
+def test_the_recorder_runs_no_sql_it_is_handed():
+    # Addons and the admin server read the store through `query(path, params)`'s routes only.
+    assert not hasattr(Recorder(), "run_query")
+
+
 def test_a_call_is_recorded_in_two_phases(tmp_path):
     db = tmp_path / "s.duckdb"
 
@@ -61,8 +72,8 @@ def test_a_call_is_recorded_in_two_phases(tmp_path):
         await recorder.request(f)
         assert f.response is None  # let through
         assert f.metadata["toolgate.recorded"] == "request"
-        pending = await asyncio.wrap_future(recorder.run_query(
-            lambda con: con.execute("SELECT call_id FROM pending").fetchall()))
+        pending = await on_store(recorder, lambda con: con.execute(
+            "SELECT call_id FROM pending").fetchall())
         assert pending == [(f.metadata["toolgate.call_id"],)]
         f.response = tflow.tresp()
         f.metadata["toolgate.decision"] = {"action": "mask", "rules": ["r1"], "mode": "enforce",
@@ -124,8 +135,7 @@ def test_an_answer_that_cannot_be_recorded_is_withheld(tmp_path):
         f = flow_with_identity(resp=True)
         await recorder.request(tflow.tflow())  # opens the store
         f.response.content = b'{"secret": "backend answer"}'
-        await asyncio.wrap_future(recorder.run_query(
-            lambda con: con.execute("DROP TABLE calls")))  # the store breaks
+        await on_store(recorder, lambda con: con.execute("DROP TABLE calls"))  # the store breaks
         await recorder.response(f)
         return f
 
