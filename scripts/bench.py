@@ -23,17 +23,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
 from toolgate.scripts.demo_service import CUSTOMERS
 from toolgate.scripts.dev_issuer import DevIssuer
+from toolgate.scripts.harness import (
+    GATEWAY_SCRIPT, ROOT, FastBackend, mitmdump_args, start_mitmdump,
+)
 
-MITMDUMP = Path(sys.executable).parent / "mitmdump"
 AUDIENCE = "toolgate-bench"
 
 
@@ -55,34 +54,9 @@ def make_body(target: int, sensitive_every: int = 1) -> bytes:
 BODIES = {b"/bench/1k": make_body(1024, sensitive_every=5), b"/bench/256k": make_body(256 * 1024, sensitive_every=5)}
 
 
-# -- the backend: a minimal keep-alive HTTP/1.1 server, fast enough never to be the limit --------
-
-async def _serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = re.search(rb"(?i)content-length:\s*(\d+)", head)
-            if length:
-                await reader.readexactly(int(length.group(1)))
-            path = head.split(b" ", 2)[1]
-            body = BODIES.get(path, b"{}")
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        writer.close()
-
-
 def serve(port_file: str) -> None:
-    async def main() -> None:
-        server = await asyncio.start_server(_serve_connection, "127.0.0.1", 0)
-        Path(port_file).write_text(str(server.sockets[0].getsockname()[1]))
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
+    """The backend, in a process of its own (so it never competes with the load generator)."""
+    FastBackend(BODIES).serve(Path(port_file))
 
 
 # -- the load generator --------------------------------------------------------------------------
@@ -156,26 +130,6 @@ def process_cpu(pid: int | None) -> float:
 
 # -- orchestration -------------------------------------------------------------------------------
 
-def start_mitmdump(args: list[str]) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([str(MITMDUMP), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, cwd=ROOT)
-    assert proc.stdout
-    for line in proc.stdout:
-        if match := re.search(r"listening at \S*?:(\d+)", line):
-            # Keep draining its output, so a full pipe never stalls it.
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
-            return proc, int(match.group(1))
-    raise RuntimeError("mitmdump did not start")
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
@@ -186,34 +140,35 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="toolgate-bench-"))
     port_file = work / "backend.port"
-    backend = subprocess.Popen([sys.executable, "-c", f"from scripts.bench import serve; serve({str(port_file)!r})"],
-                               cwd=ROOT)
+    backend = subprocess.Popen([sys.executable, "-c", "from toolgate.scripts.bench import serve; "
+                                f"serve({str(port_file)!r})"], cwd=ROOT)
     issuer = DevIssuer(keys_path=work / "issuer.json", audience=AUDIENCE).start()
     token = issuer.keys.mint("bench", ["support"], ttl=3600)
     try:
         while not port_file.exists() or not port_file.read_text():
             time.sleep(0.05)
         upstream = f"http://127.0.0.1:{port_file.read_text()}"
-        common = ["--mode", f"reverse:{upstream}", "--listen-host", "127.0.0.1", "-p", "0",
-                  "--set", "flow_detail=0", "--set", f"confdir={work / 'conf'}"]
+        common = {"flow_detail": 0, "confdir": work / "conf"}
         setups = {
-            "bare mitmdump": (common, None),
-            "toolgate": (common + ["-s", str(ROOT / "addons" / "gateway.py"),
-                                   "--set", f"toolgate_oidc_issuer={issuer.url}",
-                                   "--set", f"toolgate_oidc_audience={AUDIENCE}",
-                                   "--set", f"toolgate_db={work / 'bench.duckdb'}",
-                                   "--set", f"toolgate_durability={args.durability}",
-                                   "--set", "toolgate_admin_listen=127.0.0.1:0"], token),
+            "bare mitmdump": (mitmdump_args(upstream, common), None),
+            "toolgate": (mitmdump_args(upstream, {
+                **common,
+                "toolgate_oidc_issuer": issuer.url,
+                "toolgate_oidc_audience": AUDIENCE,
+                "toolgate_db": work / "bench.duckdb",
+                "toolgate_durability": args.durability,
+                "toolgate_admin_listen": "127.0.0.1:0",
+            }, script=GATEWAY_SCRIPT), token),
         }
         results: dict[tuple[str, str], Result] = {}
         for name, (mitm_args, bearer) in setups.items():
-            proc, port = start_mitmdump(mitm_args)
+            proxy = start_mitmdump(mitm_args)
             try:
                 for path in ("/bench/1k", "/bench/256k"):
                     results[name, path] = asyncio.run(
-                        load(port, path, bearer, args.duration, args.concurrency, proc.pid))
+                        load(proxy.port, path, bearer, args.duration, args.concurrency, proxy.pid))
             finally:
-                stop(proc)
+                proxy.stop()
     finally:
         issuer.stop()
         backend.terminate()

@@ -20,59 +20,18 @@ import asyncio
 import os
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
+from toolgate.scripts.harness import GATEWAY_SCRIPT, FastBackend, mitmdump_args, start_mitmdump
 from toolgate.sessions.records import CallRecord, FindingRow
 from toolgate.sessions.writer import Writer
 
-MITMDUMP = Path(sys.executable).parent / "mitmdump"
-LISTENING = re.compile(r"listening at \S*?:(\d+)")
 BODY = b'{"id": 1, "name": "Ada Lovelace", "email": "tok_email_3f9a1c2b", "ssn": "***-**-1234"}'
 
 
-# -- a fast backend and a keep-alive load generator -----------------------------------------
-
-
-class Backend:
-    """HTTP/1.1 keep-alive server answering every request with a small JSON body."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.ready = threading.Event()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
-        self.ready.set()
-        self.loop.run_forever()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                  + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                match = re.search(rb"(?i)content-length:\s*(\d+)", head)
-                if match:
-                    await reader.readexactly(int(match.group(1)))
-                writer.write(answer)
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-            writer.close()
-
-    def start(self) -> "Backend":
-        self.thread.start()
-        self.ready.wait(10)
-        return self
+# -- a keep-alive load generator (the backend: the harness's FastBackend) -------------------
 
 
 async def _client(port: int, deadline: float, latencies: list[float], path: str) -> int:
@@ -111,30 +70,6 @@ def load(
     started = time.perf_counter()
     total = asyncio.run(main())
     return total / (time.perf_counter() - started), latencies
-
-
-def start_mitmdump(args: list[str]) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen(
-        [str(MITMDUMP), "--listen-host", "127.0.0.1", "-p", "0", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout
-    for line in proc.stdout:
-        match = LISTENING.search(line)
-        if match:
-            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-            return proc, int(match.group(1))
-    raise RuntimeError("mitmdump did not start")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 # -- the recorder alone -----------------------------------------------------------------------
@@ -200,20 +135,18 @@ def bench_writer(seconds: float, producers: int) -> dict[str, float]:
 # -- through the gateway ---------------------------------------------------------------------
 
 
-def gateway_latency(backend: Backend, durability: str, seconds: float, connections: int,
+def gateway_latency(backend: FastBackend, durability: str, seconds: float, connections: int,
                     folder: Path) -> tuple[float, float, float]:
-    proc, port = start_mitmdump([
-        "-s", str(ROOT / "addons" / "gateway.py"), "--mode", f"reverse:http://127.0.0.1:{backend.port}",
-        "--set", "flow_detail=0", "--set", "toolgate_identity=off",
-        "--set", f"toolgate_durability={durability}",
-        "--set", f"toolgate_db={folder / (durability + str(connections) + '.duckdb')}",
-        "--set", "toolgate_admin_listen=127.0.0.1:0",
-    ])
+    proxy = start_mitmdump(mitmdump_args(backend.url, {
+        "flow_detail": 0, "toolgate_identity": "off", "toolgate_durability": durability,
+        "toolgate_db": folder / (durability + str(connections) + ".duckdb"),
+        "toolgate_admin_listen": "127.0.0.1:0",
+    }, script=GATEWAY_SCRIPT))
     try:
-        load(port, 0.5, connections, "/healthz")  # warm up
-        rate, latencies = load(port, seconds, connections, "/healthz")
+        load(proxy.port, 0.5, connections, "/healthz")  # warm up
+        rate, latencies = load(proxy.port, seconds, connections, "/healthz")
     finally:
-        stop(proc)
+        proxy.stop(15)
     latencies.sort()
     return rate, latencies[len(latencies) // 2] * 1000, latencies[int(len(latencies) * .95)] * 1000
 
@@ -228,16 +161,15 @@ def main() -> None:
     parser.add_argument("--no-gateway", action="store_true", help="skip the latency part")
     args = parser.parse_args()
 
-    backend = Backend().start()
+    backend = FastBackend(default=BODY).start()
     direct, _ = load(backend.port, 1, args.connections)
     print(f"backend alone:           {direct:9.0f} req/s  ({args.connections} connections)")
-    proc, port = start_mitmdump(["--mode", f"reverse:http://127.0.0.1:{backend.port}",
-                                 "--set", "flow_detail=0"])
+    proxy = start_mitmdump(mitmdump_args(backend.url, {"flow_detail": 0}))
     try:
-        load(port, 0.5, args.connections)
-        bare, _ = load(port, args.seconds, args.connections)
+        load(proxy.port, 0.5, args.connections)
+        bare, _ = load(proxy.port, args.seconds, args.connections)
     finally:
-        stop(proc)
+        proxy.stop(15)
     print(f"bare mitmdump:           {bare:9.0f} req/s  ({args.connections} connections, "
           f"{args.seconds:g}s)")
 
