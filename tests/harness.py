@@ -11,10 +11,11 @@ from pathlib import Path
 from toolgate.scripts.demo_service import DemoService
 from toolgate.scripts.dev_issuer import DevIssuer
 from toolgate.scripts.harness import (
-    GATEWAY_SCRIPT, MITMDUMP, MITMWEB, Mitmdump, mitmdump_args, start_mitmdump, wait_until,
+    GATEWAY_SCRIPT, MITMDUMP, MITMWEB, ROOT, Mitmdump, mitmdump_args, start_mitmdump, wait_until,
 )
 
-__all__ = ["AUDIENCE", "GATEWAY_SCRIPT", "MITMWEB", "Launcher", "start_mitmdump", "wait_until"]
+__all__ = ["AUDIENCE", "GATEWAY_SCRIPT", "MITMWEB", "ROOT", "Launcher", "start_mitmdump",
+           "wait_until"]
 
 AUDIENCE = "toolgate-tests"
 
