@@ -13,16 +13,14 @@ import os
 import shlex
 import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from toolgate.scripts.demo_service import DemoService
 from toolgate.scripts.dev_issuer import DevIssuer
+from toolgate.scripts.harness import GATEWAY_SCRIPT, MITMWEB, ROOT, start_mitmdump
 
-ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("TOOLGATE_DEMO_STATE", ROOT / ".toolgate"))
 AUDIENCE = "toolgate-demo"
 HOST = "127.0.0.1"
@@ -132,9 +130,8 @@ def main() -> int:
     service = DemoService(HOST, service_port).start()
     issuer = DevIssuer(HOST, issuer_port, keys_path=STATE / "dev-issuer.json",
                        audience=AUDIENCE).start()
-    mitmweb = Path(sys.executable).parent / "mitmweb"
-    command = [
-        str(mitmweb), "-s", str(ROOT / "addons" / "gateway.py"),
+    args = [
+        "-s", str(GATEWAY_SCRIPT),
         "--mode", f"reverse:{service.url}",
         "--listen-host", HOST, "--listen-port", str(proxy_port),
         "--web-host", HOST, "--web-port", str(web_port), "--no-web-open-browser",
@@ -144,25 +141,22 @@ def main() -> int:
         "--set", f"toolgate_db={STATE / 'demo.duckdb'}",
         "--set", f"toolgate_admin_listen={HOST}:{admin_port}",
     ]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, cwd=ROOT)
     tokens = STATE / "tokens.env"
     write_tokens(issuer, tokens)
     banner_text = banner(f"http://{HOST}:{proxy_port}", f"http://{HOST}:{web_port}",
                          service.url, issuer, f"http://{HOST}:{admin_port}", tokens)
+    printed = False
 
-    def pump() -> None:
+    def echo(line: str) -> None:
         """mitmweb's output to ours, with the banner once the proxy listens."""
-        printed = False
-        assert proc.stdout
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            if not printed and "listening at" in line and "Web server" not in line:
-                print(banner_text, flush=True)
-                printed = True
-        sys.stdout.flush()
+        nonlocal printed
+        sys.stdout.write(line)
+        if not printed and "listening at" in line and "Web server" not in line:
+            print(banner_text, flush=True)
+            printed = True
 
-    threading.Thread(target=pump, daemon=True).start()
+    mitmweb = start_mitmdump(args, program=MITMWEB, wait=False, echo=echo)
+    proc = mitmweb.proc
     # SIGTERM stops the demo like Ctrl-C. The main thread only sleeps: a signal that the OS
     # delivers to another thread (the demo servers') is still acted on within a moment, which
     # a main thread blocked reading mitmweb's output would not do.
@@ -174,12 +168,8 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        mitmweb.stop()
+        sys.stdout.flush()
         service.stop()
         issuer.stop()
 

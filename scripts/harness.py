@@ -66,10 +66,12 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10, interval: float 
 @dataclass
 class Mitmdump:
     """A running mitmdump (or mitmweb); `output` is everything it printed, also written to
-    `log` when there is one. `port` is the proxy's, once it listens."""
+    `log` and handed to `echo` line by line when they are given. `port` is the proxy's, once
+    it listens."""
 
     proc: subprocess.Popen[str]
     log: Path | None = None
+    echo: Callable[[str], object] | None = None
     port: int | None = None
     lines: list[str] = field(default_factory=list)
     ready: threading.Event = field(default_factory=threading.Event)
@@ -109,6 +111,8 @@ class Mitmdump:
         try:
             for line in self.proc.stdout:
                 self.lines.append(line)
+                if self.echo:
+                    self.echo(line)
                 if out:
                     out.write(line)
                     out.flush()
@@ -141,7 +145,7 @@ class Mitmdump:
 
 def start_mitmdump(
     args: list[str], log: Path | None = None, env: Mapping[str, str] | None = None,
-    wait: bool = True, program: Path = MITMDUMP,
+    wait: bool = True, program: Path = MITMDUMP, echo: Callable[[str], object] | None = None,
 ) -> Mitmdump:
     """Start `program` with `args` from the repository's folder; with `wait`, return once its
     proxy listens (RuntimeError, the process stopped, if it never does)."""
@@ -154,7 +158,7 @@ def start_mitmdump(
         cwd=ROOT,
         env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
     )
-    started = Mitmdump(proc, log)
+    started = Mitmdump(proc, log, echo)
     threading.Thread(target=started._pump, daemon=True).start()
     if wait:
         started.wait_ready()
