@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from toolgate.rules import Call, bundled_packs_path, evaluate, load_rules
-from toolgate.rules.protocols import ProtocolError, Refused, StreamChecker, parse_request, parse_response
+from toolgate.rules.protocols import (
+    ProtocolError, Refused, StreamChecker, Uninspectable, parse_request, parse_response,
+)
 
 EXAMPLES = int(os.environ.get("TOOLGATE_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
@@ -76,14 +79,33 @@ def check_message(message, direction: str) -> None:
     return message.encode()
 
 
+def readable(ctype: str | None, body: bytes, request: bool) -> bool:
+    """Whether a body must parse: empty, or UTF-8 text under a type that does not claim JSON
+    (JSON-looking text that is not JSON is read as text), except a multipart request."""
+    media = (ctype or "").split(";")[0]
+    if not body:
+        return True
+    if (request and media.startswith("multipart/")) or media.endswith("json"):
+        return False
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 @FUZZ
-@given(path=PATHS, ctype=CTYPES, body=st.binary(max_size=300))
+@given(path=PATHS, ctype=CTYPES,
+       body=st.one_of(st.binary(max_size=300), st.text(max_size=100).map(str.encode)))
 def test_random_bytes_parse_or_raise_a_protocol_error(path, ctype, body):
-    for parse in (lambda: parse_request(path, ctype, body, {}),
-                  lambda: parse_response({"protocol": "mcp"}, ctype, body)):
+    for request, parse in ((True, lambda: parse_request(path, ctype, body, {})),
+                           (False, lambda: parse_response({"protocol": "mcp"}, ctype, body))):
         try:
             message = parse()
         except ProtocolError:
+            # Refused only when it cannot be read: never a readable body (a parser refusing
+            # everything would pass the rest of this test).
+            assert not readable(ctype, body, request), (ctype, body)
             continue
         assert isinstance(check_message(message, "request"), bytes)
 
@@ -94,12 +116,13 @@ def test_random_bytes_parse_or_raise_a_protocol_error(path, ctype, body):
 def test_random_json_parses_checks_masks_and_reencodes_as_json(path, ctype, context, value, anthropic):
     body = json.dumps(value).encode()
     headers = {"anthropic-version": "2023-06-01"} if anthropic else {}
-    for parse in (lambda: parse_request(path, ctype, body, headers),
-                  lambda: parse_response(context, ctype, body)):
-        try:
-            message = parse()
-        except ProtocolError:
+    for request, parse in ((True, lambda: parse_request(path, ctype, body, headers)),
+                           (False, lambda: parse_response(context, ctype, body))):
+        if request and ctype == "multipart/form-data":
+            with pytest.raises(Uninspectable):
+                parse()
             continue
+        message = parse()  # valid JSON always parses, whatever type it is sent as
         encoded = check_message(message, "request")
         if ctype in ("application/json", "application/json; charset=utf-8", "application/vnd.api+json"):
             json.loads(encoded)  # a JSON body stays JSON, masked or not
@@ -138,12 +161,9 @@ def test_random_event_streams_split_anywhere_never_raise(protocol, events, noise
     checker = StreamChecker(protocol, {"protocol": protocol}, refuse_sometimes(refuse), render,
                             keep=1 << 20)
     out, start = [], 0
-    try:
-        for cut in cuts + [len(body)]:
-            out += checker(body[start:cut])
-            start = cut
-        out += checker(b"")
-    except ProtocolError:
-        return
+    for cut in cuts + [len(body)]:  # a malformed stream ends in an error event, never raises
+        out += checker(body[start:cut])
+        start = cut
+    out += checker(b"")
     assert all(isinstance(piece, bytes) for piece in out)
     assert bytes(checker.transcript) == b"".join(out)
