@@ -143,7 +143,7 @@ def test_connect_token_serves_the_tunnelled_requests(jwks_file, keys):
     ({"toolgate_groups_claim": "$[[["}, "toolgate_groups_claim"),
     ({"toolgate_oidc_hmac_secret": "env:TG_NO_SUCH_SECRET"}, "not set"),
 ])
-def test_bad_option_changes_are_refused_and_the_last_good_verifier_stays(jwks_file, bad, message):
+def test_bad_option_changes_are_refused_and_the_last_good_verifier_stays(jwks_file, keys, bad, message):
     async def scenario():
         identity, policy = Identity(), Policy()
         with taddons.context(identity, policy) as tctx:
@@ -151,8 +151,21 @@ def test_bad_option_changes_are_refused_and_the_last_good_verifier_stays(jwks_fi
             good = identity.verifier
             with pytest.raises(exceptions.OptionsError, match=message):
                 tctx.configure(identity, **bad)
-            assert identity.verifier is not None
+            # The gateway keeps verifying with the last good settings, all of them: a good token
+            # is accepted with its groups, one for another audience and no token are refused.
             assert identity.verifier.policy.issuer == good.policy.issuer == ISSUER
+            accepted = tflow.tflow()
+            accepted.request.headers["Authorization"] = f"Bearer {keys.mint('alice', ['sre'])}"
+            await identity.requestheaders(accepted)
+            assert accepted.response is None
+            assert accepted.metadata[flowmeta.IDENTITY]["subject"] == "alice"
+            assert accepted.metadata[flowmeta.IDENTITY]["groups"] == ["sre"]
+            other = tflow.tflow()
+            other.request.headers["Authorization"] = f"Bearer {keys.mint('eve', audience='other')}"
+            anonymous = tflow.tflow()
+            for refused in (other, anonymous):
+                await identity.requestheaders(refused)
+                assert refused.response.status_code == 401
 
     asyncio.run(scenario())
 
