@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import resource
 import socket
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import duckdb
 import httpx
 import jwt
 import pytest
@@ -22,6 +19,7 @@ from click.testing import CliRunner
 from harness import AUDIENCE, wait_until
 from toolgate.scripts.cli import cli
 from toolgate.scripts.dev_issuer import DevIssuer, DevKeys
+from toolgate.scripts.harness import StubHandler, StubServer, query
 
 pytestmark = pytest.mark.e2e
 
@@ -34,14 +32,6 @@ def bearer(token: str) -> dict[str, str]:
 
 def error(answer: httpx.Response) -> dict:
     return answer.json()["error"]
-
-
-def rows(db: Path, sql: str, params=()) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
 
 
 def received_ids(backend, path: str | None = None) -> list[str | None]:
@@ -230,27 +220,22 @@ def test_a_full_disk_refuses_calls_until_the_store_can_record_again(
         assert http.get("/customers/3", headers=token).status_code == 200
     again.stop()
 
-    recorded = dict(rows(db, "SELECT call_id, status FROM calls"))
+    recorded = dict(query(db, "SELECT call_id, status FROM calls"))
     assert recorded[before.headers["X-Toolgate-Call-Id"]] == 200
     assert recorded[later.headers["X-Toolgate-Call-Id"]] == 200
     # Whatever the full disk did not let it record was not forwarded either.
     assert set(received_ids(backend)) <= set(recorded)
     assert later.headers["X-Toolgate-Call-Id"] in received_ids(backend)
     assert len(received_ids(backend)) >= 3
-    assert rows(db, "SELECT count(*) FROM pending") == [(0,)]
+    assert query(db, "SELECT count(*) FROM pending") == [(0,)]
     verify(db)  # the episode left the hash chain whole
 
 
 # -- the approvals webhook down -------------------------------------------------------------------
 
-class Failing(BaseHTTPRequestHandler):
+class Failing(StubHandler):
     def do_POST(self):
-        self.send_response(500)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
+        self.send(500, b"")
 
 
 @pytest.fixture(params=["refused", "error", "hangs"])
@@ -262,11 +247,8 @@ def dead_webhook(request):
             port = s.getsockname()[1]  # closed again: nothing listens there
         yield f"http://127.0.0.1:{port}/hook"
     elif request.param == "error":
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Failing)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        yield f"http://127.0.0.1:{server.server_port}/hook"
-        server.shutdown()
-        server.server_close()
+        with StubServer(Failing) as server:
+            yield f"{server.url}/hook"
     else:
         with socket.socket() as s:  # listens, never accepts: connects, then times out
             s.bind(("127.0.0.1", 0))
@@ -381,15 +363,15 @@ def test_calls_held_when_the_gateway_is_killed_are_recorded_and_never_forwarded(
     assert not held_ids & set(received_ids(backend)), "a held call reached the backend"
     assert received_ids(backend, "/deploy") == []
     assert [r.path for r in backend.received] == ["/customers/1", "/customers/2"]
-    calls = {r[0]: r[1:] for r in rows(
+    calls = {r[0]: r[1:] for r in query(
         db, "SELECT call_id, decision, forwarded, status, error, function FROM calls "
             "WHERE call_id IN (SELECT unnest(?))", [sorted(held_ids)])}
     assert set(calls) == held_ids, "a call held when the gateway was killed is not recorded"
     for decision, forwarded, status, err, function in calls.values():
         assert (decision, forwarded, status) == ("interrupted", False, None)
         assert "held" in err and function in ("deploy.start", "deploy")
-    approvals = rows(db, "SELECT call_id, decision, channel FROM approvals")
+    approvals = query(db, "SELECT call_id, decision, channel FROM approvals")
     assert sorted(approvals) == sorted((c, "expired", "gateway") for c in held_ids)
-    assert rows(db, "SELECT count(*) FROM calls") == [(6,)]  # each call once: 4 + 2 reads
-    assert rows(db, "SELECT count(*) FROM pending") == [(0,)]
+    assert query(db, "SELECT count(*) FROM calls") == [(6,)]  # each call once: 4 + 2 reads
+    assert query(db, "SELECT count(*) FROM pending") == [(0,)]
     verify(db)

@@ -9,13 +9,13 @@ import json
 import threading
 from pathlib import Path
 
-import duckdb
 import httpx
 import pytest
 from click.testing import CliRunner
 
 from harness import wait_until
 from toolgate.scripts.cli import cli
+from toolgate.scripts.harness import query
 
 pytestmark = pytest.mark.e2e
 
@@ -26,14 +26,6 @@ def bearer(issuer, sub="alice", groups=("sre",)):
 
 def db_of(tmp_path: Path) -> Path:
     return tmp_path / "toolgate.duckdb"  # the launcher's default toolgate_db
-
-
-def rows(db: Path, sql: str, params=()) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
 
 
 def store_view(answer: dict) -> dict:
@@ -62,7 +54,7 @@ def test_calls_are_recorded_with_who_what_and_outcome(start_gateway, backend, is
 
     db = db_of(tmp_path)
     recorded = {
-        r[0]: r for r in rows(db, """
+        r[0]: r for r in query(db, """
             SELECT call_id, subject, groups, status, decision, method, url, session_id,
                    forwarded, request_headers, response_body, error, function
             FROM calls""")
@@ -79,8 +71,8 @@ def test_calls_are_recorded_with_who_what_and_outcome(start_gateway, backend, is
     # are only monitored) is redacted in the store too.
     assert json.loads(first[10]) == store_view(masked.json())
     assert token not in first[9]
-    findings = rows(db, "SELECT label, fingerprint FROM findings WHERE call_id = ?",
-                    [call_id["masked"]])
+    findings = query(db, "SELECT label, fingerprint FROM findings WHERE call_id = ?",
+                     [call_id["masked"]])
     assert {"ssn", "credit_card"} <= {label for label, _ in findings}
     assert all(len(fp) == 64 and int(fp, 16) >= 0 for _, fp in findings)
     second = recorded[call_id["mcp"]]
@@ -93,7 +85,7 @@ def test_calls_are_recorded_with_who_what_and_outcome(start_gateway, backend, is
     # The backend received exactly the calls that were let through, with their ids.
     assert {r.header("X-Toolgate-Call-Id") for r in backend.received} == {
         call_id["masked"], call_id["mcp"]}
-    assert rows(db, "SELECT count(*) FROM pending") == [(0,)]
+    assert query(db, "SELECT count(*) FROM pending") == [(0,)]
 
     assert toolgate("sessions", "verify", "--db", str(db)).exit_code == 0
     failing = toolgate("sessions", "report", "--fail-on", "block", "--db", str(db))
@@ -117,7 +109,7 @@ def test_a_clean_run_passes_the_report(start_gateway, backend, issuer, tmp_path)
             assert http.get("/healthz", headers=bearer(issuer)).status_code == 200
     gateway.stop()  # async: what was queued is committed on the way out
     db = db_of(tmp_path)
-    assert rows(db, "SELECT count(*), min(decision), max(decision) FROM calls") == [
+    assert query(db, "SELECT count(*), min(decision), max(decision) FROM calls") == [
         (3, "allow", "allow")]
     result = toolgate("sessions", "report", "--fail-on", "deny,block", "--db", str(db))
     assert result.exit_code == 0, result.output
@@ -144,7 +136,7 @@ def test_an_unwritable_store_refuses_calls_until_it_can_record(
             and a, timeout=10)
     assert later, "recording did not recover once the store was writable"
     gateway.stop()
-    recorded = {r[0] for r in rows(db, "SELECT call_id FROM calls")}
+    recorded = {r[0] for r in query(db, "SELECT call_id FROM calls")}
     assert later.headers["X-Toolgate-Call-Id"] in recorded
     assert len(backend.received) >= 1
     assert {r.header("X-Toolgate-Call-Id") for r in backend.received} <= recorded
@@ -192,14 +184,14 @@ def test_killing_the_gateway_under_load_loses_no_call_anyone_saw(
     again.stop()
 
     db = db_of(tmp_path)
-    recorded = dict(rows(db, "SELECT call_id, decision FROM calls"))
+    recorded = dict(query(db, "SELECT call_id, decision FROM calls"))
     missing_answers = set(answered) - set(recorded)
     missing_reached = reached - set(recorded)
     assert not missing_answers, f"{len(missing_answers)} answered call(s) were not recorded"
     assert not missing_reached, f"{len(missing_reached)} forwarded call(s) were not recorded"
     # An answered call has its final row, not one recovered from `pending`.
     assert all(recorded[c] != "interrupted" for c in answered)
-    assert rows(db, "SELECT count(*) FROM pending") == [(0,)]
+    assert query(db, "SELECT count(*) FROM pending") == [(0,)]
     verified = toolgate("sessions", "verify", "--db", str(db))
     assert verified.exit_code == 0, verified.output
 
@@ -243,8 +235,8 @@ def test_no_token_credential_or_raw_value_reaches_the_store_files(
         assert secret.encode() not in data, f"the {name} reached the store"
     # ... and the store is whole once a gateway opened it again.
     start_gateway().stop()
-    assert rows(db, "SELECT count(*) FROM calls") == [(2,)]
-    headers = rows(db, "SELECT request_headers FROM calls")[0][0]
+    assert query(db, "SELECT count(*) FROM calls") == [(2,)]
+    headers = query(db, "SELECT request_headers FROM calls")[0][0]
     assert ["Cookie", "[REDACTED]"] in json.loads(headers)
 
 
@@ -318,4 +310,4 @@ def test_values_the_policy_lets_through_or_refuses_are_stored_redacted(
     for value in raw:
         assert value not in data, f"{value!r} reached the store"
     start_gateway().stop()
-    assert rows(db, "SELECT count(*) FROM calls") == [(4,)]
+    assert query(db, "SELECT count(*) FROM calls") == [(4,)]
