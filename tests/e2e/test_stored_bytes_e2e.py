@@ -6,15 +6,13 @@ streamed events) are stored redacted too. The DuckDB files and a `.mitm` export 
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import duckdb
 import pytest
 from click.testing import CliRunner
 
 from toolgate.scripts.cli import cli
+from toolgate.scripts.harness import StubHandler, StubServer, query
 
 pytestmark = pytest.mark.e2e
 
@@ -28,25 +26,16 @@ RAW = {EMAIL, CARD, CARD.replace(" ", ""), SSN, OTHER_SSN, PROMPT_EMAIL}
 SESSION = "stored-bytes"
 
 
-class Backend(ThreadingHTTPServer):
+class Backend(StubServer):
     """Answers every call with sensitive header values, and bodies whose sensitive values sit
     where no unit of their protocol is; keeps what it received."""
 
-    daemon_threads = True
-
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.received: list[bytes] = []
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
-
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args) -> None:  # quiet
-        pass
-
+class _Handler(StubHandler):
     def do_GET(self) -> None:
         self._answer({"profile": "ok"})
 
@@ -71,37 +60,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, body, content_type: str = "application/json") -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("X-Customer-Email", EMAIL)
-        self.send_header("X-Card-Number", CARD)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send(200, data, content_type, {"X-Customer-Email": EMAIL, "X-Card-Number": CARD})
 
 
 @pytest.fixture
 def sensitive_backend():
-    server = Backend()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
+    with Backend() as server:
+        yield server
 
 
 def bearer(issuer) -> dict[str, str]:
     return {"Authorization": f"Bearer {issuer.keys.mint('alice', ['support'])}",
             "X-Toolgate-Session": SESSION}
-
-
-def rows(db: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def leaked(data: bytes) -> list[str]:
@@ -149,8 +119,8 @@ def test_header_values_and_uncovered_body_parts_never_reach_the_store(
     assert b"/profile" in data and b"REDACTED:ssn" in data  # the calls are there...
     assert leaked(data) == []  # ... and no raw value
 
-    stored = rows(db, "SELECT url, request_headers, request_body, response_headers, "
-                      "response_body FROM calls ORDER BY seq")
+    stored = query(db, "SELECT url, request_headers, request_body, response_headers, "
+                       "response_body FROM calls ORDER BY seq")
     assert len(stored) == 4
     for row in stored:
         assert leaked(json.dumps(row, default=str).encode()) == [], row[0]
@@ -159,7 +129,7 @@ def test_header_values_and_uncovered_body_parts_never_reach_the_store(
     assert json.loads(stored[1][4])["_debug"] == "caller ssn [REDACTED:ssn]"
     assert json.loads(stored[3][2])["user"] == "[REDACTED:email]"
 
-    paths = rows(db, "SELECT direction, path, label, action FROM findings")
+    paths = query(db, "SELECT direction, path, label, action FROM findings")
     assert ("response", "headers.x-customer-email", "email", "mask") in paths
     assert ("response", "headers.x-card-number", "credit_card", "mask") in paths
     assert ("request", "headers.x-customer-note", "ssn", "allow") in paths

@@ -20,14 +20,12 @@ import socket
 import struct
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-import duckdb
 import httpx
 import pytest
 
 from harness import wait_until
+from toolgate.scripts.harness import StubHandler, StubServer, query
 
 pytestmark = pytest.mark.e2e
 
@@ -38,15 +36,7 @@ def auth(issuer) -> dict[str, str]:
     return {"Authorization": f"Bearer {issuer.keys.mint('alice', ['support'])}"}
 
 
-def rows(db: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
-class Unreliable(BaseHTTPRequestHandler):
+class Unreliable(StubHandler):
     """`/reset`: headers and half a body holding PII, then a TCP reset. `/hang`: reads the
     request and never answers. Anything else: a small JSON answer."""
 
@@ -70,24 +60,13 @@ class Unreliable(BaseHTTPRequestHandler):
             self.server.release.wait(30)
             self.close_connection = True
             return
-        body = b'{"ok": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send(200, b'{"ok": true}')
 
 
-def serve(port: int = 0) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer(("127.0.0.1", port), Unreliable)
+def serve(port: int = 0) -> StubServer:
+    server = StubServer(Unreliable, port=port)
     server.hits, server.release = [], threading.Event()
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    server.url = f"http://127.0.0.1:{server.server_address[1]}"
-    return server
+    return server.start()
 
 
 @pytest.fixture
@@ -95,8 +74,7 @@ def unreliable():
     server = serve()
     yield server
     server.release.set()
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 def free_port() -> int:
@@ -117,13 +95,12 @@ def test_a_backend_refusing_connections_gets_502_is_recorded_and_recovery_is_imm
         try:
             again = http.get("/customers/1", headers=auth(issuer))
         finally:
-            server.shutdown()
-            server.server_close()
+            server.stop()
     assert again.status_code == 200 and again.json() == {"ok": True}
     assert "X-Toolgate-Call-Id" in again.headers
     gateway.stop()
-    recorded = rows(tmp_path / "toolgate.duckdb",
-                    "SELECT status, error, forwarded FROM calls ORDER BY seq")
+    recorded = query(tmp_path / "toolgate.duckdb",
+                     "SELECT status, error, forwarded FROM calls ORDER BY seq")
     assert len(recorded) == 2
     status, error, forwarded = recorded[0]
     assert status is None and "connect call failed" in error.lower() and forwarded is True
@@ -141,8 +118,8 @@ def test_a_backend_resetting_mid_answer_leaks_nothing_and_is_recorded(
         assert b"536-22-1234" not in reset.content and b"4111" not in reset.content
         assert http.get("/fine", headers=auth(issuer)).status_code == 200
     gateway.stop()
-    recorded = rows(tmp_path / "toolgate.duckdb",
-                    "SELECT url, status, error, response_body FROM calls ORDER BY seq")
+    recorded = query(tmp_path / "toolgate.duckdb",
+                     "SELECT url, status, error, response_body FROM calls ORDER BY seq")
     assert [r[0].rsplit("/", 1)[1] for r in recorded] == ["reset", "fine"]
     url, status, error, body = recorded[0]
     assert (status, body) == (None, None) and error, (status, error, body)
@@ -177,7 +154,7 @@ def test_a_hung_backend_does_not_wedge_the_gateway(start_gateway, issuer, unreli
     unreliable.release.set()
     time.sleep(0.5)
     gateway.stop()
-    recorded = {r[0].rsplit("/", 1)[1]: r[1:] for r in rows(
+    recorded = {r[0].rsplit("/", 1)[1]: r[1:] for r in query(
         db, "SELECT url, status, error FROM calls")}
     assert set(recorded) == {"hang", "fine"}
     assert recorded["hang"][0] is None and recorded["hang"][1]
