@@ -18,7 +18,6 @@ def run(db: Path, scenario, durability: str = "audit"):
     async def main():
         recorder = Recorder()
         with taddons.context(recorder) as tctx:
-            tctx.options.update  # noqa: B018 - options exist once loaded
             tctx.configure(recorder, toolgate_db=str(db), toolgate_durability=durability)
             try:
                 return await scenario(recorder)
