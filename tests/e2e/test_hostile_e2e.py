@@ -13,13 +13,13 @@ from __future__ import annotations
 import gzip
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import brotli
 import httpx
 import pytest
+
+from toolgate.scripts.harness import StubHandler, StubServer
 
 pytestmark = pytest.mark.e2e
 
@@ -170,7 +170,7 @@ def test_nul_bytes_in_a_text_body_do_not_hide_values(gateway, backend, issuer):
 # -- backend answers that cannot be checked -----------------------------------------------------
 
 
-class Bombs(BaseHTTPRequestHandler):
+class Bombs(StubHandler):
     protocol_version = "HTTP/1.1"
     ANSWERS = {
         "/gzip": ("gzip", gzip.compress(b'{"a": "' + b"0" * BOMB_SIZE + b'"}')),
@@ -182,26 +182,13 @@ class Bombs(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802
         encoding, body = self.ANSWERS[self.path]
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Encoding", encoding)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send(200, body, "application/json", {"Content-Encoding": encoding})
 
 
 @pytest.fixture(scope="module")
 def bombs():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Bombs)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    server.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield server
-    server.shutdown()
-    server.server_close()
+    with StubServer(Bombs) as server:
+        yield server
 
 
 def test_response_bombs_are_withheld_and_encoded_pii_is_masked(start_gateway, issuer, bombs):
@@ -340,7 +327,7 @@ def test_requests_in_a_bad_encoding_are_uninspectable(gateway, backend, issuer, 
     assert_still_serving(gateway, issuer, backend)
 
 
-class BadEncodings(BaseHTTPRequestHandler):
+class BadEncodings(StubHandler):
     protocol_version = "HTTP/1.1"
     ANSWERS = {
         "/corrupt-gzip": ("gzip", b"\x1f\x8bnot really gzip"),
@@ -357,23 +344,13 @@ class BadEncodings(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802
         encoding, body = self.ANSWERS[self.path]
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Encoding", encoding)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send(200, body, "application/json", {"Content-Encoding": encoding})
 
 
 def test_answers_in_a_bad_encoding_are_withheld_502_uninspectable(start_gateway, issuer):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BadEncodings)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = StubServer(BadEncodings).start()
     try:
-        gateway = start_gateway(upstream=f"http://127.0.0.1:{server.server_address[1]}")
+        gateway = start_gateway(upstream=server.url)
         with gateway.client() as http:
             for path in BadEncodings.ANSWERS:
                 if path in BadEncodings.WHOLE:
@@ -391,8 +368,7 @@ def test_answers_in_a_bad_encoding_are_withheld_502_uninspectable(start_gateway,
                         __import__("zstandard").ZstdDecompressor().decompressobj().decompress(raw))
                 assert json.loads(body) == {"a": "x", "ssn": "***-**-1234"}, path
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 # -- any bytes in the identity headers: 401 `identity`, never 500 --------------------------------

@@ -7,13 +7,12 @@ stream refusals name the JSONPath of the refused value."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import duckdb
 import httpx
 import pytest
+
+from toolgate.scripts.harness import StubHandler, StubServer, open_store
 
 pytestmark = pytest.mark.e2e
 
@@ -107,7 +106,7 @@ def anthropic_answer(refund: bool) -> dict:
     return {"id": "m1", "type": "message", "role": "assistant", "content": content}
 
 
-class FakeLLM(BaseHTTPRequestHandler):
+class FakeLLM(StubHandler):
     """OpenAI at /v1/chat/completions, Anthropic at /v1/messages, an OpenAI-compatible server
     at /compat/generate (a path toolgate does not know), a plain event stream at /events."""
 
@@ -124,12 +123,7 @@ class FakeLLM(BaseHTTPRequestHandler):
             events = anthropic_events(refund) if self.path == "/v1/messages" else openai_events(refund)
             return self.stream(events)
         answer = anthropic_answer(refund) if self.path == "/v1/messages" else openai_answer(refund)
-        data = json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(answer)
 
     def stream(self, events: list[bytes]) -> None:
         self.send_response(200)
@@ -141,20 +135,13 @@ class FakeLLM(BaseHTTPRequestHandler):
             self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
 
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture
 def llm():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeLLM)
+    server = StubServer(FakeLLM)
     server.received = []
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    server.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield server
-    server.shutdown()
-    server.server_close()
+    with server:
+        yield server
 
 
 @pytest.fixture
@@ -172,13 +159,10 @@ def stored(db: Path) -> tuple[bytes, str, list[tuple]]:
     """The store's files as bytes, every row of every table as text (DuckDB compresses
     strings: the bytes alone could hide a value), and the findings."""
     data = b"".join(p.read_bytes() for p in (db, Path(f"{db}.wal")) if p.exists())
-    con = duckdb.connect(str(db), read_only=True)
-    try:
+    with open_store(db) as con:
         tables = [row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
         rows = "\n".join(repr(con.execute(f'SELECT * FROM "{table}"').fetchall()) for table in tables)
         findings = con.execute("SELECT direction, path, label, action FROM findings").fetchall()
-    finally:
-        con.close()
     return data, rows, findings
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -17,6 +15,7 @@ import pytest
 from harness import wait_until
 from toolgate.rules import bundled_packs_path
 from toolgate.scripts.demo_service import CUSTOMERS, REFUND_ARGS
+from toolgate.scripts.harness import StubHandler, StubServer
 
 pytestmark = pytest.mark.e2e
 
@@ -234,7 +233,7 @@ def test_a_chunked_body_over_the_limit_is_refused(small_gateway, backend, issuer
     assert backend.received == []
 
 
-class FaultyHandler(BaseHTTPRequestHandler):
+class FaultyHandler(StubHandler):
     protocol_version = "HTTP/1.1"
     ANSWERS = {
         "/bad-json": ("application/json", {}, b'{"ssn": "536-22-1234",'),
@@ -250,28 +249,15 @@ class FaultyHandler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802
         ctype, headers, body = self.ANSWERS.get(self.path, ("text/plain", {}, b"?"))
         self.server.hits.append(self.path)
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send(200, body, ctype, headers)
 
 
 @pytest.fixture(scope="module")
 def faulty():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FaultyHandler)
+    server = StubServer(FaultyHandler)
     server.hits = []
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    server.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield server
-    server.shutdown()
-    server.server_close()
+    with server:
+        yield server
 
 
 @pytest.mark.parametrize("path, code", [
