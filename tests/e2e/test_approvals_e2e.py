@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -16,6 +14,7 @@ from click.testing import CliRunner
 from harness import MITMWEB, wait_until
 
 from toolgate.scripts.cli import cli
+from toolgate.scripts.harness import StubHandler, StubServer, query
 
 pytestmark = pytest.mark.e2e
 
@@ -267,7 +266,7 @@ def test_an_overdue_access_review_is_held_and_says_so(start_gateway, backend, pe
 
 # -- notification ------------------------------------------------------------------------------------
 
-class Hook(BaseHTTPRequestHandler):
+class Hook(StubHandler):
     received: list[dict] = []
 
     def do_POST(self):
@@ -276,16 +275,12 @@ class Hook(BaseHTTPRequestHandler):
         self.send_response(204)
         self.end_headers()
 
-    def log_message(self, *args):
-        pass
-
 
 def test_the_webhook_receives_each_held_call_with_how_to_approve(start_gateway, people, pool):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    server = StubServer(Hook).start()
     Hook.received = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        gateway = start_gateway(f"toolgate_webhook=http://127.0.0.1:{server.server_port}/hook")
+        gateway = start_gateway(f"toolgate_webhook={server.url}/hook")
         pending = pool.submit(call, gateway, people.bob)
         (held,) = wait_held(gateway, people.carol)
         assert wait_until(lambda: Hook.received, timeout=5)
@@ -299,7 +294,7 @@ def test_the_webhook_receives_each_held_call_with_how_to_approve(start_gateway, 
         admin_post(gateway, people.carol, f"/api/approvals/{held['id']}/deny", {"reason": "no"})
         assert pending.result(10).status_code == 403
     finally:
-        server.shutdown()
+        server.stop()
 
 
 # -- mitmweb -----------------------------------------------------------------------------------------
@@ -459,14 +454,8 @@ def spec_rules(tmp_path):
 
 def approval_rows(gateway, tmp_path) -> list[tuple]:
     """The store's approvals rows (read once the gateway has stopped and let go of the file)."""
-    import duckdb
-
     gateway.stop()
-    con = duckdb.connect(str(tmp_path / "toolgate.duckdb"), read_only=True)
-    try:
-        return con.execute("SELECT call_id, decision, channel FROM approvals").fetchall()
-    finally:
-        con.close()
+    return query(tmp_path / "toolgate.duckdb", "SELECT call_id, decision, channel FROM approvals")
 
 
 def decide_through(channel: str, gateway, held_id: str, token: str, verb: str = "approve"):

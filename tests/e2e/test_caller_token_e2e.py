@@ -9,8 +9,9 @@ import socketserver
 import threading
 from pathlib import Path
 
-import duckdb
 import pytest
+
+from toolgate.scripts.harness import open_store
 
 pytestmark = pytest.mark.e2e
 
@@ -86,13 +87,10 @@ def stored(db: Path) -> tuple[bytes, list[str], str]:
     """The store's files as bytes, the subjects of its calls, and every row of every table as
     text (DuckDB compresses strings: the bytes alone could hide a value)."""
     data = b"".join(p.read_bytes() for p in (db, Path(f"{db}.wal")) if p.exists())
-    con = duckdb.connect(str(db), read_only=True)
-    try:
+    with open_store(db) as con:
         subjects = [row[0] for row in con.execute("SELECT subject FROM calls ORDER BY started_at").fetchall()]
         tables = [row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
         rows = [repr(con.execute(f'SELECT * FROM "{table}"').fetchall()) for table in tables]
-    finally:
-        con.close()
     return data, subjects, "\n".join(rows)
 
 

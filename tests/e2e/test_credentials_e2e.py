@@ -9,13 +9,13 @@ import json
 import socket
 from pathlib import Path
 
-import duckdb
 import httpx
 import pytest
 from click.testing import CliRunner
 from harness import MITMWEB, wait_until
 
 from toolgate.scripts.cli import cli
+from toolgate.scripts.harness import open_store
 
 pytestmark = pytest.mark.e2e
 
@@ -92,14 +92,11 @@ def test_the_backend_gets_the_credential_and_nobody_else_does(start_gateway, bac
     running = [path.read_bytes() for path in (db, wal) if path.exists()]  # the WAL, while it is
     assert not any(secrets_in(data, SECRET, KEY, token) for data in running)
     gateway.stop()
-    con = duckdb.connect(str(db), read_only=True)
-    try:
+    with open_store(db) as con:
         found = con.execute("SELECT f.direction, f.path, f.label, f.level, f.action, f.fingerprint "
                             "FROM findings f JOIN calls c USING (call_id) WHERE c.method = 'POST' "
                             "AND f.label = 'injected_secret'").fetchall()
         headers = json.loads(con.execute("SELECT request_headers FROM calls WHERE method = 'POST'").fetchone()[0])
-    finally:
-        con.close()
     assert {row[:5] for row in found} == {("response", "$", "injected_secret", "restricted", "mask")}
     assert ["Authorization", "[REDACTED]"] in headers
 
