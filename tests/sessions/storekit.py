@@ -6,10 +6,9 @@ import itertools
 import time
 from pathlib import Path
 
-import duckdb
-
+from toolgate.scripts import harness
 from toolgate.sessions.records import CallRecord, FindingRow
-from toolgate.sessions.writer import CONNECTION_CONFIG, Writer
+from toolgate.sessions.writer import Writer
 
 _ids = itertools.count(1)
 
@@ -62,9 +61,6 @@ def fill(w: Writer, n: int = 5) -> list[CallRecord]:
 
 
 def query(path: Path, sql: str, params=()) -> list[tuple]:
-    """Read the store directly (sharing the database with a writer of this process)."""
-    con = duckdb.connect(str(path), config=CONNECTION_CONFIG)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
+    """Read the store directly (sharing the database with a writer of this process, so not
+    read-only)."""
+    return harness.query(path, sql, params, read_only=False)

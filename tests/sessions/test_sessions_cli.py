@@ -6,16 +6,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 import xml.etree.ElementTree as ET
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from toolgate.scripts.cli import cli
+from toolgate.scripts.harness import StubHandler, StubServer
 from toolgate.rules import Call, bundled_packs_path, evaluate, load_rules
 from toolgate.sessions.records import FindingRow
 from storekit import make_call, record_all
@@ -188,7 +187,7 @@ def test_export_loads_in_mitmproxy(store, tmp_path):
     assert not any(f.live for f in flows)
 
 
-class _Target(BaseHTTPRequestHandler):
+class _Target(StubHandler):
     """A replay target whose deploy answer changed shape and whose customer reads fail."""
 
     seen: list[tuple[str, str, dict]] = []
@@ -201,28 +200,16 @@ class _Target(BaseHTTPRequestHandler):
             data, status = b'{"deployment": 7, "status": "started", "eta": 3}', 202
         else:
             data, status = b'{"error": "gone"}', 404
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send(status, data)
 
     do_GET = do_POST = _answer
 
-    def log_message(self, *args):
-        pass
-
 
 def test_replay_reports_status_and_shape_changes(store):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Target)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     _Target.seen = []
-    try:
-        target = f"http://127.0.0.1:{server.server_address[1]}"
-        result = toolgate("sessions", "replay", "s-alice", "--target", target, "--json",
+    with StubServer(_Target) as server:
+        result = toolgate("sessions", "replay", "s-alice", "--target", server.url, "--json",
                           "--header", "X-Replay: yes", "--check", "--db", str(store))
-    finally:
-        server.shutdown()
     assert result.exit_code == 1, result.output  # --check: something changed
     body = json.loads(result.output)
     assert body["replayed"] == 2 and [s["call_id"] for s in body["skipped"]] == ["a2"]

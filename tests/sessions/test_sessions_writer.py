@@ -11,6 +11,7 @@ from concurrent.futures import Future
 import duckdb
 import pytest
 
+from toolgate.scripts.harness import open_store
 from toolgate.sessions import hashchain
 from toolgate.sessions.records import CallRecord
 from toolgate.sessions.verify import verify_store
@@ -316,11 +317,8 @@ def test_a_head_file_that_cannot_be_settled_does_not_stop_the_writer(open_writer
     w.stop()
     assert w.join(10)
     assert query(db, "SELECT count(*) FROM calls") == [(4,)]
-    con = duckdb.connect(str(db), read_only=True)
-    try:
+    with open_store(db) as con:
         assert verify_store(con)["ok"] is True
-    finally:
-        con.close()
 
 
 @pytest.mark.parametrize("interval", [0.0, 0.3])
