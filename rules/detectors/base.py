@@ -73,6 +73,8 @@ class Detector:
     `normalize` gives the canonical form that fingerprints and hash tokens are computed from, so
     `4242 4242 4242 4242` and `4242424242424242` get the same token. `partial` is the detector's
     own partial mask. `spans_lines`: a match can hold a line break (the others never do).
+    `examples` are values it must find and `counter_examples` look-alikes it must reject (each
+    alone and inside text); every detector declares both, and the tests hold it to them.
     """
 
     name: str
@@ -88,6 +90,7 @@ class Detector:
     spans_lines: bool = False
     description: str = ""
     examples: tuple[str, ...] = field(default=(), repr=False)
+    counter_examples: tuple[str, ...] = field(default=(), repr=False)
     # (pattern, gate or None) pairs, zipped once: `find` runs for every detector on every call
     _gated: tuple[tuple[re.Pattern[str], re.Pattern[str] | None], ...] = field(init=False, repr=False, compare=False)
 

@@ -30,6 +30,8 @@ credit_card = register(
         numbers=True,
         description="payment card numbers, 13-19 digits, Luhn-checked (also JSON numbers)",
         examples=("4242 4242 4242 4242", "4111-1111-1111-1111", "378282246310005"),
+        counter_examples=("4242 4242 4242 4241", "0000 0000 0000 0000", "1234567812345670",
+                          "4242 4242-4242 4242"),
     )
 )
 
@@ -101,5 +103,7 @@ iban = register(
         partial=_iban_partial,
         description="international bank account numbers, per-country length and mod-97 checked",
         examples=("DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432"),
+        counter_examples=("DE88 3704 0044 0532 0130 00", "XX89370400440532013000",
+                          "de89370400440532013000"),
     )
 )

@@ -32,6 +32,7 @@ us_ssn = register(
         partial=keep_last_digits,
         description="US social security numbers written 123-45-6789 or 123 45 6789, SSA-validated",
         examples=("123-45-6789", "123 45 6789"),
+        counter_examples=("000-12-3456", "666-12-3456", "123-00-4567", "123456789"),
     )
 )
 
@@ -85,6 +86,7 @@ email = register(
         needles=("@",),
         description="email addresses",
         examples=("jane.doe@example.com",),
+        counter_examples=("a@b", "x..y@example.com", "user@-example.com"),
     )
 )
 
@@ -125,5 +127,6 @@ phone = register(
         partial=keep_last_digits,
         description="phone numbers: +E.164 (with or without grouping) and formatted NANP numbers",
         examples=("+14155552671", "+44 20 7946 0958", "(415) 555-2671", "415-555-2671"),
+        counter_examples=("4155552671", "2024-01-02", "(115) 555-2671", "version 1.2.3"),
     )
 )

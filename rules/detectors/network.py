@@ -50,5 +50,6 @@ ip_address = register(
         partial=_ip_partial,
         description="IPv4 and IPv6 addresses",
         examples=("192.168.1.20", "2001:db8::8a2e:370:7334"),
+        counter_examples=("999.1.1.1", "01.2.3.4", "10:30:00", "00:1A:2B:3C:4D:5E"),
     )
 )

@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import re
+from typing import Callable
 
 from toolgate.rules.detectors.base import Detector, compile_patterns, register, shannon_entropy
 
@@ -41,6 +42,7 @@ aws_access_key = register(
         needles=("AKIA", "ASIA"),
         description="AWS access key ids (AKIA... long-term, ASIA... temporary), base32-checked",
         examples=("AKIAIOSFODNN7EXAMPLE",),
+        counter_examples=("AKIA0000000000000000", "AKIAIOSFODNN7EXAMPL"),
     )
 )
 
@@ -85,7 +87,13 @@ private_key = register(
         needles=("-----BEGIN",),
         spans_lines=True,
         description="PEM private key blocks (RSA, EC, PKCS#8, OpenSSH, PGP) whose body is base64",
-        examples=(),
+        # Spelled in two pieces so that secret scanners do not take the source for a key.
+        examples=("-----BEGIN " "PRIVATE KEY-----\n"
+                  + base64.b64encode(b"toolgate example: base64 that is no real key").decode()
+                  + "\n-----END " "PRIVATE KEY-----",),
+        counter_examples=("-----BEGIN RSA " "PRIVATE KEY-----\n...\n-----END RSA " "PRIVATE KEY-----",
+                          "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n"
+                          "-----END PUBLIC KEY-----"),
     )
 )
 
@@ -110,22 +118,36 @@ jwt = register(
         partial=secret_partial("eyJ"),
         needles=("eyJ",),
         description="JSON Web Tokens: three base64url parts whose header is JSON with an alg",
-        examples=(),
+        examples=("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+                  "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",),
+        counter_examples=("eyJ0eXAiOiJKV1QifQ.eyJzdWIiOiJ4In0.abc",  # a header without alg
+                          "eyJub3Rqc29u.eyJzdWIiOiJ4In0.abc"),  # a header that is not JSON
     )
 )
 
-github_token = register(
-    Detector(
-        name="github_token",
-        patterns=compile_patterns(
-            r"gh[pousr]_(?<![A-Za-z0-9_]....)[A-Za-z0-9]{36,251}(?![A-Za-z0-9_])",
-            r"github_pat_(?<![A-Za-z0-9_].{11})[A-Za-z0-9_]{22,244}(?![A-Za-z0-9_])",
-        ),
-        validate=lambda candidate: _random_enough(candidate.split("_", 1)[1]),
-        partial=lambda text: secret_partial(text[: text.index("_") + 1])(text),
-        needles=("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-        description="GitHub tokens: ghp_ / gho_ / ghu_ / ghs_ / ghr_ and fine-grained github_pat_",
-    )
+def prefixed_token(name: str, *patterns: str, validate: Callable[[str], bool],
+                   prefix: int | Callable[[str], int], needles: tuple[str, ...], description: str,
+                   examples: tuple[str, ...], counter_examples: tuple[str, ...]) -> Detector:
+    """Register an API token whose format starts with a known prefix: the partial mask keeps the
+    first `prefix` characters (or as many as `prefix(text)` says) and the last four."""
+    keep = prefix if callable(prefix) else (lambda text: prefix)
+    return register(Detector(
+        name=name, patterns=compile_patterns(*patterns), validate=validate,
+        partial=lambda text: secret_partial(text[:keep(text)])(text), needles=needles,
+        description=description, examples=examples, counter_examples=counter_examples,
+    ))
+
+
+# Examples are spelled in two pieces so that secret scanners do not take them for real tokens.
+github_token = prefixed_token(
+    "github_token", r"gh[pousr]_(?<![A-Za-z0-9_]....)[A-Za-z0-9]{36,251}(?![A-Za-z0-9_])",
+    r"github_pat_(?<![A-Za-z0-9_].{11})[A-Za-z0-9_]{22,244}(?![A-Za-z0-9_])",
+    validate=lambda candidate: _random_enough(candidate.split("_", 1)[1]),
+    prefix=lambda text: text.index("_") + 1,
+    needles=("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+    description="GitHub tokens: ghp_ / gho_ / ghu_ / ghs_ / ghr_ and fine-grained github_pat_",
+    examples=("ghp_" "aB3dE5gH7jK9mN1pQ3sT5vX7zA9cE1gI3kM5",),
+    counter_examples=("ghp_" + "x" * 36, "ghp_" "aB3dE5gH7j"),
 )
 
 
@@ -134,27 +156,18 @@ def _slack_valid(candidate: str) -> bool:
     return len(parts) >= 3 and all(parts[1:]) and _random_enough("".join(parts[1:]))
 
 
-slack_token = register(
-    Detector(
-        name="slack_token",
-        patterns=compile_patterns(r"xox[baprs]-(?<![A-Za-z0-9_-].{5})[A-Za-z0-9-]{10,250}(?![A-Za-z0-9_-])"),
-        validate=_slack_valid,
-        partial=lambda text: secret_partial(text[:5])(text),
-        needles=("xox",),
-        description="Slack tokens: xoxb- / xoxa- / xoxp- / xoxr- / xoxs-",
-    )
-)
+slack_token = prefixed_token(
+    "slack_token", r"xox[baprs]-(?<![A-Za-z0-9_-].{5})[A-Za-z0-9-]{10,250}(?![A-Za-z0-9_-])",
+    validate=_slack_valid, prefix=5, needles=("xox",),
+    description="Slack tokens: xoxb- / xoxa- / xoxp- / xoxr- / xoxs-",
+    examples=("xoxb-" "123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",),
+    counter_examples=("xoxb-" + "a" * 30,))
 
-stripe_key = register(
-    Detector(
-        name="stripe_key",
-        patterns=compile_patterns(r"[rs]k_(?:live|test)_(?<![A-Za-z0-9_].{8})[A-Za-z0-9]{16,247}(?![A-Za-z0-9_])"),
-        validate=lambda candidate: _random_enough(candidate[8:]),
-        partial=lambda text: secret_partial(text[:8])(text),
-        needles=("k_live_", "k_test_"),
-        description="Stripe secret and restricted keys: sk_live_ / rk_live_ / sk_test_ / rk_test_",
-    )
-)
+stripe_key = prefixed_token(
+    "stripe_key", r"[rs]k_(?:live|test)_(?<![A-Za-z0-9_].{8})[A-Za-z0-9]{16,247}(?![A-Za-z0-9_])",
+    validate=lambda candidate: _random_enough(candidate[8:]), prefix=8, needles=("k_live_", "k_test_"),
+    description="Stripe secret and restricted keys: sk_live_ / rk_live_ / sk_test_ / rk_test_",
+    examples=("sk_live_" "4eC39HqLyjWDarjtT1zdp7dc",), counter_examples=("sk_live_" + "x" * 24,))
 
 
 def _openai_valid(candidate: str) -> bool:
@@ -163,35 +176,24 @@ def _openai_valid(candidate: str) -> bool:
     return "T3BlbkFJ" in body or (len(body) >= 40 and _random_enough(body, 4.0))
 
 
-openai_key = register(
-    Detector(
-        name="openai_key",
-        patterns=compile_patterns(r"sk-(?<![A-Za-z0-9_-]...)(?!ant-)(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,250}(?![A-Za-z0-9_-])"),
-        validate=_openai_valid,
-        partial=secret_partial("sk-"),
-        needles=("sk-",),
-        description="OpenAI API keys: sk-... and sk-proj-...",
-    )
+openai_key = prefixed_token(
+    "openai_key",
+    r"sk-(?<![A-Za-z0-9_-]...)(?!ant-)(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,250}(?![A-Za-z0-9_-])",
+    validate=_openai_valid, prefix=3, needles=("sk-",),
+    description="OpenAI API keys: sk-... and sk-proj-...",
+    examples=("sk-proj-" "Ab3De5Gh7Jk9Mn1Pq3St5Vx7Za9Ce1Gi3Km5Oq7T3BlbkFJXy2Wv4Ut6Sr8Qp0On2Ml",),
+    counter_examples=("sk-" + "a" * 48, "task-" "Ab3De5Gh7Jk9Mn1Pq3StT3BlbkFJXy2Wv4Ut6Sr8Qp0On2Ml"),
 )
 
-anthropic_key = register(
-    Detector(
-        name="anthropic_key",
-        patterns=compile_patterns(r"sk-ant-(?<![A-Za-z0-9_-].{7})[a-z]{3,8}[0-9]{2}-[A-Za-z0-9_-]{40,250}(?![A-Za-z0-9_-])"),
-        validate=lambda candidate: _random_enough(candidate.split("-", 3)[3]),
-        partial=secret_partial("sk-ant-"),
-        needles=("sk-ant-",),
-        description="Anthropic API keys: sk-ant-api03-...",
-    )
-)
+anthropic_key = prefixed_token(
+    "anthropic_key", r"sk-ant-(?<![A-Za-z0-9_-].{7})[a-z]{3,8}[0-9]{2}-[A-Za-z0-9_-]{40,250}(?![A-Za-z0-9_-])",
+    validate=lambda candidate: _random_enough(candidate.split("-", 3)[3]), prefix=7,
+    needles=("sk-ant-",), description="Anthropic API keys: sk-ant-api03-...",
+    examples=("sk-ant-api03-" "Zx8Yw7Vu6Ts5Rq4Po3Nm2Lk1Jh0Gf9Ed8Cb7Aa6Zy5Xw4Vu3Ts2Rq1Po0NmLkJhGfEdCbA-xyzW",),
+    counter_examples=("sk-ant-api03-" + "a" * 48,))
 
-google_api_key = register(
-    Detector(
-        name="google_api_key",
-        patterns=compile_patterns(r"AIza(?<![A-Za-z0-9_-]....)[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])"),
-        validate=lambda candidate: _random_enough(candidate[4:]),
-        partial=secret_partial("AIza"),
-        needles=("AIza",),
-        description="Google API keys: AIza... (39 characters)",
-    )
-)
+google_api_key = prefixed_token(
+    "google_api_key", r"AIza(?<![A-Za-z0-9_-]....)[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])",
+    validate=lambda candidate: _random_enough(candidate[4:]), prefix=4, needles=("AIza",),
+    description="Google API keys: AIza... (39 characters)",
+    examples=("AIza" "SyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY",), counter_examples=("AIza" + "0" * 35,))

@@ -223,3 +223,29 @@ def test_partial_forms(detector, value, partial):
 )
 def test_normalized_forms_agree(detector, a, b):
     assert DETECTORS[detector].normalize(a) == DETECTORS[detector].normalize(b)
+
+
+# -- every registered detector carries examples it finds and look-alikes it rejects -------------
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_every_detector_declares_examples_and_counter_examples(name):
+    detector = DETECTORS[name]
+    assert detector.examples, f"{name} declares no example it must find"
+    assert detector.counter_examples, f"{name} declares no look-alike it must reject"
+
+
+EXAMPLES = [(name, value) for name, d in sorted(DETECTORS.items()) for value in d.examples]
+COUNTER_EXAMPLES = [(name, value) for name, d in sorted(DETECTORS.items())
+                    for value in d.counter_examples]
+
+
+@pytest.mark.parametrize("detector, value", EXAMPLES)
+def test_a_detector_finds_each_of_its_examples_alone_and_in_text(detector, value):
+    assert found(detector, value) == [value]
+    assert found(detector, f"Note: {value}, see above.") == [value]
+
+
+@pytest.mark.parametrize("detector, value", COUNTER_EXAMPLES)
+def test_a_detector_rejects_each_of_its_counter_examples_alone_and_in_text(detector, value):
+    assert found(detector, value) == []
+    assert found(detector, f"see {value} here") == []
