@@ -22,6 +22,19 @@ def run(test):
     asyncio.run(test())
 
 
+def with_policy(rules, check) -> None:
+    """`check(policy)` with a Policy configured with the rules file `rules`, beside the identity
+    and approvals addons, in mitmproxy's test context."""
+
+    async def scenario():
+        policy = Policy()
+        with taddons.context(policy, Identity(), Approvals()) as tctx:
+            tctx.configure(policy, toolgate_rules=str(rules))
+            check(policy)
+
+    asyncio.run(scenario())
+
+
 def test_reload_command_takes_new_rules_and_keeps_the_last_good_ones(tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
@@ -45,18 +58,15 @@ def test_a_blocked_call_is_marked_and_commented_for_mitmweb(tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
 
-    async def scenario():
-        policy = Policy()
-        with taddons.context(policy, Identity(), Approvals()) as tctx:
-            tctx.configure(policy, toolgate_rules=str(rules))
-            flow = tflow.tflow(req=tutils.treq(method=b"DELETE", content=b""))
-            policy.request(flow)
-            assert flow.response.status_code == 403
-            assert json.loads(flow.response.content)["error"]["rule"] == "no-deletes"
-            assert flow.marked == ":no_entry:"
-            assert "block" in flow.comment and "no-deletes" in flow.comment
+    def check(policy):
+        flow = tflow.tflow(req=tutils.treq(method=b"DELETE", content=b""))
+        policy.request(flow)
+        assert flow.response.status_code == 403
+        assert json.loads(flow.response.content)["error"]["rule"] == "no-deletes"
+        assert flow.marked == ":no_entry:"
+        assert "block" in flow.comment and "no-deletes" in flow.comment
 
-    run(scenario)
+    with_policy(rules, check)
 
 
 HELD_RULES = """
@@ -78,20 +88,17 @@ def test_a_call_held_for_approval_is_masked_before_it_is_held(tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text(HELD_RULES)
 
-    async def scenario():
-        policy = Policy()
-        with taddons.context(policy, Identity(), Approvals()) as tctx:
-            tctx.configure(policy, toolgate_rules=str(rules))
-            flow = tflow.tflow(req=tutils.treq(
-                method=b"POST", path=b"/deploy", headers=((b"content-type", b"application/json"),),
-                content=b'{"service": "api", "notify": "ada@example.com"}'))
-            policy.request(flow)
-            assert flow.response is None  # held, not refused: the approvals addon decides
-            assert flow.metadata["toolgate.approval"]["rule"] == "deploys-need-approval"
-            assert b"ada@example.com" not in flow.request.content
-            assert json.loads(flow.request.content)["notify"] == "[REDACTED:email]"
+    def check(policy):
+        flow = tflow.tflow(req=tutils.treq(
+            method=b"POST", path=b"/deploy", headers=((b"content-type", b"application/json"),),
+            content=b'{"service": "api", "notify": "ada@example.com"}'))
+        policy.request(flow)
+        assert flow.response is None  # held, not refused: the approvals addon decides
+        assert flow.metadata["toolgate.approval"]["rule"] == "deploys-need-approval"
+        assert b"ada@example.com" not in flow.request.content
+        assert json.loads(flow.request.content)["notify"] == "[REDACTED:email]"
 
-    run(scenario)
+    with_policy(rules, check)
 
 
 def test_query_parameters_are_read_once_and_repeated_names_become_lists():
@@ -161,95 +168,83 @@ def answer(flow, body=b'{"ok": true}', headers=(), ctype=b"application/json"):
 def test_response_headers_are_classified_and_masked_like_body_values(tmp_path):
     from toolgate.addons.recording.addon import _headers
 
-    async def scenario():
-        policy = Policy()
-        with taddons.context(policy, Identity(), Approvals()) as tctx:
-            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
-            flow = json_flow()
-            policy.request(flow)
-            answer(flow, headers=((b"X-Customer-Email", b"jane@example.com"),
-                                  (b"X-Card", b"4111 1111 1111 1111"), (b"X-Plain", b"nothing")))
-            policy.responseheaders(flow)
-            policy.response(flow)
-            headers = flow.response.headers
-            assert headers["x-customer-email"] == "[REDACTED:email]"
-            assert headers["x-card"] == "**** **** **** 1111" and headers["x-plain"] == "nothing"
-            assert flow.metadata["toolgate.decision"]["action"] == "mask"
-            found = {(f["path"], f["label"], f["action"]) for f in flow.metadata["toolgate.findings"]}
-            assert found == {("headers.x-customer-email", "email", "mask"),
-                             ("headers.x-card", "card", "mask")}
-            stored = _headers(headers, record=flow.metadata.get("toolgate.record_response_headers"))
-            assert "4111 1111 1111 1111" not in str(stored) and "jane@example.com" not in str(stored)
+    def check(policy):
+        flow = json_flow()
+        policy.request(flow)
+        answer(flow, headers=((b"X-Customer-Email", b"jane@example.com"),
+                              (b"X-Card", b"4111 1111 1111 1111"), (b"X-Plain", b"nothing")))
+        policy.responseheaders(flow)
+        policy.response(flow)
+        headers = flow.response.headers
+        assert headers["x-customer-email"] == "[REDACTED:email]"
+        assert headers["x-card"] == "**** **** **** 1111" and headers["x-plain"] == "nothing"
+        assert flow.metadata["toolgate.decision"]["action"] == "mask"
+        found = {(f["path"], f["label"], f["action"]) for f in flow.metadata["toolgate.findings"]}
+        assert found == {("headers.x-customer-email", "email", "mask"),
+                         ("headers.x-card", "card", "mask")}
+        stored = _headers(headers, record=flow.metadata.get("toolgate.record_response_headers"))
+        assert "4111 1111 1111 1111" not in str(stored) and "jane@example.com" not in str(stored)
 
-    run(scenario)
+    with_policy(header_policy(tmp_path), check)
 
 
 def test_header_values_no_rule_masks_are_forwarded_and_stored_redacted(tmp_path):
     from toolgate.addons.recording.addon import _headers
 
-    async def scenario():
-        policy = Policy()
-        with taddons.context(policy, Identity(), Approvals()) as tctx:
-            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
-            flow = json_flow(headers=((b"X-Reply-To", b"jane@example.com"),
-                                      (b"X-Reply-To", b"bob@example.com")))
-            policy.request(flow)
-            assert flow.response is None
-            # No rule masks emails in requests: forwarded as sent, the call stays `allow`...
-            assert flow.request.headers.get_all("x-reply-to") == ["jane@example.com",
-                                                                  "bob@example.com"]
-            assert flow.metadata["toolgate.decision"]["action"] == "allow"
-            assert [f["path"] for f in flow.metadata["toolgate.findings"]] == [
-                "headers.x-reply-to[0]", "headers.x-reply-to[1]"]
-            # ... and the store keeps them redacted, both of them.
-            stored = _headers(flow.request.headers,
-                              record=flow.metadata["toolgate.record_request_headers"])
-            assert [v for k, v in stored if k.lower() == "x-reply-to"] == [
-                "[REDACTED:email]", "[REDACTED:email]"]
+    def check(policy):
+        flow = json_flow(headers=((b"X-Reply-To", b"jane@example.com"),
+                                  (b"X-Reply-To", b"bob@example.com")))
+        policy.request(flow)
+        assert flow.response is None
+        # No rule masks emails in requests: forwarded as sent, the call stays `allow`...
+        assert flow.request.headers.get_all("x-reply-to") == ["jane@example.com",
+                                                              "bob@example.com"]
+        assert flow.metadata["toolgate.decision"]["action"] == "allow"
+        assert [f["path"] for f in flow.metadata["toolgate.findings"]] == [
+            "headers.x-reply-to[0]", "headers.x-reply-to[1]"]
+        # ... and the store keeps them redacted, both of them.
+        stored = _headers(flow.request.headers,
+                          record=flow.metadata["toolgate.record_request_headers"])
+        assert [v for k, v in stored if k.lower() == "x-reply-to"] == [
+            "[REDACTED:email]", "[REDACTED:email]"]
 
-    run(scenario)
+    with_policy(header_policy(tmp_path), check)
 
 
 def test_a_block_rule_refuses_a_request_for_a_header_value(tmp_path):
-    async def scenario():
-        policy = Policy()
-        with taddons.context(policy, Identity(), Approvals()) as tctx:
-            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
-            flow = json_flow(headers=((b"X-Customer-Ssn", b"536-22-1234"),))
-            policy.request(flow)
-            assert flow.response.status_code == 403
-            error = json.loads(flow.response.content)["error"]
-            assert error["rule"] == "no-ssn-in" and error["field"] == "headers.x-customer-ssn"
-            assert flow.request.headers["x-customer-ssn"] == "[REDACTED:ssn]"  # nothing raw kept
-            assert flow.metadata["toolgate.record_request_headers"] == {
-                "x-customer-ssn": {"sent": ["[REDACTED:ssn]"], "stored": ["[REDACTED:ssn]"]}}
+    def check(policy):
+        flow = json_flow(headers=((b"X-Customer-Ssn", b"536-22-1234"),))
+        policy.request(flow)
+        assert flow.response.status_code == 403
+        error = json.loads(flow.response.content)["error"]
+        assert error["rule"] == "no-ssn-in" and error["field"] == "headers.x-customer-ssn"
+        assert flow.request.headers["x-customer-ssn"] == "[REDACTED:ssn]"  # nothing raw kept
+        assert flow.metadata["toolgate.record_request_headers"] == {
+            "x-customer-ssn": {"sent": ["[REDACTED:ssn]"], "stored": ["[REDACTED:ssn]"]}}
 
-    run(scenario)
+    with_policy(header_policy(tmp_path), check)
 
 
 def test_credential_framing_and_toolgate_headers_are_not_classified(tmp_path):
     """The caller's token (identity off leaves it on the request) would be a JWT finding and
     block every call; framing and toolgate's own headers are not data either."""
 
-    async def scenario():
-        policy = Policy()
-        with taddons.context(policy, Identity(), Approvals()) as tctx:
-            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
-            flow = json_flow(headers=((b"Authorization", f"Bearer {JWT}".encode()),
-                                      (b"X-Api-Key", JWT.encode()), (b"Cookie", f"t={JWT}".encode()),
-                                      (b"X-Toolgate-Session", b"jane@example.com"),
-                                      (b"Host", b"jane@example.com")))
-            policy.request(flow)
-            assert flow.response is None
-            assert flow.metadata.get("toolgate.findings", []) == []
-            assert flow.request.headers["authorization"] == f"Bearer {JWT}"
-            answer(flow, headers=((b"X-Toolgate-Call-Id", b"jane@example.com"),))
-            policy.responseheaders(flow)
-            policy.response(flow)
-            assert flow.response.headers["x-toolgate-call-id"] == "jane@example.com"
-            assert flow.metadata["toolgate.decision"]["action"] == "allow"
+    def check(policy):
+        flow = json_flow(headers=((b"Authorization", f"Bearer {JWT}".encode()),
+                                  (b"X-Api-Key", JWT.encode()), (b"Cookie", f"t={JWT}".encode()),
+                                  (b"X-Toolgate-Session", b"jane@example.com"),
+                                  (b"Host", b"jane@example.com")))
+        policy.request(flow)
+        assert flow.response is None
+        assert flow.metadata.get("toolgate.findings", []) == []
+        assert flow.request.headers["authorization"] == f"Bearer {JWT}"
+        answer(flow, headers=((b"X-Toolgate-Call-Id", b"jane@example.com"),))
+        policy.responseheaders(flow)
+        policy.response(flow)
+        assert flow.response.headers["x-toolgate-call-id"] == "jane@example.com"
+        assert flow.metadata["toolgate.decision"]["action"] == "allow"
 
-    run(scenario)
+    with_policy(header_policy(tmp_path), check)
 
 
 def test_a_mask_rule_without_labels_does_not_make_headers_a_mask(tmp_path):
@@ -257,60 +252,51 @@ def test_a_mask_rule_without_labels_does_not_make_headers_a_mask(tmp_path):
     unlabelled headers was not masked, so the call is not `mask` (headers without labelled
     values are not decided at all; rules that match the call alone are the body's)."""
 
-    async def scenario():
-        policy = Policy()
-        with taddons.context(policy, Identity(), Approvals()) as tctx:
-            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
-            flow = json_flow(path=b"/reports", body=b"")
-            flow.request.method = "GET"
-            policy.request(flow)
-            answer(flow, body=b"", headers=((b"X-Plain", b"nothing"),))
-            policy.responseheaders(flow)
-            policy.response(flow)
-            assert flow.metadata["toolgate.decision"]["action"] == "allow"
-            assert flow.response.headers["x-plain"] == "nothing"
+    def check(policy):
+        flow = json_flow(path=b"/reports", body=b"")
+        flow.request.method = "GET"
+        policy.request(flow)
+        answer(flow, body=b"", headers=((b"X-Plain", b"nothing"),))
+        policy.responseheaders(flow)
+        policy.response(flow)
+        assert flow.metadata["toolgate.decision"]["action"] == "allow"
+        assert flow.response.headers["x-plain"] == "nothing"
 
-    run(scenario)
+    with_policy(header_policy(tmp_path), check)
 
 
 def test_a_streamed_answers_headers_are_masked_before_they_leave(tmp_path):
-    async def scenario():
-        policy = Policy()
-        with taddons.context(policy, Identity(), Approvals()) as tctx:
-            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
-            flow = json_flow()
-            policy.request(flow)
-            answer(flow, body=b"", ctype=b"text/event-stream",
-                   headers=((b"X-Customer-Email", b"jane@example.com"),))
-            policy.responseheaders(flow)
-            assert flow.response.headers["x-customer-email"] == "[REDACTED:email]"
-            assert callable(flow.response.stream)
+    def check(policy):
+        flow = json_flow()
+        policy.request(flow)
+        answer(flow, body=b"", ctype=b"text/event-stream",
+               headers=((b"X-Customer-Email", b"jane@example.com"),))
+        policy.responseheaders(flow)
+        assert flow.response.headers["x-customer-email"] == "[REDACTED:email]"
+        assert callable(flow.response.stream)
 
-    run(scenario)
+    with_policy(header_policy(tmp_path), check)
 
 
 def test_body_parts_no_unit_covers_are_stored_redacted(tmp_path):
     """An MCP call's `params._meta` is no unit (only `params.arguments` is): the SSN in it is
     let through, and stored redacted, with its finding."""
 
-    async def scenario():
-        policy = Policy()
-        with taddons.context(policy, Identity(), Approvals()) as tctx:
-            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
-            body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-                    "params": {"name": "lookup", "arguments": {"q": "a"},
-                               "_meta": {"note": "ssn 536-22-1234"}}}
-            flow = json_flow(path=b"/mcp", body=json.dumps(body).encode())
-            policy.request(flow)
-            assert flow.response is None
-            assert json.loads(flow.request.content) == body  # forwarded as sent
-            record = json.loads(flow.metadata["toolgate.record_request"])
-            assert record["params"]["_meta"]["note"] == "ssn [REDACTED:ssn]"
-            assert record["params"]["arguments"] == {"q": "a"}
-            assert [(f["path"], f["action"]) for f in flow.metadata["toolgate.findings"]] == [
-                ("$.params._meta.note", "allow")]
+    def check(policy):
+        body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                "params": {"name": "lookup", "arguments": {"q": "a"},
+                           "_meta": {"note": "ssn 536-22-1234"}}}
+        flow = json_flow(path=b"/mcp", body=json.dumps(body).encode())
+        policy.request(flow)
+        assert flow.response is None
+        assert json.loads(flow.request.content) == body  # forwarded as sent
+        record = json.loads(flow.metadata["toolgate.record_request"])
+        assert record["params"]["_meta"]["note"] == "ssn [REDACTED:ssn]"
+        assert record["params"]["arguments"] == {"q": "a"}
+        assert [(f["path"], f["action"]) for f in flow.metadata["toolgate.findings"]] == [
+            ("$.params._meta.note", "allow")]
 
-    run(scenario)
+    with_policy(header_policy(tmp_path), check)
 
 
 def test_a_rest_body_is_classified_once(tmp_path, monkeypatch):
@@ -321,76 +307,64 @@ def test_a_rest_body_is_classified_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Policy, "_classify_whole", second_pass)
 
-    async def scenario():
-        policy = Policy()
-        with taddons.context(policy, Identity(), Approvals()) as tctx:
-            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
-            flow = json_flow(body=b'{"ssn": "536-22-1234"}')
-            policy.request(flow)
-            assert flow.response.status_code == 403  # decided by the unit itself
-            flow = json_flow(body=b'{"note": "jane@example.com"}')
-            policy.request(flow)
-            assert b"REDACTED:email" in flow.metadata["toolgate.record_request"]
+    def check(policy):
+        flow = json_flow(body=b'{"ssn": "536-22-1234"}')
+        policy.request(flow)
+        assert flow.response.status_code == 403  # decided by the unit itself
+        flow = json_flow(body=b'{"note": "jane@example.com"}')
+        policy.request(flow)
+        assert b"REDACTED:email" in flow.metadata["toolgate.record_request"]
 
-    run(scenario)
+    with_policy(header_policy(tmp_path), check)
 
 
 def test_a_streamed_answer_whose_headers_are_refused_is_never_passed_on(tmp_path):
-    async def scenario():
-        policy = Policy()
-        with taddons.context(policy, Identity(), Approvals()) as tctx:
-            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
-            flow = json_flow()
-            policy.request(flow)
-            answer(flow, body=b"data: {}\n\n", ctype=b"text/event-stream",
-                   headers=((b"X-Customer-Ssn", b"536-22-1234"),))
-            policy.responseheaders(flow)
-            assert not callable(flow.response.stream)  # buffered: nothing leaves yet
-            policy.response(flow)
-            assert flow.response.status_code == 403
-            error = json.loads(flow.response.content)["error"]
-            assert error["rule"] == "no-ssn-out" and error["field"] == "headers.x-customer-ssn"
-            assert "536-22-1234" not in str(flow.response.headers)
+    def check(policy):
+        flow = json_flow()
+        policy.request(flow)
+        answer(flow, body=b"data: {}\n\n", ctype=b"text/event-stream",
+               headers=((b"X-Customer-Ssn", b"536-22-1234"),))
+        policy.responseheaders(flow)
+        assert not callable(flow.response.stream)  # buffered: nothing leaves yet
+        policy.response(flow)
+        assert flow.response.status_code == 403
+        error = json.loads(flow.response.content)["error"]
+        assert error["rule"] == "no-ssn-out" and error["field"] == "headers.x-customer-ssn"
+        assert "536-22-1234" not in str(flow.response.headers)
 
-    run(scenario)
+    with_policy(header_policy(tmp_path), check)
 
 
 def test_headers_of_a_request_refused_unread_are_stored_redacted(tmp_path):
     from toolgate.addons.answers import Refusal, refuse
     from toolgate.addons.recording.addon import _headers
 
-    async def scenario():
-        policy = Policy()
-        with taddons.context(policy, Identity(), Approvals()) as tctx:
-            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
-            malformed = json_flow(body=b'{"a": 1, "a": 2}', headers=((b"X-Note", b"jane@example.com"),))
-            refused_before = json_flow(headers=((b"X-Note", b"jane@example.com"),))
-            refuse(refused_before, Refusal("identity", "no token"))
-            for flow in (malformed, refused_before):
-                policy.request(flow)
-                assert flow.response.status_code in (400, 401)  # never forwarded
-                stored = _headers(flow.request.headers,
-                                  record=flow.metadata["toolgate.record_request_headers"])
-                assert ("X-Note", "[REDACTED:email]") in stored
+    def check(policy):
+        malformed = json_flow(body=b'{"a": 1, "a": 2}', headers=((b"X-Note", b"jane@example.com"),))
+        refused_before = json_flow(headers=((b"X-Note", b"jane@example.com"),))
+        refuse(refused_before, Refusal("identity", "no token"))
+        for flow in (malformed, refused_before):
+            policy.request(flow)
+            assert flow.response.status_code in (400, 401)  # never forwarded
+            stored = _headers(flow.request.headers,
+                              record=flow.metadata["toolgate.record_request_headers"])
+            assert ("X-Note", "[REDACTED:email]") in stored
 
-    run(scenario)
+    with_policy(header_policy(tmp_path), check)
 
 
 def test_request_headers_are_masked_before_they_reach_the_backend(tmp_path):
-    async def scenario():
-        policy = Policy()
-        with taddons.context(policy, Identity(), Approvals()) as tctx:
-            tctx.configure(policy, toolgate_rules=str(header_policy(tmp_path)))
-            body = b'{"subject":  "hello"}'
-            flow = json_flow(path=b"/mail", body=body,
-                             headers=((b"X-Reply-To", b"Jane <jane@example.com>"),))
-            policy.request(flow)
-            assert flow.response is None
-            assert flow.request.headers["x-reply-to"] == "Jane <[REDACTED:email]>"
-            assert flow.request.raw_content == body  # the body is not re-encoded for it
-            assert flow.metadata["toolgate.decision"]["action"] == "mask"
-            [finding] = flow.metadata["toolgate.findings"]
-            assert (finding["direction"], finding["path"], finding["action"]) == (
-                "request", "headers.x-reply-to", "mask")
+    def check(policy):
+        body = b'{"subject":  "hello"}'
+        flow = json_flow(path=b"/mail", body=body,
+                         headers=((b"X-Reply-To", b"Jane <jane@example.com>"),))
+        policy.request(flow)
+        assert flow.response is None
+        assert flow.request.headers["x-reply-to"] == "Jane <[REDACTED:email]>"
+        assert flow.request.raw_content == body  # the body is not re-encoded for it
+        assert flow.metadata["toolgate.decision"]["action"] == "mask"
+        [finding] = flow.metadata["toolgate.findings"]
+        assert (finding["direction"], finding["path"], finding["action"]) == (
+            "request", "headers.x-reply-to", "mask")
 
-    run(scenario)
+    with_policy(header_policy(tmp_path), check)
