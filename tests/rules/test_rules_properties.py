@@ -80,18 +80,24 @@ def raw_values(body) -> set[str]:
     return found
 
 
-def leaves_of(value) -> list:
-    """Leaf values, with JSON-in-string decoded, so masking inside it is seen."""
+def decoded(value):
+    """A string holding a non-empty JSON object or array, decoded (masking reaches inside it);
+    any other value as it is."""
     if isinstance(value, str):
         stripped = value.strip()
         if stripped[:1] in ("{", "[") and stripped[-1:] in ("}", "]"):
             try:
-                decoded = json.loads(stripped)
+                inner = json.loads(stripped)
             except ValueError:
-                return [value]
-            if isinstance(decoded, (dict, list)) and decoded:
-                return leaves_of(decoded)
-        return [value]
+                return value
+            if isinstance(inner, (dict, list)) and inner:
+                return inner
+    return value
+
+
+def leaves_of(value) -> list:
+    """Leaf values, with JSON-in-string decoded, so masking inside it is seen."""
+    value = decoded(value)
     if isinstance(value, dict):
         return [leaf for item in value.values() for leaf in leaves_of(item)]
     if isinstance(value, list):
@@ -110,34 +116,12 @@ def unlabelled_leaves(value) -> Counter:
 
 def skeleton(value):
     """Shape only: dict keys and list lengths (JSON-in-string decoded)."""
-    if isinstance(value, str):
-        stripped = value.strip()
-        if stripped[:1] in ("{", "[") and stripped[-1:] in ("}", "]"):
-            try:
-                decoded = json.loads(stripped)
-            except ValueError:
-                return "leaf"
-            if isinstance(decoded, (dict, list)) and decoded:
-                return skeleton(decoded)
-        return "leaf"
+    value = decoded(value)
     if isinstance(value, dict):
         return {key: skeleton(item) for key, item in value.items()}
     if isinstance(value, list):
         return [skeleton(item) for item in value]
     return "leaf"
-
-
-def decoded(value):
-    if isinstance(value, str):
-        stripped = value.strip()
-        if stripped[:1] in ("{", "[") and stripped[-1:] in ("}", "]"):
-            try:
-                inner = json.loads(stripped)
-            except ValueError:
-                return value
-            if isinstance(inner, (dict, list)) and inner:
-                return inner
-    return value
 
 
 def leaf_pairs(before, after):
