@@ -113,7 +113,7 @@ class Approvals:
     def running(self) -> None:
         # The session store, when the recorder offers it, keeps every decision too.
         recorder = ctx.master.addons.get("recorder")
-        if callable(getattr(recorder, "record_approval", None)) and not any(
+        if callable(getattr(recorder, "submit_approval", None)) and not any(
             isinstance(log, StoreDecisionLog) for log in self.logs
         ):
             self.logs.append(StoreDecisionLog(recorder))

@@ -3,7 +3,7 @@
 The approvals addon hands every decision (approved, denied, expired; by whom, when, through
 which channel, why, for how long) to its logs as an `ApprovalDecision`. `MemoryDecisionLog` keeps
 them in memory; the session store implements the same interface over its `approvals` table
-(`StoreDecisionLog` adapts the recorder addon's `record_approval`).
+(`StoreDecisionLog` adapts the recorder addon's `submit_approval`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import collections
 from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from toolgate.sessions.records import ApprovalRecord
 
 
 @dataclass(frozen=True)
@@ -62,15 +64,14 @@ class MemoryDecisionLog:
 
 class StoreDecisionLog:
     """The session store's `approvals` table, through the recorder addon's
-    `record_approval(call_id, requested_at, decided_at, decision, reviewer, channel, reason,
-    scope) -> concurrent.futures.Future`."""
+    `submit_approval(ApprovalRecord) -> concurrent.futures.Future`."""
 
     def __init__(self, recorder: Any) -> None:
         self.recorder = recorder
 
     def record(self, record: ApprovalDecision) -> Awaitable[Any]:
-        future = self.recorder.record_approval(
+        future = self.recorder.submit_approval(ApprovalRecord(
             record.call_id, record.requested_at, record.decided_at, record.decision,
             record.reviewer, record.channel, record.reason, record.scope,
-        )
+        ))
         return asyncio.wrap_future(future)

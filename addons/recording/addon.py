@@ -15,7 +15,7 @@ approval gets its `pending` row when it is held (`record_held`, awaited by the a
 so one that a killed gateway was holding is recorded too: interrupted, never forwarded. Under
 `async` the same records are written in the background and nothing waits.
 
-For other addons and the admin server: `record_approval(...)` records a reviewer's decision,
+For other addons and the admin server: `submit_approval(record)` records a reviewer's decision,
 `query(path, params)` answers the admin API's session routes (see `sessions.api`), each
 returning a concurrent Future to await with `asyncio.wrap_future`; nothing else reaches the
 store's connection (no door for arbitrary SQL). The addon is found as
@@ -39,7 +39,9 @@ from toolgate.addons import flowmeta, settings
 from toolgate.addons.answers import Refusal, call_id_of, refuse
 from toolgate.addons.failclosed.hooks import flow_hook
 from toolgate.sessions import api
-from toolgate.sessions.records import REDACTED, CallRecord, FindingRow, final_decision
+from toolgate.sessions.records import (
+    REDACTED, ApprovalRecord, CallRecord, FindingRow, final_decision,
+)
 from toolgate.sessions.sessionize import MCP_SESSION_HEADER, SESSION_HEADER, Sessionizer
 from toolgate.sessions.writer import RecordingError, Writer
 
@@ -110,21 +112,9 @@ class Recorder:
 
     # -- the API for the admin server and the approvals addon -------------------------------
 
-    def record_approval(
-        self,
-        call_id: str,
-        requested_at: float | None,
-        decided_at: float | None,
-        decision: str,
-        reviewer: str | None = None,
-        channel: str | None = None,
-        reason: str | None = None,
-        scope: str | None = None,
-    ) -> Future:
+    def submit_approval(self, record: ApprovalRecord) -> Future:
         """Record a decision on a held call; the Future resolves once it is committed."""
-        return self._writer().record_approval(
-            call_id, requested_at, decided_at, decision, reviewer, channel, reason, scope
-        )
+        return self._writer().submit_approval(record)
 
     async def record_held(self, flow: http.HTTPFlow, held_at: float) -> bool:
         """Put a call held for approval on record before anyone sees it held. False if, under
