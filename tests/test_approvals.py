@@ -23,6 +23,20 @@ def run(test):
     asyncio.run(test())
 
 
+def with_approvals(check, **options) -> None:
+    """`await check(approvals)` with an Approvals addon (given `options`) in mitmproxy's test
+    context."""
+
+    async def scenario():
+        approvals = Approvals()
+        with taddons.context(approvals) as tctx:
+            if options:
+                tctx.configure(approvals, **options)
+            await check(approvals)
+
+    asyncio.run(scenario())
+
+
 def approval_flow(subject="bob", body=b'{"service": "api"}', path="/deploy", timeout=None,
                   approvers=("sre-leads",), rule="deploys-need-approval", mcp=False):
     if mcp:
@@ -65,136 +79,119 @@ def test_every_flow_hook_is_fail_closed():
 
 
 def test_a_held_call_waits_intercepted_and_is_released_once_approved():
-    async def scenario():
-        approvals = Approvals()
-        with taddons.context(approvals):
-            flow = approval_flow()
-            task, held = await hold(approvals, flow)
-            assert flow.intercepted and flow.marked == ":hourglass:"
-            assert "deploys-need-approval" in flow.comment and "bob" in flow.comment
-            assert not task.done()
-            verdict = approvals.approve(held.id, LEAD, "looks right")
-            await asyncio.wait_for(task, 2)
-            assert flow.response is None and not flow.intercepted
-            assert verdict.scope == f"call: arguments sha256:{held.argument_hash}"
-            assert approvals.held.pending() == []
-            record = approvals.memory.records[-1]
-            assert (record.decision, record.reviewer, record.channel) == ("approved", "carol",
-                                                                          "admin")
-            assert flow.metadata["toolgate.approval"]["verdict"]["decision"] == "approved"
+    async def check(approvals):
+        flow = approval_flow()
+        task, held = await hold(approvals, flow)
+        assert flow.intercepted and flow.marked == ":hourglass:"
+        assert "deploys-need-approval" in flow.comment and "bob" in flow.comment
+        assert not task.done()
+        verdict = approvals.approve(held.id, LEAD, "looks right")
+        await asyncio.wait_for(task, 2)
+        assert flow.response is None and not flow.intercepted
+        assert verdict.scope == f"call: arguments sha256:{held.argument_hash}"
+        assert approvals.held.pending() == []
+        record = approvals.memory.records[-1]
+        assert (record.decision, record.reviewer, record.channel) == ("approved", "carol",
+                                                                      "admin")
+        assert flow.metadata["toolgate.approval"]["verdict"]["decision"] == "approved"
 
-    run(scenario)
+    with_approvals(check)
 
 
 @pytest.mark.parametrize("mcp", [False, True])
 def test_a_denied_call_gets_403_denied_in_its_protocols_shape(mcp):
-    async def scenario():
-        approvals = Approvals()
-        with taddons.context(approvals):
-            flow = approval_flow(mcp=mcp)
-            task, held = await hold(approvals, flow)
-            approvals.deny(held.id, LEAD, "not today", channel="cli")
-            await asyncio.wait_for(task, 2)
-            answer = json.loads(flow.response.content)
-            if mcp:
-                assert answer["id"] == 7 and answer["error"]["data"]["code"] == "denied"
-                assert "not today" in answer["error"]["message"]
-            else:
-                assert flow.response.status_code == 403
-                assert answer["error"]["code"] == "denied"
-                assert answer["error"]["rule"] == "deploys-need-approval"
-            assert approvals.memory.records[-1].channel == "cli"
+    async def check(approvals):
+        flow = approval_flow(mcp=mcp)
+        task, held = await hold(approvals, flow)
+        approvals.deny(held.id, LEAD, "not today", channel="cli")
+        await asyncio.wait_for(task, 2)
+        answer = json.loads(flow.response.content)
+        if mcp:
+            assert answer["id"] == 7 and answer["error"]["data"]["code"] == "denied"
+            assert "not today" in answer["error"]["message"]
+        else:
+            assert flow.response.status_code == 403
+            assert answer["error"]["code"] == "denied"
+            assert answer["error"]["rule"] == "deploys-need-approval"
+        assert approvals.memory.records[-1].channel == "cli"
 
-    run(scenario)
+    with_approvals(check)
 
 
 def test_timeout_zero_denies_at_once_without_holding():
-    async def scenario():
-        approvals = Approvals()
-        with taddons.context(approvals) as tctx:
-            tctx.configure(approvals, toolgate_approval_timeout=0)
-            flow = approval_flow(timeout=300)
-            await asyncio.wait_for(approvals.request(flow), 1)
-            assert flow.response.status_code == 403
-            assert error_of(flow)["code"] == "approval_timeout"
-            assert not flow.intercepted and len(approvals.held) == 0
-            assert approvals.memory.records[-1].decision == "expired"
+    async def check(approvals):
+        flow = approval_flow(timeout=300)
+        await asyncio.wait_for(approvals.request(flow), 1)
+        assert flow.response.status_code == 403
+        assert error_of(flow)["code"] == "approval_timeout"
+        assert not flow.intercepted and len(approvals.held) == 0
+        assert approvals.memory.records[-1].decision == "expired"
 
-    run(scenario)
+    with_approvals(check, toolgate_approval_timeout=0)
 
 
 def test_an_undecided_call_times_out_with_the_rules_shorter_timeout():
-    async def scenario():
-        approvals = Approvals()
-        with taddons.context(approvals):
-            flow = approval_flow(timeout=0.3)  # the option is 300: the rule's is shorter
-            await asyncio.wait_for(approvals.request(flow), 2)
-            assert error_of(flow)["code"] == "approval_timeout"
-            record = approvals.memory.records[-1]
-            assert (record.decision, record.channel) == ("expired", "timeout")
+    async def check(approvals):
+        flow = approval_flow(timeout=0.3)  # the option is 300: the rule's is shorter
+        await asyncio.wait_for(approvals.request(flow), 2)
+        assert error_of(flow)["code"] == "approval_timeout"
+        record = approvals.memory.records[-1]
+        assert (record.decision, record.channel) == ("expired", "timeout")
 
-    run(scenario)
+    with_approvals(check)
 
 
 def test_abort_in_mitmweb_answers_403_denied_instead_of_hanging():
-    async def scenario():
-        approvals = Approvals()
-        with taddons.context(approvals):
-            flow = approval_flow()
-            task, _ = await hold(approvals, flow)
-            flow.kill()  # what mitmweb's Abort does; it wakes nothing
-            await asyncio.wait_for(task, 2)
-            assert flow.live and flow.error is None  # revived to carry the answer
-            assert flow.response.status_code == 403 and error_of(flow)["code"] == "denied"
-            record = approvals.memory.records[-1]
-            assert (record.decision, record.channel, record.reviewer) == ("denied", "mitmweb",
-                                                                          "mitmweb")
+    async def check(approvals):
+        flow = approval_flow()
+        task, _ = await hold(approvals, flow)
+        flow.kill()  # what mitmweb's Abort does; it wakes nothing
+        await asyncio.wait_for(task, 2)
+        assert flow.live and flow.error is None  # revived to carry the answer
+        assert flow.response.status_code == 403 and error_of(flow)["code"] == "denied"
+        record = approvals.memory.records[-1]
+        assert (record.decision, record.channel, record.reviewer) == ("denied", "mitmweb",
+                                                                      "mitmweb")
 
-    run(scenario)
+    with_approvals(check)
 
 
 def test_resume_in_mitmweb_approves():
-    async def scenario():
-        approvals = Approvals()
-        with taddons.context(approvals):
-            flow = approval_flow()
-            task, _ = await hold(approvals, flow)
-            flow.resume()
-            await asyncio.wait_for(task, 2)
-            assert flow.response is None
-            record = approvals.memory.records[-1]
-            assert (record.decision, record.channel) == ("approved", "mitmweb")
+    async def check(approvals):
+        flow = approval_flow()
+        task, _ = await hold(approvals, flow)
+        flow.resume()
+        await asyncio.wait_for(task, 2)
+        assert flow.response is None
+        record = approvals.memory.records[-1]
+        assert (record.decision, record.channel) == ("approved", "mitmweb")
 
-    run(scenario)
+    with_approvals(check)
 
 
 def test_a_caller_that_disconnects_is_recorded_and_its_entry_removed():
-    async def scenario():
-        approvals = Approvals()
-        with taddons.context(approvals):
-            flow = approval_flow()
-            task, _ = await hold(approvals, flow)
-            flow.client_conn.state = ConnectionState.CAN_WRITE  # the client closed its side
-            await asyncio.wait_for(task, 2)
-            assert len(approvals.held) == 0
-            record = approvals.memory.records[-1]
-            assert (record.decision, record.channel) == ("expired", "disconnect")
+    async def check(approvals):
+        flow = approval_flow()
+        task, _ = await hold(approvals, flow)
+        flow.client_conn.state = ConnectionState.CAN_WRITE  # the client closed its side
+        await asyncio.wait_for(task, 2)
+        assert len(approvals.held) == 0
+        record = approvals.memory.records[-1]
+        assert (record.decision, record.channel) == ("expired", "disconnect")
 
-    run(scenario)
+    with_approvals(check)
 
 
 def test_a_call_changed_while_held_is_not_released_by_the_approval():
-    async def scenario():
-        approvals = Approvals()
-        with taddons.context(approvals):
-            flow = approval_flow()
-            task, held = await hold(approvals, flow)
-            flow.request.content = b'{"service": "everything"}'  # edited in mitmweb
-            approvals.approve(held.id, LEAD, "ok")
-            await asyncio.wait_for(task, 2)
-            assert error_of(flow)["code"] == "denied" and "changed" in error_of(flow)["message"]
+    async def check(approvals):
+        flow = approval_flow()
+        task, held = await hold(approvals, flow)
+        flow.request.content = b'{"service": "everything"}'  # edited in mitmweb
+        approvals.approve(held.id, LEAD, "ok")
+        await asyncio.wait_for(task, 2)
+        assert error_of(flow)["code"] == "denied" and "changed" in error_of(flow)["message"]
 
-    run(scenario)
+    with_approvals(check)
 
 
 def test_the_commands_decide_from_mitmwebs_command_bar():
@@ -218,75 +215,67 @@ def test_the_commands_decide_from_mitmwebs_command_bar():
 
 
 def test_a_grant_lets_the_same_caller_through_and_no_one_else():
-    async def scenario():
-        approvals = Approvals()
-        with taddons.context(approvals):
-            first = approval_flow()
-            task, held = await hold(approvals, first)
-            approvals.approve(held.id, LEAD, "release", datetime.timedelta(minutes=10))
-            await asyncio.wait_for(task, 2)
-            again = approval_flow(body=b'{"service": "web"}')  # any arguments
-            await asyncio.wait_for(approvals.request(again), 1)
-            assert again.response is None and not again.intercepted
-            assert approvals.memory.records[-1].channel == "grant"
-            other = approval_flow(subject="alice")
-            other_task, other_held = await hold(approvals, other)
-            approvals.deny(other_held.id, LEAD, "no grant for alice")
-            await asyncio.wait_for(other_task, 2)
-            assert error_of(other)["code"] == "denied"
+    async def check(approvals):
+        first = approval_flow()
+        task, held = await hold(approvals, first)
+        approvals.approve(held.id, LEAD, "release", datetime.timedelta(minutes=10))
+        await asyncio.wait_for(task, 2)
+        again = approval_flow(body=b'{"service": "web"}')  # any arguments
+        await asyncio.wait_for(approvals.request(again), 1)
+        assert again.response is None and not again.intercepted
+        assert approvals.memory.records[-1].channel == "grant"
+        other = approval_flow(subject="alice")
+        other_task, other_held = await hold(approvals, other)
+        approvals.deny(other_held.id, LEAD, "no grant for alice")
+        await asyncio.wait_for(other_task, 2)
+        assert error_of(other)["code"] == "denied"
 
-    run(scenario)
+    with_approvals(check)
 
 
 def test_a_same_args_grant_and_a_one_call_approval_do_not_cover_other_arguments():
-    async def scenario():
-        approvals = Approvals()
-        with taddons.context(approvals):
-            first = approval_flow()
-            task, held = await hold(approvals, first)
-            approvals.approve(held.id, LEAD, "only this", datetime.timedelta(minutes=10),
-                              same_args=True)
-            await task
-            same = approval_flow()
-            await asyncio.wait_for(approvals.request(same), 1)
-            assert same.response is None
-            different = approval_flow(body=b'{"service": "web"}')
-            different_task, different_held = await hold(approvals, different)
-            approvals.approve(different_held.id, LEAD, "just this one")  # one call
-            await different_task
-            different_again = approval_flow(body=b'{"service": "web"}')
-            still_task, still = await hold(approvals, different_again)  # held again
-            approvals.deny(still.id, LEAD, "enough")
-            await still_task
+    async def check(approvals):
+        first = approval_flow()
+        task, held = await hold(approvals, first)
+        approvals.approve(held.id, LEAD, "only this", datetime.timedelta(minutes=10),
+                          same_args=True)
+        await task
+        same = approval_flow()
+        await asyncio.wait_for(approvals.request(same), 1)
+        assert same.response is None
+        different = approval_flow(body=b'{"service": "web"}')
+        different_task, different_held = await hold(approvals, different)
+        approvals.approve(different_held.id, LEAD, "just this one")  # one call
+        await different_task
+        different_again = approval_flow(body=b'{"service": "web"}')
+        still_task, still = await hold(approvals, different_again)  # held again
+        approvals.deny(still.id, LEAD, "enough")
+        await still_task
 
-    run(scenario)
+    with_approvals(check)
 
 
 def test_a_new_grant_releases_the_calls_it_covers_that_are_already_waiting():
-    async def scenario():
-        approvals = Approvals()
-        with taddons.context(approvals):
-            a, b = approval_flow(), approval_flow(body=b'{"service": "web"}')
-            a_task, a_held = await hold(approvals, a)
-            b_task, _ = await hold(approvals, b)
-            approvals.approve(a_held.id, LEAD, "release", datetime.timedelta(minutes=5))
-            await asyncio.wait_for(asyncio.gather(a_task, b_task), 2)
-            assert a.response is None and b.response is None
+    async def check(approvals):
+        a, b = approval_flow(), approval_flow(body=b'{"service": "web"}')
+        a_task, a_held = await hold(approvals, a)
+        b_task, _ = await hold(approvals, b)
+        approvals.approve(a_held.id, LEAD, "release", datetime.timedelta(minutes=5))
+        await asyncio.wait_for(asyncio.gather(a_task, b_task), 2)
+        assert a.response is None and b.response is None
 
-    run(scenario)
+    with_approvals(check)
 
 
 def test_stopping_the_gateway_denies_what_is_held():
-    async def scenario():
-        approvals = Approvals()
-        with taddons.context(approvals):
-            flow = approval_flow()
-            task, _ = await hold(approvals, flow)
-            approvals.done()
-            await asyncio.wait_for(task, 2)
-            assert error_of(flow)["code"] == "denied"
+    async def check(approvals):
+        flow = approval_flow()
+        task, _ = await hold(approvals, flow)
+        approvals.done()
+        await asyncio.wait_for(task, 2)
+        assert error_of(flow)["code"] == "denied"
 
-    run(scenario)
+    with_approvals(check)
 
 
 def test_an_unrecorded_approval_does_not_release_the_call():
@@ -308,16 +297,13 @@ def test_an_unrecorded_approval_does_not_release_the_call():
 
 
 def test_a_failing_webhook_is_counted_and_never_approves():
-    async def scenario():
-        approvals = Approvals()
-        with taddons.context(approvals) as tctx:
-            tctx.configure(approvals, toolgate_webhook="http://127.0.0.1:9/hook")
-            flow = approval_flow(timeout=0.5)
-            await asyncio.wait_for(approvals.request(flow), 3)
-            assert error_of(flow)["code"] == "approval_timeout"
-            await until(lambda: approvals.webhook_failures == 1)
+    async def check(approvals):
+        flow = approval_flow(timeout=0.5)
+        await asyncio.wait_for(approvals.request(flow), 3)
+        assert error_of(flow)["code"] == "approval_timeout"
+        await until(lambda: approvals.webhook_failures == 1)
 
-    run(scenario)
+    with_approvals(check, toolgate_webhook="http://127.0.0.1:9/hook")
 
 
 def test_the_webhook_says_how_to_approve():
@@ -441,25 +427,23 @@ def test_metrics_text_is_prometheus_exposition():
 
 
 def test_a_response_side_approval_holds_the_answer_and_a_denial_replaces_it():
-    async def scenario():
-        approvals = Approvals()
-        with taddons.context(approvals):
-            flow = approval_flow()
-            flow.metadata["toolgate.approval"]["verdict"] = {"decision": "approved"}  # request
-            await approvals.request(flow)  # already decided: not held again
-            assert not flow.intercepted
-            flow.response = tutils.tresp(content=b'{"secret": "export"}')
-            flow.metadata["toolgate.approval"] = {  # policy, on the response
-                "rule": "answers-need-approval", "function": "deploy.start",
-                "approvers": ["sre-leads"], "timeout": None, "message": "m", "field": "$"}
-            task = asyncio.create_task(approvals.response(flow))
-            held = await until(lambda: approvals.held.pending())
-            assert held[0].phase == "response" and flow.intercepted
-            approvals.deny(held[0].id, LEAD, "not this answer")
-            await task
-            assert flow.response.status_code == 403 and b"export" not in flow.response.content
+    async def check(approvals):
+        flow = approval_flow()
+        flow.metadata["toolgate.approval"]["verdict"] = {"decision": "approved"}  # request
+        await approvals.request(flow)  # already decided: not held again
+        assert not flow.intercepted
+        flow.response = tutils.tresp(content=b'{"secret": "export"}')
+        flow.metadata["toolgate.approval"] = {  # policy, on the response
+            "rule": "answers-need-approval", "function": "deploy.start",
+            "approvers": ["sre-leads"], "timeout": None, "message": "m", "field": "$"}
+        task = asyncio.create_task(approvals.response(flow))
+        held = await until(lambda: approvals.held.pending())
+        assert held[0].phase == "response" and flow.intercepted
+        approvals.deny(held[0].id, LEAD, "not this answer")
+        await task
+        assert flow.response.status_code == 403 and b"export" not in flow.response.content
 
-    run(scenario)
+    with_approvals(check)
 
 
 def test_the_admin_api_never_shares_the_proxy_port():
@@ -562,22 +546,20 @@ def test_a_call_approved_under_the_specs_rule_is_not_held_again_on_its_way_back(
 
 
 def test_a_rule_that_approved_a_flow_never_holds_it_again():
-    async def scenario():
-        approvals = Approvals()
-        with taddons.context(approvals):
-            flow = approval_flow()
-            task, held = await hold(approvals, flow)
-            approvals.approve(held.id, LEAD, "ok")
-            await asyncio.wait_for(task, 2)
-            flow.response = tutils.tresp(content=b'{"status": "deployed"}')
-            flow.metadata["toolgate.approval"] = {  # the same rule, again on the answer
-                "rule": "deploys-need-approval", "function": "deploy.start",
-                "approvers": ["sre-leads"], "timeout": None, "message": "m", "field": "$"}
-            await asyncio.wait_for(approvals.response(flow), 2)
-            assert not flow.intercepted and flow.response.status_code == 200
-            assert len(approvals.memory.records) == 1 and approvals.held.pending() == []
+    async def check(approvals):
+        flow = approval_flow()
+        task, held = await hold(approvals, flow)
+        approvals.approve(held.id, LEAD, "ok")
+        await asyncio.wait_for(task, 2)
+        flow.response = tutils.tresp(content=b'{"status": "deployed"}')
+        flow.metadata["toolgate.approval"] = {  # the same rule, again on the answer
+            "rule": "deploys-need-approval", "function": "deploy.start",
+            "approvers": ["sre-leads"], "timeout": None, "message": "m", "field": "$"}
+        await asyncio.wait_for(approvals.response(flow), 2)
+        assert not flow.intercepted and flow.response.status_code == 200
+        assert len(approvals.memory.records) == 1 and approvals.held.pending() == []
 
-    run(scenario)
+    with_approvals(check)
 
 
 def test_a_held_mcp_call_shows_the_tools_masked_arguments_not_the_envelope(tmp_path):
