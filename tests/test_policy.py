@@ -273,7 +273,10 @@ def test_a_streamed_answers_headers_are_masked_before_they_leave(tmp_path):
                headers=((b"X-Customer-Email", b"jane@example.com"),))
         policy.responseheaders(flow)
         assert flow.response.headers["x-customer-email"] == "[REDACTED:email]"
-        assert callable(flow.response.stream)
+        # ...and the body streams on, checked event by event like any other answer.
+        passed = b"".join(flow.response.stream(b'data: {"note": "jane@example.com"}\n\n')
+                          + flow.response.stream(b""))
+        assert b"jane@example.com" not in passed and b"[REDACTED:email]" in passed
 
     with_policy(header_policy(tmp_path), check)
 
