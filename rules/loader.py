@@ -249,6 +249,24 @@ class _Loader:
                 self.err(node, key, f"{where}: bad glob '{text}' in {key}: {exc}")
         return tuple(compiled)
 
+    def which_call(self, match: CommentedMap, where: str) -> dict[str, Any]:
+        """A `match` block's fields that say which call (rules and credential targets alike)."""
+        return dict(
+            function=self.globs(match, "function", "name", where),
+            protocol=self.choices(match, "protocol", PROTOCOLS, where, "protocol"),
+            host=self.globs(match, "host", "host", where),
+            method=self.choices(match, "method", METHODS, where, "method", upper=True),
+            path=self.globs(match, "path", "path", where),
+        )
+
+    def which_caller(self, match: CommentedMap, where: str) -> dict[str, Any]:
+        """A `match` block's fields that say which caller."""
+        return dict(
+            groups=tuple(self.strings(match, "groups", where)),
+            not_groups=tuple(self.strings(match, "not_groups", where)),
+            subjects=self.globs(match, "subjects", "name", where),
+        )
+
     def duration(self, node: CommentedMap, key: str, where: str) -> datetime.timedelta | None:
         if key not in node or node[key] is None:
             return None
@@ -402,17 +420,11 @@ class _Loader:
             except PathError as exc:
                 self.err(match, "when", f"{where}: bad JSONPath '{text}' in match.when: {exc} ({JSONPATH_HELP})")
         return Match(
-            function=self.globs(match, "function", "name", at),
-            protocol=self.choices(match, "protocol", PROTOCOLS, at, "protocol"),
-            host=self.globs(match, "host", "host", at),
-            method=self.choices(match, "method", METHODS, at, "method", upper=True),
-            path=self.globs(match, "path", "path", at),
+            **self.which_call(match, at),
             direction=self.choice(match, "direction", DIRECTIONS, at, "direction"),
             labels=tuple(labels),
             levels=self.choices(match, "levels", LEVELS, at, "level"),
-            groups=tuple(self.strings(match, "groups", at)),
-            not_groups=tuple(self.strings(match, "not_groups", at)),
-            subjects=self.globs(match, "subjects", "name", at),
+            **self.which_caller(match, at),
             when=tuple(when),
         )
 

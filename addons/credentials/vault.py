@@ -31,7 +31,7 @@ from toolgate.addons import settings
 from toolgate.rules.callmatch import bare_path, call_matches
 from toolgate.rules.errors import RuleError
 from toolgate.rules.loader import _line, _Loader, _suggest
-from toolgate.rules.model import METHODS, PROTOCOLS, Match
+from toolgate.rules.model import Match
 
 TOP_KEYS = ("targets",)
 TARGET_KEYS = ("name", "match", "headers", "query", "pass_caller_token", "description")
@@ -316,16 +316,7 @@ class _Reader(_Loader):
             elif key not in MATCH_KEYS:
                 self.err(match, key, f"{at}: unknown key '{key}'{_suggest(str(key), MATCH_KEYS)} "
                          f"(allowed: {', '.join(MATCH_KEYS)})")
-        return Match(
-            function=self.globs(match, "function", "name", at),
-            protocol=self.choices(match, "protocol", PROTOCOLS, at, "protocol"),
-            host=self.globs(match, "host", "host", at),
-            method=self.choices(match, "method", METHODS, at, "method", upper=True),
-            path=self.globs(match, "path", "path", at),
-            groups=tuple(self.strings(match, "groups", at)),
-            not_groups=tuple(self.strings(match, "not_groups", at)),
-            subjects=self.globs(match, "subjects", "name", at),
-        )
+        return Match(**self.which_call(match, at), **self.which_caller(match, at))
 
     def values(self, node: CommentedMap, key: str, where: str, header: bool) -> list[tuple[str, Template, int]]:
         """The parsed templates of `headers` or `query`, with the line of each."""
