@@ -8,7 +8,8 @@ reads the session store.
   command line in front of a backend, with or without the gateway's addon script.
 - `StubServer` is a `ThreadingHTTPServer` on loopback served from a background thread (free port,
   `url`, start, stop, `with`); `StubHandler` answers with a body and is quiet; `Served` gives a
-  class that owns a `server` (the demo service, the dev issuer) the same start, stop and url.
+  class that owns a `server` (the demo service, the dev issuer) the same start, stop and url;
+  `free_port` names a loopback port where nothing listens.
 - `FastBackend` answers every request with a fixed body on keep-alive connections, fast enough
   never to be the limit of a benchmark.
 - `query` and `open_store` read a DuckDB session store (read-only by default, with the
@@ -22,6 +23,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -180,6 +182,23 @@ def mitmdump_args(
 
 
 # -- stub HTTP servers ---------------------------------------------------------------------------
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports that nothing listens on (at the time of asking)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((HOST, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on (at the time of asking)."""
+    return free_ports(1)[0]
+
 
 class StubServer(ThreadingHTTPServer):
     """An HTTP server of this process on loopback (a free port unless told), served from a

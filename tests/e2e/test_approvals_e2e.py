@@ -4,7 +4,6 @@ behind them, reviewers on the admin API and the `toolgate approvals` CLI, mitmwe
 from __future__ import annotations
 
 import json
-import socket
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -14,7 +13,7 @@ from click.testing import CliRunner
 from harness import MITMWEB, wait_until
 
 from toolgate.scripts.cli import cli
-from toolgate.scripts.harness import StubHandler, StubServer, query
+from toolgate.scripts.harness import StubHandler, StubServer, free_port, query
 
 pytestmark = pytest.mark.e2e
 
@@ -298,12 +297,6 @@ def test_the_webhook_receives_each_held_call_with_how_to_approve(start_gateway, 
 
 
 # -- mitmweb -----------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Web:
     """mitmweb's REST API, with its XSRF cookie echoed as X-XSRFToken."""

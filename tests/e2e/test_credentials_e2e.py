@@ -6,7 +6,6 @@ flows, an exported .mitm file, the gateway's log, or the store's files."""
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ from click.testing import CliRunner
 from harness import MITMWEB, wait_until
 
 from toolgate.scripts.cli import cli
-from toolgate.scripts.harness import open_store
+from toolgate.scripts.harness import free_port, open_store
 
 pytestmark = pytest.mark.e2e
 
@@ -115,12 +114,6 @@ def test_the_backend_gets_the_credential_and_nobody_else_does(start_gateway, bac
     # `find-value` knows the credential was echoed, from its fingerprint alone.
     result = CliRunner().invoke(cli, ["sessions", "find-value", SECRET, "--db", str(db), "--json"])
     assert result.exit_code == 0 and "injected_secret" in result.output, result.output
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_mitmweb_never_shows_a_secret_once_calls_complete(start_gateway, backend, issuer, creds):

@@ -17,18 +17,9 @@ import httpx
 import pytest
 
 from harness import ROOT
+from toolgate.scripts.harness import free_ports
 
 pytestmark = pytest.mark.e2e
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.fixture

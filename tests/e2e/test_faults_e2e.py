@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from harness import AUDIENCE, wait_until
 from toolgate.scripts.cli import cli
 from toolgate.scripts.dev_issuer import DevIssuer, DevKeys
-from toolgate.scripts.harness import StubHandler, StubServer, query
+from toolgate.scripts.harness import StubHandler, StubServer, free_port, query
 
 pytestmark = pytest.mark.e2e
 
@@ -242,10 +242,7 @@ class Failing(StubHandler):
 def dead_webhook(request):
     """A webhook URL that refuses connections, answers 500, or accepts and never answers."""
     if request.param == "refused":
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]  # closed again: nothing listens there
-        yield f"http://127.0.0.1:{port}/hook"
+        yield f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
     elif request.param == "error":
         with StubServer(Failing) as server:
             yield f"{server.url}/hook"

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from harness import wait_until
-from toolgate.scripts.harness import StubHandler, StubServer, query
+from toolgate.scripts.harness import StubHandler, StubServer, free_port, query
 
 pytestmark = pytest.mark.e2e
 
@@ -75,12 +75,6 @@ def unreliable():
     yield server
     server.release.set()
     server.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_a_backend_refusing_connections_gets_502_is_recorded_and_recovery_is_immediate(
