@@ -287,13 +287,15 @@ class Served:
 class FastBackend:
     """A minimal keep-alive HTTP/1.1 server answering every request 200 with a JSON body: the
     one for its path in `bodies`, `default` otherwise. Fast enough never to be the limit; run
-    in a thread of its own event loop (`start`), or in the foreground (`serve`)."""
+    in a thread of its own event loop (`start`, `stop`), or in the foreground (`serve`)."""
 
     def __init__(self, bodies: Mapping[bytes, bytes] | None = None, default: bytes = b"{}") -> None:
         self.answers = {path: self._answer(body) for path, body in (bodies or {}).items()}
         self.default = self._answer(default)
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
         self._ready = threading.Event()
 
     @staticmethod
@@ -325,6 +327,7 @@ class FastBackend:
         self.port = server.sockets[0].getsockname()[1]
         if port_file:
             port_file.write_text(str(self.port))
+        self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
         self._ready.set()
         async with server:
             await server.serve_forever()
@@ -334,12 +337,23 @@ class FastBackend:
         asyncio.run(self._serve(port_file))
 
     def start(self) -> Self:
-        self._loop = asyncio.new_event_loop()
-        threading.Thread(target=self._loop.run_until_complete, args=(self._serve(),),
-                         daemon=True).start()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("the backend did not start")
         return self
+
+    def _run(self) -> None:
+        with asyncio.Runner() as runner:  # closing it ends the open connections' tasks too
+            try:
+                runner.run(self._serve())
+            except asyncio.CancelledError:
+                pass
+
+    def stop(self) -> None:
+        if self._loop and self._task and self._thread:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+            self._thread.join(10)
 
 
 # -- the session store ---------------------------------------------------------------------------
