@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from toolgate.sessions.client import Source, SourceError, open_source
 from toolgate.rules import candidate_fingerprints
+from toolgate.scripts.store_reader import ReaderError, StoreReader, open_reader
 from toolgate.sessions.query import LEVELS
 from toolgate.sessions.timeparse import parse_time
 
@@ -48,21 +48,21 @@ class Common:
     db_given: bool = True  # named on the command line, not the default
     admin_given: bool = False
 
-    def source(self) -> Source:
+    def reader(self) -> StoreReader:
         try:
-            return open_source(self.db, self.admin, self.token, db_given=self.db_given,
+            return open_reader(self.db, self.admin, self.token, db_given=self.db_given,
                                admin_given=self.admin_given)
-        except SourceError as exc:
+        except ReaderError as exc:
             raise CannotRun(str(exc)) from None
 
     def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
-        source = self.source()
+        reader = self.reader()
         try:
-            return source.get(path, params)
-        except SourceError as exc:
+            return reader.get(path, params)
+        except ReaderError as exc:
             raise CannotRun(str(exc)) from None  # it says where and what to do already
         finally:
-            source.close()
+            reader.close()
 
 
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:

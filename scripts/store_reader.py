@@ -1,8 +1,8 @@
 """Where the command line reads the store from: the file itself when no gateway holds it
-(read-only), else the running gateway's admin API. Both answer the same routes with the same
-JSON (`sessions.api`), so every command gives the same answer either way.
+(read-only, `sessions.readonly`), else the running gateway's admin API. Both answer the same
+routes with the same JSON (`sessions.api`), so every command gives the same answer either way.
 
-A source's errors say everything once: what was asked where, and what to do (the command that
+A reader's errors say everything once: what was asked where, and what to do (the command that
 prints them adds nothing)."""
 
 from __future__ import annotations
@@ -12,23 +12,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import duckdb
-
 from toolgate.scripts.admin_http import AdminRefused, AdminUnreachable, admin_json
-from toolgate.sessions import api, hashchain
-from toolgate.sessions.migrations import LATEST, current_version
-from toolgate.sessions.writer import CONNECTION_CONFIG
+from toolgate.sessions.readonly import ReadOnlyStore, StoreHeld, StoreUnreadable, open_read_only
 
 
-class SourceError(Exception):
-    """A request the source could not answer; the message says what to do."""
+class ReaderError(Exception):
+    """A request the reader could not answer; the message says what to do."""
 
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
 
 
-class Source(Protocol):
+class StoreReader(Protocol):
     description: str
 
     def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]: ...
@@ -36,24 +32,24 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-class FileSource:
+class FileReader:
     """The store's file, opened read-only."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path) -> None:
-        self.con, self.path = con, path
-        self.description = str(path)
+    def __init__(self, store: ReadOnlyStore) -> None:
+        self.store = store
+        self.description = str(store.path)
 
     def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
-        status, body = api.handle(self.con, path, params or {}, hashchain.head_path(self.path))
+        status, body = self.store.answer(path, params or {})
         if status != 200:
-            raise SourceError(f"{body['error']['message']} ({self.description})", status)
+            raise ReaderError(f"{body['error']['message']} ({self.description})", status)
         return body
 
     def close(self) -> None:
-        self.con.close()
+        self.store.close()
 
 
-class AdminSource:
+class AdminReader:
     """The running gateway's admin API. `why` says why the command asks it rather than the
     file, which decides what a failure tells the user to do: `admin` (--admin was given),
     `held` (a gateway holds the file) or `no-store` (no file at the default path)."""
@@ -71,11 +67,11 @@ class AdminSource:
             return admin_json(url, self.token, timeout=self.timeout)
         except AdminRefused as exc:
             if exc.status == 401 and not self.token:  # we know why: say it our way, once
-                raise SourceError(f"{self._lead()}{self.description} needs a token: pass "
+                raise ReaderError(f"{self._lead()}{self.description} needs a token: pass "
                                   "--token TOKEN or set TOOLGATE_TOKEN", exc.status) from None
-            raise SourceError(f"{self.description} answered: {exc}", exc.status) from None
+            raise ReaderError(f"{self.description} answered: {exc}", exc.status) from None
         except AdminUnreachable as exc:
-            raise SourceError(f"{self._lead()}{self.description} did not answer ({exc}): "
+            raise ReaderError(f"{self._lead()}{self.description} did not answer ({exc}): "
                               f"{self._unreachable_hint()}") from None
 
     def _lead(self) -> str:
@@ -98,40 +94,23 @@ class AdminSource:
         pass
 
 
-def open_source(db: Path, admin: str, token: str | None, *, db_given: bool = True,
-                admin_given: bool = False) -> Source:
+def open_reader(db: Path, admin: str, token: str | None, *, db_given: bool = True,
+                admin_given: bool = False) -> StoreReader:
     """The file if it can be opened, the admin API if a gateway holds it. `db_given` and
     `admin_given`: whether the user named the store (--db) and the admin API (--admin), or
     they are the defaults. The admin API alone was named: ask it, the file is not needed. No
     store at the default path: ask the admin API (a gateway's store may be anywhere)."""
     if admin_given and not db_given:
-        return AdminSource(admin, token)
+        return AdminReader(admin, token)
     if not db.exists():
         if db_given:
-            raise SourceError(
+            raise ReaderError(
                 f"there is no session store at {db}: pass --db PATH (the gateway's toolgate_db)"
             )
-        return AdminSource(admin, token, why="no-store", db=db)
+        return AdminReader(admin, token, why="no-store", db=db)
     try:
-        con = duckdb.connect(str(db), read_only=True, config=CONNECTION_CONFIG)
-    except (duckdb.IOException, duckdb.ConnectionException) as exc:
-        # Another process holds the file (or this one, with a writable connection).
-        if "lock" in str(exc).lower() or "different configuration" in str(exc).lower():
-            return AdminSource(admin, token, why="held", db=db)
-        raise SourceError(f"cannot open the session store {db}: {exc}") from None
-    except duckdb.Error as exc:
-        raise SourceError(f"{db} is not a toolgate session store: {exc}") from None
-    try:
-        version = current_version(con)
-    except duckdb.Error:
-        version = 0
-    if version == 0:
-        con.close()
-        raise SourceError(f"{db} is not a toolgate session store (no schema_migrations table)")
-    if version < LATEST:
-        con.close()
-        raise SourceError(
-            f"{db} has schema version {version}; start the gateway once on it to migrate it to "
-            f"version {LATEST}"
-        )
-    return FileSource(con, db)
+        return FileReader(open_read_only(db))
+    except StoreHeld:
+        return AdminReader(admin, token, why="held", db=db)
+    except StoreUnreadable as exc:
+        raise ReaderError(str(exc)) from None

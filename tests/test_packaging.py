@@ -56,6 +56,19 @@ def test_pure_rooms_do_not_import_mitmproxy():
                 assert not any(n.split(".")[0] == "mitmproxy" for n in names), path
 
 
+def test_the_library_never_imports_the_cli_side():
+    """scripts/ (the command line, the admin HTTP client, demo helpers) sits on top: sessions/,
+    rules/ and addons/ never import it, at the top of a module or inside a function."""
+    offenders = []
+    for path in source_files("sessions", "rules", "addons"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(ROOT)}: import {n}" for n in names
+                          if n == "toolgate.scripts" or n.startswith("toolgate.scripts.")]
+    assert offenders == []
+
+
 def test_the_cli_prints_the_addon_script_path(tmp_path):
     out = subprocess.run([sys.executable, "-m", "toolgate.scripts.cli", "gateway", "path"],
                          cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()

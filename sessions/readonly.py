@@ -1,0 +1,66 @@
+"""The store's file opened read-only, for the command line while no gateway holds it: the
+admin API's session routes (`api.handle`) answered on the file itself.
+
+Opening says why it cannot: `StoreHeld` when another process (a running gateway) holds the
+file, `StoreUnreadable` (its message says what to do) when it is not a store of this version."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from toolgate.sessions import api, hashchain
+from toolgate.sessions.migrations import LATEST, current_version
+from toolgate.sessions.writer import CONNECTION_CONFIG
+
+
+class StoreHeld(Exception):
+    """Another process holds the file: ask the gateway's admin API instead."""
+
+
+class StoreUnreadable(Exception):
+    """The file cannot be read as a toolgate store of this version; the message says why."""
+
+
+class ReadOnlyStore:
+    """The store's file, opened read-only."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path) -> None:
+        self.con, self.path = con, path
+
+    def answer(self, path: str, params: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, JSON body) of one admin API session route."""
+        return api.handle(self.con, path, params, hashchain.head_path(self.path))
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def open_read_only(db: Path) -> ReadOnlyStore:
+    """The store at `db`, opened read-only, at the latest schema version."""
+    try:
+        con = duckdb.connect(str(db), read_only=True, config=CONNECTION_CONFIG)
+    except (duckdb.IOException, duckdb.ConnectionException) as exc:
+        # Another process holds the file (or this one, with a writable connection).
+        if "lock" in str(exc).lower() or "different configuration" in str(exc).lower():
+            raise StoreHeld(str(exc)) from None
+        raise StoreUnreadable(f"cannot open the session store {db}: {exc}") from None
+    except duckdb.Error as exc:
+        raise StoreUnreadable(f"{db} is not a toolgate session store: {exc}") from None
+    try:
+        version = current_version(con)
+    except duckdb.Error:
+        version = 0
+    if version == 0:
+        con.close()
+        raise StoreUnreadable(f"{db} is not a toolgate session store (no schema_migrations table)")
+    if version < LATEST:
+        con.close()
+        raise StoreUnreadable(
+            f"{db} has schema version {version}; start the gateway once on it to migrate it to "
+            f"version {LATEST}"
+        )
+    return ReadOnlyStore(con, db)
