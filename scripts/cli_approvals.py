@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -28,14 +28,9 @@ from rich.text import Text
 from toolgate.rules import parse_duration
 from toolgate.rules.durations import format_duration
 from toolgate.scripts.admin_http import AdminRefused, AdminUnreachable, admin_json
-
-DEFAULT_ADMIN = "http://127.0.0.1:8090"
-
-
-class CannotRun(click.ClickException):
-    """The command cannot run as asked (exit 2, like a usage error)."""
-
-    exit_code = 2
+from toolgate.scripts.cli_common import (
+    CannotRun, admin_option, emit_json, json_option, new_console, token_option,
+)
 
 
 class Refused(click.ClickException):
@@ -45,7 +40,7 @@ class Refused(click.ClickException):
 
 
 @dataclass
-class Common:
+class ReviewerOptions:
     admin: str
     token: str | None
     as_json: bool
@@ -65,27 +60,17 @@ class Common:
                             "pass --admin URL (the gateway's toolgate_admin_listen)") from None
 
 
-def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+def reviewer_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The options every `approvals` command takes after its name."""
 
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    @click.option("--token", envvar="TOOLGATE_TOKEN", default=None,
-                  help="Your OIDC bearer token (the reviewer's). [env: TOOLGATE_TOKEN]")
-    @click.option("--admin", default=DEFAULT_ADMIN, show_default=True,
-                  help="The gateway's admin API (its toolgate_admin_listen).")
+    @json_option()
+    @token_option("Your OIDC bearer token (the reviewer's). [env: TOOLGATE_TOKEN]")
+    @admin_option("The gateway's admin API (its toolgate_admin_listen).")
     @functools.wraps(fn)
     def wrapper(admin: str, token: str | None, as_json: bool, **kwargs: Any) -> Any:
-        return fn(Common(admin, token, as_json), **kwargs)
+        return fn(ReviewerOptions(admin, token, as_json), **kwargs)
 
     return wrapper
-
-
-def _console() -> Console:
-    return Console(highlight=False, soft_wrap=False)
-
-
-def _emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
 
 
 def _ago(iso_time: str | None, now: float | None = None) -> str:
@@ -132,26 +117,26 @@ def approvals() -> None:
 
 
 @approvals.command("list")
-@common_options
-def list_cmd(common: Common) -> None:
+@reviewer_options
+def list_cmd(common: ReviewerOptions) -> None:
     """The held calls, oldest first."""
     held = common.call("GET", "/api/approvals")["approvals"]
     if common.as_json:
-        _emit_json(held)
+        emit_json(held)
     elif sys.stdout.isatty():
-        _console().print(held_table(held))
+        new_console().print(held_table(held))
     else:
         _plain_rows(held)
 
 
 @approvals.command("show")
 @click.argument("held_id", metavar="ID")
-@common_options
-def show_cmd(common: Common, held_id: str) -> None:
+@reviewer_options
+def show_cmd(common: ReviewerOptions, held_id: str) -> None:
     """One held call: caller, function, rule, masked arguments, age."""
     held = common.call("GET", f"/api/approvals/{held_id}")
     if common.as_json:
-        _emit_json(held)
+        emit_json(held)
         return
     fields = [
         ("id", held["id"]), ("call id", held["call_id"]),
@@ -185,7 +170,7 @@ def show_cmd(common: Common, held_id: str) -> None:
     for name, value in shown:
         parts += [Text(f"{name} (masked):", style="bold"),
                   Text(json.dumps(value, indent=2, default=str))]
-    _console().print(Group(*parts))
+    new_console().print(Group(*parts))
 
 
 def check_window(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -205,8 +190,8 @@ def check_window(ctx: click.Context, param: click.Parameter, value: str | None) 
                    "starting now. Without it, only this one call is approved.")
 @click.option("--same-args", is_flag=True,
               help="With --for: only calls with exactly these arguments (default: any).")
-@common_options
-def approve_cmd(common: Common, held_id: str, reason: str, window: str | None,
+@reviewer_options
+def approve_cmd(common: ReviewerOptions, held_id: str, reason: str, window: str | None,
                 same_args: bool) -> None:
     """Approve a held call: this call only (bound to its exact arguments), or with --for a
     time-boxed grant for its caller and function."""
@@ -219,7 +204,7 @@ def approve_cmd(common: Common, held_id: str, reason: str, window: str | None,
         body["scope"] = "same-args" if same_args else "any-args"
     verdict = common.call("POST", f"/api/approvals/{held_id}/approve", body)
     if common.as_json:
-        _emit_json(verdict)
+        emit_json(verdict)
         return
     grant = verdict.get("grant")
     if grant:
@@ -235,12 +220,12 @@ def approve_cmd(common: Common, held_id: str, reason: str, window: str | None,
 @approvals.command("deny")
 @click.argument("held_id", metavar="ID")
 @click.option("--reason", required=True, help="Why you deny (recorded, and told the caller).")
-@common_options
-def deny_cmd(common: Common, held_id: str, reason: str) -> None:
+@reviewer_options
+def deny_cmd(common: ReviewerOptions, held_id: str, reason: str) -> None:
     """Deny a held call: its caller gets 403 denied with your reason."""
     verdict = common.call("POST", f"/api/approvals/{held_id}/deny", {"reason": reason})
     if common.as_json:
-        _emit_json(verdict)
+        emit_json(verdict)
     else:
         click.echo(f"denied {held_id}")
 
@@ -250,10 +235,10 @@ def deny_cmd(common: Common, held_id: str, reason: str) -> None:
               help="Seconds between refreshes.")
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
               help="Stop after this many refreshes (default: until Ctrl-C).")
-@common_options
-def watch_cmd(common: Common, interval: float, iterations: int | None) -> None:
+@reviewer_options
+def watch_cmd(common: ReviewerOptions, interval: float, iterations: int | None) -> None:
     """A live view of the held calls, refreshed until Ctrl-C."""
-    console = _console()
+    console = new_console()
     count = 0
 
     def frame() -> Any:

@@ -28,13 +28,9 @@ from rich.table import Table
 from toolgate.rules import Call, Decision, RuleLoadError, RuleSet, evaluate, load_rules
 from toolgate.rules.keys import mask_key_reference, resolve_secret
 from toolgate.rules.model import PROTOCOLS
-from toolgate.scripts.cli_sessions import Common, common_options
+from toolgate.scripts.cli_common import StoreOptions, emit_json, new_console, store_options
 
 ACTION_STYLE = {"allow": "green", "mask": "yellow", "approve": "magenta", "block": "red", "deny": "red"}
-
-
-def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
 
 
 @click.group()
@@ -52,7 +48,7 @@ def check(path: str, as_json: bool) -> None:
     except RuleLoadError as exc:
         if as_json:
             errors = [{"file": e.file, "line": e.line, "message": e.message} for e in exc.errors]
-            click.echo(json.dumps({"ok": False, "errors": errors}, indent=2))
+            emit_json({"ok": False, "errors": errors})
         else:
             for error in exc.errors:
                 click.echo(str(error))
@@ -60,9 +56,9 @@ def check(path: str, as_json: bool) -> None:
         sys.exit(1)
     summary = _summary(ruleset)
     if as_json:
-        click.echo(json.dumps({"ok": True, **summary}, indent=2))
+        emit_json({"ok": True, **summary})
         return
-    console = _console()
+    console = new_console(soft_wrap=True)
     console.print(
         f"ok: {len(summary['files'])} file(s), {len(ruleset.labels)} labels, {len(ruleset.functions)} functions, "
         f"{len(ruleset.rules)} rules; unknown functions: {ruleset.unknown_function}"
@@ -209,9 +205,9 @@ def explain(
         response = Call(direction="response", body=read_body(response_file), **common)
         decisions["response"] = evaluate(ruleset, response, key, monitor=monitor)
     if as_json:
-        click.echo(json.dumps({name: d.as_dict() for name, d in decisions.items()}, indent=2, default=str))
+        emit_json({name: d.as_dict() for name, d in decisions.items()})
         return
-    console = _console()
+    console = new_console(soft_wrap=True)
     if key_note:
         console.print(f"note: {key_note}", style="dim")
     for decision in decisions.values():
@@ -272,8 +268,8 @@ def _print_decision(console: Console, decision: Decision) -> None:
               help="Only calls since TIME (ISO 8601, or relative: 1h, 2d).")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=1000, show_default=True,
               help="Re-evaluate at most this many calls (the most recent).")
-@common_options
-def test(opts: Common, path: str, since: str | None, limit: int) -> None:
+@store_options
+def test(opts: StoreOptions, path: str, since: str | None, limit: int) -> None:
     """Re-evaluate recorded calls against the rules in PATH and list those whose decision
     would change. Works on the store file, or through the admin API while a gateway holds it.
 
@@ -294,7 +290,7 @@ def test(opts: Common, path: str, since: str | None, limit: int) -> None:
     changed = [(call, what) for call, what in judged if what.changed]
     undetermined = [what for _, what in judged if what.undetermined]
     if opts.as_json:
-        click.echo(json.dumps({
+        emit_json({
             "evaluated": len(judged), "skipped": len(outcomes) - len(judged),
             "undetermined": [{"call_id": w.call_id, "recorded": w.recorded, "now": w.now,
                               "masked_in_recording": w.masked_labels} for w in undetermined],
@@ -303,9 +299,9 @@ def test(opts: Common, path: str, since: str | None, limit: int) -> None:
                          "recorded": what.recorded, "now": what.now, "rules": what.rules,
                          "masked_in_recording": what.masked_labels, "note": what.note}
                         for call, what in changed],
-        }, indent=2))
+        })
         return
-    console = _console()
+    console = new_console(soft_wrap=True)
     console.print(f"{len(judged)} recorded call(s) re-evaluated against {path} "
                   f"({len(outcomes) - len(judged)} skipped: no policy decided them); "
                   f"{len(changed)} would change", markup=False)

@@ -10,88 +10,22 @@ command cannot run (a usage error, no store, no admin API).
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from toolgate.rules import candidate_fingerprints
-from toolgate.scripts.store_reader import ReaderError, StoreReader, open_reader
+from toolgate.scripts.cli_common import StoreOptions, emit_json, new_console, store_options
 from toolgate.sessions.query import LEVELS
 from toolgate.sessions.timeparse import parse_time
 
 DECISION_STYLES = {"allow": "green", "mask": "yellow", "approve": "cyan", "block": "red",
                    "deny": "red", "interrupted": "magenta"}
-
-
-class CannotRun(click.ClickException):
-    """The command cannot run as asked (exit 2, like a usage error)."""
-
-    exit_code = 2
-
-
-@dataclass
-class Common:
-    db: Path
-    admin: str
-    token: str | None
-    mask_key: str | None
-    as_json: bool
-    db_given: bool = True  # named on the command line, not the default
-    admin_given: bool = False
-
-    def reader(self) -> StoreReader:
-        try:
-            return open_reader(self.db, self.admin, self.token, db_given=self.db_given,
-                               admin_given=self.admin_given)
-        except ReaderError as exc:
-            raise CannotRun(str(exc)) from None
-
-    def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
-        reader = self.reader()
-        try:
-            return reader.get(path, params)
-        except ReaderError as exc:
-            raise CannotRun(str(exc)) from None  # it says where and what to do already
-        finally:
-            reader.close()
-
-
-def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The options every `sessions` command takes after its name."""
-
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    @click.option("--mask-key", envvar="TOOLGATE_MASK_KEY", default=None,
-                  metavar="env:NAME|file:PATH",
-                  help="The gateway's toolgate_mask_key, for find-value. [env: TOOLGATE_MASK_KEY]")
-    @click.option("--token", envvar="TOOLGATE_TOKEN", default=None,
-                  help="Bearer token for the admin API. [env: TOOLGATE_TOKEN]")
-    @click.option("--admin", default="http://127.0.0.1:8090", show_default=True,
-                  help="The gateway's admin API, used while the gateway holds the store.")
-    @click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
-                  default=Path("toolgate.duckdb"), show_default=True,
-                  help="The session store (the gateway's toolgate_db).")
-    @functools.wraps(fn)
-    def wrapper(db, admin, token, mask_key, as_json, **kwargs):
-        ctx = click.get_current_context()
-        return fn(Common(db, admin, token, mask_key, as_json, _given(ctx, "db"),
-                         _given(ctx, "admin")), **kwargs)
-
-    return wrapper
-
-
-def _given(ctx: click.Context, name: str) -> bool:
-    """Did the user name this option, rather than leave it to its default?"""
-    return ctx.get_parameter_source(name) not in (
-        click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP, None)
 
 
 def check_time(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -119,8 +53,8 @@ def sessions() -> None:
 @click.option("--decision", help="Comma-separated decisions, e.g. block,deny.")
 @click.option("--session", "session_id", help="Only this session.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
-@common_options
-def list_calls(opts: Common, **filters: Any) -> None:
+@store_options
+def list_calls(opts: StoreOptions, **filters: Any) -> None:
     """List recorded calls, newest first."""
     params = {k: str(v) for k, v in filters.items() if v not in (None, "")}
     answer = opts.get("/api/calls", params)
@@ -139,13 +73,13 @@ def list_calls(opts: Common, **filters: Any) -> None:
 @sessions.command("show")
 @click.argument("session_id")
 @click.option("--full", is_flag=True, help="Also show headers and bodies.")
-@common_options
-def show(opts: Common, session_id: str, full: bool) -> None:
+@store_options
+def show(opts: StoreOptions, session_id: str, full: bool) -> None:
     """Show a session as a timeline: calls, decisions, findings, approvals."""
     timeline = get_session(opts, session_id, full)
     if opts.as_json:
         return emit_json(timeline)
-    console = Console()
+    console = new_console(highlight=True)
     console.print(f"[bold]session {timeline['session_id']}[/bold]: {timeline['count']} call(s), "
                   f"{timeline['started_at']} .. {timeline['ended_at']}, "
                   f"by {', '.join(timeline['subjects']) or 'anonymous callers'}")
@@ -183,8 +117,8 @@ def show(opts: Common, session_id: str, full: bool) -> None:
 @click.argument("session_id")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
               help="The .mitm file to write (open it with `mitmweb -r FILE`).")
-@common_options
-def export(opts: Common, session_id: str, output: Path) -> None:
+@store_options
+def export(opts: StoreOptions, session_id: str, output: Path) -> None:
     """Export a session as a .mitm file for mitmweb / mitmproxy."""
     from toolgate.sessions.export import export_session  # imports mitmproxy: only when needed
 
@@ -200,9 +134,9 @@ def export(opts: Common, session_id: str, output: Path) -> None:
 @click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
               help="Add a header to every request (e.g. the target's own credentials).")
 @click.option("--check", is_flag=True, help="Exit 1 if any status or JSON shape changed.")
-@common_options
+@store_options
 def replay(
-    opts: Common, session_id: str, target: str, headers: tuple[str, ...], check: bool
+    opts: StoreOptions, session_id: str, target: str, headers: tuple[str, ...], check: bool
 ) -> None:
     """Re-issue a session's requests against TARGET and report what changed."""
     from toolgate.sessions.replay import replay_session
@@ -232,8 +166,8 @@ def replay(
 
 
 @sessions.command("verify")
-@common_options
-def verify(opts: Common) -> None:
+@store_options
+def verify(opts: StoreOptions) -> None:
     """Check the hash chain: exit 1 naming the first bad row if the store was tampered with."""
     result = opts.get("/api/verify")
     if opts.as_json:
@@ -259,8 +193,8 @@ def verify(opts: Common) -> None:
               show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the report to a file instead of stdout.")
-@common_options
-def report(opts: Common, since: str | None, until: str | None, fail_on: str, fmt: str,
+@store_options
+def report(opts: StoreOptions, since: str | None, until: str | None, fail_on: str, fmt: str,
            output: Path | None) -> None:
     """Summarize recorded calls for CI; exit 1 if a call's decision is in --fail-on."""
     from toolgate.sessions.report import render_junit, render_text
@@ -283,8 +217,8 @@ def report(opts: Common, since: str | None, until: str | None, fail_on: str, fmt
 
 @sessions.command("find-value")
 @click.argument("value")
-@common_options
-def find_value(opts: Common, value: str) -> None:
+@store_options
+def find_value(opts: StoreOptions, value: str) -> None:
     """Was VALUE ever seen? Looks its keyed fingerprint up in the findings ('-' reads VALUE
     from stdin, which keeps it out of shell history)."""
     from toolgate.rules.keys import DEFAULT_DB, default_mask_key_file, mask_key_reference, resolve_secret
@@ -331,17 +265,13 @@ def _merged(answers: list[dict[str, Any]]) -> dict[str, Any]:
 # -- output ---------------------------------------------------------------------------------
 
 
-def get_session(opts: Common, session_id: str, full: bool) -> dict[str, Any]:
+def get_session(opts: StoreOptions, session_id: str, full: bool) -> dict[str, Any]:
     return opts.get(f"/api/sessions/{session_id}", {"full": "1" if full else ""})
-
-
-def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
 
 
 def emit_table(title: str, columns: list[str], rows: list[list[Any]],
                decision_column: int | None = None) -> None:
-    console = Console()
+    console = new_console(highlight=True)
     if not console.is_terminal:  # plain lines for pipes: one row per line, tab-separated
         click.echo("\t".join(columns))
         for row in rows:
