@@ -101,6 +101,16 @@ def _summary(ruleset: RuleSet) -> dict[str, Any]:
     }
 
 
+def load_rules_or_exit(path: str) -> RuleSet:
+    """The rules at PATH; else each error on stderr as file:line: message, and exit 1."""
+    try:
+        return load_rules(path)
+    except RuleLoadError as exc:
+        for error in exc.errors:
+            click.echo(str(error), err=True)
+        sys.exit(1)
+
+
 def parse_caller(text: str | None) -> tuple[str | None, tuple[str, ...]]:
     """`alice:support,sre` → ("alice", ("support", "sre")); `:support` has no subject."""
     if not text:
@@ -172,12 +182,7 @@ def explain(
     as_json: bool,
 ) -> None:
     """Show what the rules at PATH decide for a request (and its response), and why."""
-    try:
-        ruleset = load_rules(path)
-    except RuleLoadError as exc:
-        for error in exc.errors:
-            click.echo(str(error), err=True)
-        sys.exit(1)
+    ruleset = load_rules_or_exit(path)
     key = resolve_mask_key(mask_key)
     key_note = None
     if key is None:
@@ -278,12 +283,7 @@ def test(opts: StoreOptions, path: str, since: str | None, limit: int) -> None:
     listed for each call ("masked in the recording")."""
     from toolgate.sessions.whatif import reevaluate
 
-    try:
-        ruleset = load_rules(path)
-    except RuleLoadError as exc:
-        for error in exc.errors:
-            click.echo(str(error), err=True)
-        sys.exit(1)
+    ruleset = load_rules_or_exit(path)
     calls = opts.get("/api/calls/full", {"since": since or "", "limit": str(limit)})["calls"]
     outcomes = [(call, reevaluate(ruleset, call)) for call in calls]
     judged = [(call, what) for call, what in outcomes if what is not None]
