@@ -21,7 +21,7 @@ test: $(STAMP)
 # The property-based fuzz tests with many more examples (the regular suite runs 200 each).
 FUZZ_EXAMPLES ?= 20000
 fuzz: $(STAMP)
-	TOOLGATE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz_protocols.py
+	TOOLGATE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider tests/rules/test_rules_protocols_fuzz.py
 
 # The load and soak run: every call checked, recorded exactly once, memory and throughput
 # reported (the regular suite runs a reduced one: tests/e2e/test_soak_e2e.py).

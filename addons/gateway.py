@@ -24,7 +24,7 @@ except ImportError:
 
 
 # flowmeta.REFUSED, spelled out: this fallback must load even when nothing else imports
-# (tests/test_flowmeta.py checks that the two agree).
+# (tests/addons/test_flowmeta.py checks that the two agree).
 REFUSED = "toolgate.refused"
 
 

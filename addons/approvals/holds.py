@@ -1,7 +1,7 @@
 """The pure core of approvals: held calls, grants, argument hashes and the reviewer rules.
 
 Nothing here knows mitmproxy or the event loop, so every rule about who may decide what is
-tested on plain values (`tests/test_approvals_holds.py`). The approvals addon turns flows into
+tested on plain values (`tests/addons/approvals/test_holds.py`). The approvals addon turns flows into
 `HeldCall`s and decisions into flows; the admin API turns HTTP requests into calls on it.
 """
 

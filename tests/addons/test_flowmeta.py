@@ -9,7 +9,7 @@ from mitmproxy.test import tflow
 
 from toolgate.addons import flowmeta
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FLOWMETA = ROOT / "addons" / "flowmeta.py"
 GATEWAY = ROOT / "addons" / "gateway.py"
 KEYS = {name: value for name, value in vars(flowmeta).items() if name.isupper()}
