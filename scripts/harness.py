@@ -12,8 +12,8 @@ reads the session store.
   `free_port` names a loopback port where nothing listens.
 - `FastBackend` answers every request with a fixed body on keep-alive connections, fast enough
   never to be the limit of a benchmark.
-- `query` and `open_store` read a DuckDB session store (read-only by default, with the
-  connection configuration the writer uses).
+- `query` and `open_store` (from `toolgate.sessions.readonly`, where the SQL lives) read a
+  session store: read-only by default, with the connection configuration the writer uses.
 """
 
 from __future__ import annotations
@@ -28,16 +28,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-import duckdb
-
-from toolgate.sessions.writer import CONNECTION_CONFIG
+from toolgate.sessions.readonly import open_store, query  # the one SQL helper; sessions owns SQL
 
 if TYPE_CHECKING:
     import httpx
@@ -354,22 +351,3 @@ class FastBackend:
         if self._loop and self._task and self._thread:
             self._loop.call_soon_threadsafe(self._task.cancel)
             self._thread.join(10)
-
-
-# -- the session store ---------------------------------------------------------------------------
-
-@contextmanager
-def open_store(db: Path, read_only: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A connection to the store `db`, closed at the end. Read-only (the default) once no
-    process writes it; `read_only=False` shares it with a writer of this process."""
-    con = duckdb.connect(str(db), read_only=read_only, config=CONNECTION_CONFIG)
-    try:
-        yield con
-    finally:
-        con.close()
-
-
-def query(db: Path, sql: str, params: Iterable[Any] = (), read_only: bool = True) -> list[tuple]:
-    """The rows `sql` selects from the store `db`."""
-    with open_store(db, read_only) as con:
-        return con.execute(sql, list(params)).fetchall()

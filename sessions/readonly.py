@@ -2,11 +2,15 @@
 admin API's session routes (`api.handle`) answered on the file itself.
 
 Opening says why it cannot: `StoreHeld` when another process (a running gateway) holds the
-file, `StoreUnreadable` (its message says what to do) when it is not a store of this version."""
+file, `StoreUnreadable` (its message says what to do) when it is not a store of this version.
+
+`open_store` and `query` read a store's file directly, for the tests, the benches and the soak
+(`scripts/harness.py`) that check what was recorded."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +68,20 @@ def open_read_only(db: Path) -> ReadOnlyStore:
             f"version {LATEST}"
         )
     return ReadOnlyStore(con, db)
+
+
+@contextmanager
+def open_store(db: Path, read_only: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to the store `db`, closed at the end. Read-only (the default) once no
+    process writes it; `read_only=False` shares it with a writer of this process."""
+    con = duckdb.connect(str(db), read_only=read_only, config=CONNECTION_CONFIG)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def query(db: Path, sql: str, params: Iterable[Any] = (), read_only: bool = True) -> list[tuple]:
+    """The rows `sql` selects from the store `db`."""
+    with open_store(db, read_only) as con:
+        return con.execute(sql, list(params)).fetchall()
