@@ -2,7 +2,8 @@
 
 mitmproxy decodes a body in one go, however large it inflates to; a gzip or brotli bomb (a few
 KiB on the wire, gigabytes decoded) would take the gateway down. These decoders stop as soon as
-the output passes the limit.
+the output passes the limit (brotli 1.1.0 can only be checked after each 64-byte piece, whose
+output it does not bound: see SECURITY.md).
 
 They also decode all of a body or refuse it: a receiver may decode more than a lenient decoder
 would (every member of a multi-member gzip, every zstd frame), so a truncated stream, bytes
