@@ -33,7 +33,7 @@ from toolgate.scripts.cli_common import (
 )
 
 
-class Refused(click.ClickException):
+class ReviewRefused(click.ClickException):
     """The admin API said no (exit 1); the message is its reason."""
 
     exit_code = 1
@@ -54,7 +54,7 @@ class ReviewerOptions:
             return admin_json(url, self.token, method=method, body=body,
                               headers={"X-Toolgate-Channel": "cli"})
         except AdminRefused as exc:
-            raise Refused(f"{exc} [HTTP {exc.status}]") from None
+            raise ReviewRefused(f"{exc} [HTTP {exc.status}]") from None
         except AdminUnreachable as exc:
             raise CannotRun(f"the gateway's admin API at {self.admin} did not answer ({exc}): "
                             "pass --admin URL (the gateway's toolgate_admin_listen)") from None

@@ -196,8 +196,8 @@ def rpc_answer(message: Any) -> dict[str, Any] | None:
     return {"jsonrpc": "2.0", "id": rid, "result": result}
 
 
-class _Handler(StubHandler):
-    server: "_Server"
+class _DemoHandler(StubHandler):
+    server: "_DemoServer"
     protocol_version = "HTTP/1.1"
 
     def _receive(self) -> tuple[str, dict[str, list[str]], bytes]:
@@ -326,13 +326,13 @@ class _Handler(StubHandler):
         self.send_json(answer, 200, headers)
 
 
-class _Server(StubServer):
+class _DemoServer(StubServer):
     # socketserver's default backlog (5) resets connections when a proxy in front opens a few
     # dozen at once (load tests, 50 callers): callers would see 502s the service never caused.
     request_queue_size = 128
 
     def __init__(self, host: str, port: int) -> None:
-        super().__init__(_Handler, host, port)
+        super().__init__(_DemoHandler, host, port)
         self.lock = threading.Lock()
         # Bounded, so a long-running demo does not grow without end.
         self.received: collections.deque[Received] = collections.deque(maxlen=10_000)
@@ -343,7 +343,7 @@ class DemoService(Served):
     """The service's HTTP server in a background thread."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.server = _Server(host, port)
+        self.server = _DemoServer(host, port)
 
     @property
     def received(self) -> list[Received]:

@@ -114,8 +114,8 @@ class DevKeys:
         return jwt.encode(payload, signing_key, algorithm=alg, headers={"kid": key["kid"]})
 
 
-class _Handler(StubHandler):
-    server: "_Server"
+class _IssuerHandler(StubHandler):
+    server: "_IssuerServer"
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -137,7 +137,7 @@ class _Handler(StubHandler):
             self.send_json({"error": "not found"}, 404)
 
 
-class _Server(StubServer):
+class _IssuerServer(StubServer):
     dev_keys: DevKeys
     jwks_requests = 0
 
@@ -149,7 +149,7 @@ class DevIssuer(Served):
         self, host: str = "127.0.0.1", port: int = 0, *, keys_path: Path | None = None,
         audience: str = DEFAULT_AUDIENCE,
     ) -> None:
-        self.server = _Server(_Handler, host, port)
+        self.server = _IssuerServer(_IssuerHandler, host, port)
         self.keys_path = keys_path
         if keys_path and keys_path.exists():
             keys = DevKeys.load(keys_path)

@@ -93,3 +93,13 @@ def test_the_wheel_holds_only_toolgate(tmp_path):
     assert "toolgate/addons/gateway.py" in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "toolgate = toolgate.scripts.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_no_two_classes_share_a_name_across_the_source():
+    """A name says one thing: `Identity`, `Grant`, `Finding`, `Source` each meant two."""
+    where: dict[str, list[str]] = {}
+    for path in source_files(*FOLDERS):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                where.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
+    assert {name: paths for name, paths in where.items() if len(paths) > 1} == {}

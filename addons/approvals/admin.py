@@ -120,7 +120,7 @@ class Admin:
             # Not fatal for traffic: held calls can still be decided in mitmweb, or time out.
             logger.error("toolgate: the admin API cannot listen on %s:%s: %s", host, port, exc)
             return
-        app = tornado.web.Application([(r"/.*", _Handler, {"admin": self})],
+        app = tornado.web.Application([(r"/.*", _AdminHandler, {"admin": self})],
                                       log_function=lambda handler: None)
         self._server = tornado.httpserver.HTTPServer(app, max_body_size=MAX_BODY,
                                                      idle_connection_timeout=60)
@@ -269,7 +269,7 @@ class Admin:
         return approvals
 
 
-class _Handler(tornado.web.RequestHandler):
+class _AdminHandler(tornado.web.RequestHandler):
     """Tornado is only the transport: everything is decided in `Admin.dispatch`."""
 
     SUPPORTED_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD")
