@@ -36,7 +36,7 @@ def verify_store(
     con: duckdb.DuckDBPyConnection, head_file: Path | None = None
 ) -> dict[str, Any]:
     """{"ok", "rows": {table: n}, "problems": [{"table", "seq", "call_id", "problem"}],
-    "head_file"}; `problems` holds at most the first bad row of each hashchain."""
+    "head_file"}; `problems` holds at most the first bad row of each chain."""
     if head_file is None:
         db = database_path(con)
         head_file = hashchain.head_path(db) if db else None
