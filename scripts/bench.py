@@ -1,78 +1,82 @@
 """Throughput of the gateway against bare mitmdump, in one run.
 
-    .venv/bin/python scripts/bench.py [--duration 10] [--concurrency 16]
+    .venv/bin/python scripts/bench.py [--duration 8] [--concurrency 32]
+        [--bodies 1k-clean,1k-customers,256k-clean,256k-customers,mixed] [--durability both]
 
-Starts a fast loopback backend (its own process) that answers 1 KB and 256 KB JSON bodies full
-of PII, then, in turn, bare `mitmdump` and `mitmdump -s addons/gateway.py` (identity with a dev
-issuer, the bundled packs, masking) in reverse mode in front of it, and drives each with an
-asyncio load generator on keep-alive connections. Prints requests/s, p50 and p99 latency and
-the ratio gateway/bare, plus how busy the load generator itself was (it must not be the
-bottleneck), and the proxy's CPU time per request (all its threads; less noisy than requests/s
-when something else runs on the machine). mitmproxy runs one event loop on one core: the ratio
-is what toolgate costs.
+Starts a fast loopback backend (its own process) that answers the four bodies of
+scripts/bench_bodies.py (a clean inventory listing and a customer list, 1 KB and 256 KB), then
+bare `mitmdump` and `mitmdump -s addons/gateway.py` (identity with a dev issuer, the bundled
+packs, masking) under each durability (`async`, `audit`: one gateway process each, a fresh store
+each) in reverse mode in front of it, and drives each with an asyncio load generator on
+keep-alive connections, one body at a time, the setups in turn (so that all see the same moment
+of the machine). Prints per body requests/s, p50 and p99 latency, the proxy's CPU time per call
+(all its threads; less noisy than requests/s when something else runs on the machine), the
+ratio gateway/bare (`ratio`: of requests/s; `cpu ratio`: bare's CPU per call over the
+gateway's), and for `async` the acceptance targets of issue 14. How busy the load
+generator itself was is printed too: it must not be the bottleneck.
+
+`mixed`: most connections make 1 KB clean calls while a few (--large) keep 256 KB customer calls
+in flight; the p99 of the small calls says whether a large body freezes everyone else.
+Throughput counts the calls completed inside the measured window (after a 1 s warm-up).
+mitmproxy runs one event loop on one core: the ratio is what toolgate costs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolgate.scripts.demo_service import CUSTOMERS
+from toolgate.scripts.bench_bodies import BODY_NAMES, build_bodies
 from toolgate.scripts.dev_issuer import DevIssuer
 from toolgate.scripts.harness import (
-    GATEWAY_SCRIPT, ROOT, FastBackend, mitmdump_args, start_mitmdump,
+    GATEWAY_SCRIPT, ROOT, FastBackend, Mitmdump, mitmdump_args, start_mitmdump,
 )
 
 AUDIENCE = "toolgate-bench"
+WARM_UP = 1.0
+BODIES = build_bodies()
+MIXED = "mixed"
+MIXED_SMALL, MIXED_LARGE = "1k-clean", "256k-customers"
+DURABILITIES = ("async", "audit")
 
-
-def make_body(target: int, sensitive_every: int = 1) -> bytes:
-    """A JSON body of about `target` bytes: customer records (4 masked values each) padded
-    with notes, so a 256 KB body holds about a thousand sensitive values."""
-    rows, size = [], 2
-    note = "regular customer, prefers email contact; no open tickets " * 2
-    while size < target:
-        record = dict(CUSTOMERS[len(rows) % len(CUSTOMERS)], id=len(rows) + 1, note=note)
-        if len(rows) % sensitive_every:
-            record = {k: v for k, v in record.items() if k in ("id", "name", "tier", "note")}
-        rows.append(record)
-        size += len(json.dumps(record)) + 2
-    return json.dumps({"customers": rows}).encode()
-
-
-# About a thousand sensitive values in the large body (one record in five carries PII).
-BODIES = {b"/bench/1k": make_body(1024, sensitive_every=5), b"/bench/256k": make_body(256 * 1024, sensitive_every=5)}
+# Issue 14's acceptance: gateway (async, 32 connections) / bare mitmdump, in the same run.
+TARGETS = {"1k-clean": 0.7, "1k-customers": 0.6, "256k-clean": 0.35, "256k-customers": 0.15}
 
 
 def serve(port_file: str) -> None:
     """The backend, in a process of its own (so it never competes with the load generator)."""
-    FastBackend(BODIES).serve(Path(port_file))
+    FastBackend({body.path.encode(): body.content for body in BODIES.values()}).serve(Path(port_file))
 
 
 # -- the load generator --------------------------------------------------------------------------
 
 @dataclass
 class Result:
-    requests: int
-    errors: int
+    """The calls of one kind completed inside the measured window."""
+
     seconds: float
-    latencies: list[float]
-    cpu: float  # share of one core the generator used
-    proxy_cpu: float = float("nan")  # CPU seconds the proxy process used while measured
+    requests: int = 0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+    cpu: float = 0.0  # share of one core the load generator used in the window
+    proxy_cpu: float = float("nan")  # CPU seconds the proxy process used in the window
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def cpu_per_call(self) -> float:
+        """Proxy CPU milliseconds per completed call."""
+        return self.proxy_cpu / max(1, self.requests) * 1000
 
     def percentile(self, p: float) -> float:
         if not self.latencies:
@@ -81,42 +85,61 @@ class Result:
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
 
 
-async def _client(port: int, request: bytes, stop: float, warm: float, out: Result) -> None:
+async def _read_answer(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 answer; its status."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+    if length:
+        await reader.readexactly(int(length.group(1)))
+    else:  # chunked: size lines and their chunks, up to the last (empty) chunk and its trailer
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            await reader.readexactly(size + 2)
+        while await reader.readuntil(b"\r\n") != b"\r\n":
+            pass
+    return status
+
+
+async def _client(port: int, request: bytes, start: float, stop: float, out: Result) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        while (start := time.perf_counter()) < stop:
+        while (sent := time.perf_counter()) < stop:
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            length = re.search(rb"(?i)content-length:\s*(\d+)", head)
-            if length:
-                await reader.readexactly(int(length.group(1)))
-            else:  # chunked: read to the terminating chunk
-                while not (await reader.readuntil(b"\r\n")).startswith(b"0\r\n"):
-                    pass
-            if start >= warm:
+            status = await _read_answer(reader)
+            done = time.perf_counter()
+            if start <= done <= stop:
                 out.requests += 1
                 out.errors += status != 200
-                out.latencies.append(time.perf_counter() - start)
+                out.latencies.append(done - sent)
     finally:
         writer.close()
 
 
-async def load(port: int, path: str, token: str | None, seconds: float, concurrency: int,
-               proxy_pid: int | None = None) -> Result:
+def request_for(path: str, token: str | None) -> bytes:
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
-    request = (f"GET {path} HTTP/1.1\r\nHost: bench\r\n{auth}\r\n").encode()
+    return f"GET {path} HTTP/1.1\r\nHost: bench\r\n{auth}\r\n".encode()
+
+
+async def load(port: int, groups: list[tuple[bytes, int]], seconds: float,
+               proxy_pid: int | None = None) -> list[Result]:
+    """Drive the proxy with `connections` keep-alive connections per (request, connections)
+    group for a warm-up and `seconds`; one Result per group (the proxy CPU and the load
+    generator's share of a core are the window's, the same in every Result)."""
     now = time.perf_counter()
-    warm, stop = now + 1.0, now + 1.0 + seconds
-    result = Result(0, 0, seconds, [], 0.0)
-    cpu = time.process_time()
-    measured = asyncio.gather(*(_client(port, request, stop, warm, result) for _ in range(concurrency)))
-    await asyncio.sleep(max(0.0, warm - time.perf_counter()))
-    proxy_cpu = process_cpu(proxy_pid)
-    await measured
-    result.proxy_cpu = process_cpu(proxy_pid) - proxy_cpu
-    result.cpu = (time.process_time() - cpu) / (time.perf_counter() - now)
-    return result
+    start, stop = now + WARM_UP, now + WARM_UP + seconds
+    results = [Result(seconds) for _ in groups]
+    clients = asyncio.gather(*(
+        _client(port, request, start, stop, result)
+        for (request, connections), result in zip(groups, results) for _ in range(connections)
+    ))
+    await asyncio.sleep(max(0.0, start - time.perf_counter()))
+    cpu, proxy_cpu = time.process_time(), process_cpu(proxy_pid)
+    await asyncio.sleep(max(0.0, stop - time.perf_counter()))
+    cpu, proxy_cpu = time.process_time() - cpu, process_cpu(proxy_pid) - proxy_cpu
+    await clients
+    for result in results:
+        result.cpu, result.proxy_cpu = cpu / seconds, proxy_cpu
+    return results
 
 
 def process_cpu(pid: int | None) -> float:
@@ -130,13 +153,114 @@ def process_cpu(pid: int | None) -> float:
 
 # -- orchestration -------------------------------------------------------------------------------
 
+def parse_bodies(values: list[str]) -> list[str]:
+    names = [name for value in values for name in value.split(",") if name]
+    known = (*BODY_NAMES, MIXED)
+    for name in names:
+        if name not in known:
+            raise SystemExit(f"unknown body {name!r}: choose from {', '.join(known)}")
+    return [name for name in known if name in names]
+
+
+@dataclass
+class Setup:
+    name: str
+    proxy: Mitmdump
+    token: str | None
+
+
+def start_setups(upstream: str, work: Path, issuer: DevIssuer, token: str,
+                 durabilities: tuple[str, ...]) -> list[Setup]:
+    common = {"flow_detail": 0, "confdir": work / "conf"}
+    setups = [Setup("bare mitmdump", start_mitmdump(mitmdump_args(upstream, common)), None)]
+    try:
+        for durability in durabilities:
+            args = mitmdump_args(upstream, {
+                **common,
+                "toolgate_oidc_issuer": issuer.url,
+                "toolgate_oidc_audience": AUDIENCE,
+                "toolgate_db": work / f"bench-{durability}.duckdb",
+                "toolgate_durability": durability,
+                "toolgate_admin_listen": "127.0.0.1:0",
+            }, script=GATEWAY_SCRIPT)
+            setups.append(Setup(f"gateway {durability}", start_mitmdump(args), token))
+    except BaseException:
+        for setup in setups:
+            setup.proxy.stop()
+        raise
+    return setups
+
+
+def measure(setups: list[Setup], names: list[str], args: argparse.Namespace) -> dict:
+    results: dict[tuple[str, str], list[Result]] = {}
+    for name in names:
+        for setup in setups:
+            if name == MIXED:
+                large = min(args.large, args.concurrency - 1)
+                groups = [(request_for(BODIES[MIXED_SMALL].path, setup.token), args.concurrency - large),
+                          (request_for(BODIES[MIXED_LARGE].path, setup.token), large)]
+            else:
+                groups = [(request_for(BODIES[name].path, setup.token), args.concurrency)]
+            results[setup.name, name] = asyncio.run(
+                load(setup.proxy.port, groups, args.duration, setup.proxy.pid))
+    return results
+
+
+def report(setups: list[Setup], names: list[str], results: dict, args: argparse.Namespace) -> bool:
+    """Print the tables; whether every answer was a 200."""
+    print(f"\n{args.concurrency} keep-alive connections, {args.duration:g} s per measurement after "
+          f"{WARM_UP:g} s warm-up")
+    bare = setups[0].name
+    print(f"{'':16}{'body':>16}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}"
+          f"{'loadgen':>9}{'cpu/call':>12}{'ratio':>8}{'cpu ratio':>10}")
+    for name in (n for n in names if n != MIXED):
+        for setup in setups:
+            result, base = results[setup.name, name][0], results[bare, name][0]
+            ratio = result.rps / base.rps if base.rps else float("nan")
+            cpu_ratio = base.cpu_per_call / result.cpu_per_call if result.requests else float("nan")
+            print(f"{setup.name:16}{name:>16}{result.rps:9.0f}{result.percentile(50):9.1f}"
+                  f"{result.percentile(99):9.1f}{result.errors:7d}{result.cpu:9.0%}"
+                  f"{result.cpu_per_call:9.3f} ms{ratio:7.3f}x{cpu_ratio:9.3f}x")
+    if MIXED in names:
+        large = min(args.large, args.concurrency - 1)
+        print(f"\nmixed: {args.concurrency - large} connections of {MIXED_SMALL} calls while "
+              f"{large} keep {MIXED_LARGE} calls in flight")
+        print(f"{'':16}{'small req/s':>12}{'small p50':>11}{'small p99':>11}{'alone p99':>11}"
+              f"{'large req/s':>13}{'large p99':>11}{'errors':>7}")
+        for setup in setups:
+            small, big = results[setup.name, MIXED]
+            alone = results.get((setup.name, MIXED_SMALL))
+            alone_p99 = f"{alone[0].percentile(99):8.1f} ms" if alone else f"{'-':>11}"
+            print(f"{setup.name:16}{small.rps:12.0f}{small.percentile(50):8.1f} ms"
+                  f"{small.percentile(99):8.1f} ms{alone_p99}{big.rps:13.1f}"
+                  f"{big.percentile(99):8.0f} ms{small.errors + big.errors:7d}")
+    if any(setup.name == "gateway async" for setup in setups):
+        print("\nacceptance (issue 14: gateway async / bare mitmdump, req/s, same run)")
+        for name in (n for n in names if n in TARGETS):
+            result, base = results["gateway async", name][0], results[bare, name][0]
+            ratio = result.rps / base.rps if base.rps else float("nan")
+            verdict = "ok" if ratio >= TARGETS[name] else "MISSED"
+            print(f"  {name:16} {ratio:6.3f}x  (target >= {TARGETS[name]}x)  {verdict}")
+    saturated = [key for key, group in results.items() if group[0].cpu > 0.9]
+    if saturated:
+        print(f"the load generator used over 90% of a core in {len(saturated)} measurement(s): "
+              "those figures may be its limit, not the proxy's", file=sys.stderr)
+    return not any(result.errors for group in results.values() for result in group)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--durability", choices=["audit", "async"], default="audit",
-                        help="the gateway's toolgate_durability (audit waits for each commit)")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
+    parser.add_argument("--concurrency", type=int, default=32, help="keep-alive connections")
+    parser.add_argument("--bodies", nargs="+", default=[",".join((*BODY_NAMES, MIXED))],
+                        help=f"a subset of {', '.join((*BODY_NAMES, MIXED))} (commas or spaces)")
+    parser.add_argument("--durability", choices=[*DURABILITIES, "both"], default="both",
+                        help="the gateways' toolgate_durability (audit waits for each commit)")
+    parser.add_argument("--large", type=int, default=4,
+                        help="connections with large calls in the mixed measurement")
     args = parser.parse_args()
+    names = parse_bodies(args.bodies)
+    durabilities = DURABILITIES if args.durability == "both" else (args.durability,)
 
     work = Path(tempfile.mkdtemp(prefix="toolgate-bench-"))
     port_file = work / "backend.port"
@@ -144,50 +268,21 @@ def main() -> None:
                                 f"serve({str(port_file)!r})"], cwd=ROOT)
     issuer = DevIssuer(keys_path=work / "issuer.json", audience=AUDIENCE).start()
     token = issuer.keys.mint("bench", ["support"], ttl=3600)
+    setups: list[Setup] = []
     try:
         while not port_file.exists() or not port_file.read_text():
             time.sleep(0.05)
         upstream = f"http://127.0.0.1:{port_file.read_text()}"
-        common = {"flow_detail": 0, "confdir": work / "conf"}
-        setups = {
-            "bare mitmdump": (mitmdump_args(upstream, common), None),
-            "toolgate": (mitmdump_args(upstream, {
-                **common,
-                "toolgate_oidc_issuer": issuer.url,
-                "toolgate_oidc_audience": AUDIENCE,
-                "toolgate_db": work / "bench.duckdb",
-                "toolgate_durability": args.durability,
-                "toolgate_admin_listen": "127.0.0.1:0",
-            }, script=GATEWAY_SCRIPT), token),
-        }
-        results: dict[tuple[str, str], Result] = {}
-        for name, (mitm_args, bearer) in setups.items():
-            proxy = start_mitmdump(mitm_args)
-            try:
-                for path in ("/bench/1k", "/bench/256k"):
-                    results[name, path] = asyncio.run(
-                        load(proxy.port, path, bearer, args.duration, args.concurrency, proxy.pid))
-            finally:
-                proxy.stop()
+        setups = start_setups(upstream, work, issuer, token, durabilities)
+        results = measure(setups, names, args)
     finally:
+        for setup in setups:
+            setup.proxy.stop()
         issuer.stop()
         backend.terminate()
         backend.wait(10)
 
-    print(f"\n{args.concurrency} connections, {args.duration:.0f} s per measurement after 1 s warm-up, "
-          f"toolgate_durability={args.durability}")
-    print(f"{'':14}{'body':>6}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'loadgen cpu':>13}"
-          f"{'proxy cpu/req':>15}")
-    for (name, path), result in results.items():
-        size = f"{len(BODIES[path.encode()]) // 1024} KB"
-        per_request = result.proxy_cpu / max(1, result.requests) * 1000
-        print(f"{name:14}{size:>6}{result.rps:9.0f}{result.percentile(50):9.1f}"
-              f"{result.percentile(99):9.1f}{result.errors:8d}{result.cpu:12.0%}{per_request:12.2f} ms")
-    for path, target in (("/bench/1k", 0.8), ("/bench/256k", 0.6)):
-        ratio = results["toolgate", path].rps / results["bare mitmdump", path].rps
-        verdict = "ok" if ratio >= target else "MISSED"
-        print(f"gateway/bare {path.rsplit('/', 1)[1]:>5}: {ratio:.2f}x (target {target}x) {verdict}")
-    if any(r.errors for r in results.values()):
+    if not report(setups, names, results, args):
         print("errors were answered: the figures are not comparable", file=sys.stderr)
         sys.exit(1)
 
