@@ -4,6 +4,7 @@ every module of the checkout imports through `toolgate.*` only."""
 from __future__ import annotations
 
 import ast
+import os
 import shutil
 import subprocess
 import sys
@@ -79,10 +80,13 @@ def test_the_wheel_holds_only_toolgate(tmp_path):
     # built from a copy: setuptools writes build/ beside the sources
     source = tmp_path / "src"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", ".toolgate", "build", "*.egg-info", "__pycache__", ".pytest_cache"))
+        ".git", ".venv", ".toolgate", "build", "*.egg-info", "__pycache__", ".pytest_cache",
+        "target", "*.so", "_core.abi"))
+    # the crate is compiled again for the wheel, in a target folder of its own that later runs reuse
+    env = {**os.environ, "CARGO_TARGET_DIR": str(ROOT / "core" / "target" / "wheel")}
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                     "--disable-pip-version-check", "-w", str(tmp_path), str(source)],
-                   check=True, capture_output=True, timeout=300)
+                   check=True, capture_output=True, timeout=600, env=env)
     (wheel,) = tmp_path.glob("toolgate-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
@@ -91,6 +95,7 @@ def test_the_wheel_holds_only_toolgate(tmp_path):
     assert expected <= set(names)
     assert "toolgate/rules/packs/pii.yaml" in names
     assert "toolgate/addons/gateway.py" in names
+    assert any(n.startswith("toolgate/rules/_core.") and n.endswith(".so") for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "toolgate = toolgate.scripts.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
 

@@ -1,0 +1,7 @@
+//! Credentials (being ported: see the reference).
+
+use super::Detector;
+
+pub fn detectors() -> [&'static dyn Detector; 0] {
+    []
+}

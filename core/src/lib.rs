@@ -1,0 +1,107 @@
+//! toolgate's classification core, a Python extension module (`toolgate.rules._core`).
+//!
+//! The plain Rust modules hold the work: `detectors` (patterns and validators), `scan` (every
+//! detector over a body's strings), `fingerprint`, `text`. This file only binds them to Python.
+
+pub mod checksums;
+pub mod detectors;
+pub mod fingerprint;
+pub mod scan;
+pub mod text;
+
+use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString};
+
+use detectors::Detector;
+
+fn detector(name: &str) -> PyResult<&'static dyn Detector> {
+    detectors::by_name(name).ok_or_else(|| PyKeyError::new_err(format!("no detector named {name:?}")))
+}
+
+/// A Python string as UTF-8: lone surrogates (valid in Python strings, never in UTF-8) read as
+/// U+FFFD, one character for one, so character offsets stay those of the original.
+fn text_of(s: &Bound<'_, PyString>) -> std::borrow::Cow<'static, str> {
+    match s.to_str() {
+        Ok(text) => std::borrow::Cow::Owned(text.to_owned()),
+        Err(_) => std::borrow::Cow::Owned(s.to_string_lossy().into_owned()),
+    }
+}
+
+/// The detectors the core implements, in registry order.
+#[pyfunction]
+fn detector_names() -> Vec<&'static str> {
+    detectors::all().iter().map(|d| d.name()).collect()
+}
+
+/// Validated values of detector `name` in `text`: (start, end) in characters.
+#[pyfunction]
+fn find(name: &str, text: &Bound<'_, PyString>) -> PyResult<Vec<(usize, usize)>> {
+    let scanner = scan::Scanner::new(vec![detector(name)?]);
+    let owned = text_of(text);
+    Ok(scanner.scan(&[owned.as_ref()]).into_iter().map(|f| (f.start, f.end)).collect())
+}
+
+/// Whether all of `text` is one valid value of detector `name` (JSON integers).
+#[pyfunction]
+fn matches_whole(name: &str, text: &str) -> PyResult<bool> {
+    Ok(detector(name)?.matches_whole(text))
+}
+
+/// The canonical form of a value of detector `name` (ValueError: not such a value).
+#[pyfunction]
+fn normalize(name: &str, text: &str) -> PyResult<String> {
+    detector(name)?
+        .normalize(text)
+        .map_err(|_| PyValueError::new_err(format!("not a valid {name} value")))
+}
+
+/// Detector `name`'s partial mask of `text`.
+#[pyfunction]
+fn partial(name: &str, text: &str) -> PyResult<String> {
+    Ok(detector(name)?.partial(text))
+}
+
+/// Hex HMAC-SHA256 of `normalized` under `key`.
+#[pyfunction(name = "fingerprint")]
+fn keyed_fingerprint(normalized: &str, key: &[u8]) -> String {
+    fingerprint::fingerprint(normalized, key)
+}
+
+/// Every detector a rule set uses, built once: `scan(strings)` lists the values in them.
+#[pyclass(frozen, module = "toolgate.rules._core")]
+struct Scanner {
+    inner: scan::Scanner,
+}
+
+#[pymethods]
+impl Scanner {
+    #[new]
+    fn new(names: Vec<String>) -> PyResult<Self> {
+        let detectors = names.iter().map(|n| detector(n)).collect::<PyResult<Vec<_>>>()?;
+        Ok(Scanner { inner: scan::Scanner::new(detectors) })
+    }
+
+    /// (string index, start, end, detector index) of every value, strings in order, values in
+    /// order inside each; offsets in characters of the original string.
+    fn scan(&self, strings: &Bound<'_, PyList>) -> PyResult<Vec<(usize, usize, usize, usize)>> {
+        let mut owned = Vec::with_capacity(strings.len());
+        for item in strings.iter() {
+            owned.push(text_of(item.cast::<PyString>()?));
+        }
+        let refs: Vec<&str> = owned.iter().map(|s| s.as_ref()).collect();
+        Ok(self.inner.scan(&refs).into_iter().map(|f| (f.string, f.start, f.end, f.detector)).collect())
+    }
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(detector_names, m)?)?;
+    m.add_function(wrap_pyfunction!(find, m)?)?;
+    m.add_function(wrap_pyfunction!(matches_whole, m)?)?;
+    m.add_function(wrap_pyfunction!(normalize, m)?)?;
+    m.add_function(wrap_pyfunction!(partial, m)?)?;
+    m.add_function(wrap_pyfunction!(keyed_fingerprint, m)?)?;
+    m.add_class::<Scanner>()?;
+    Ok(())
+}
