@@ -143,11 +143,15 @@ class Recorder:
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or flow.error is not None:
             return  # answered by the gateway: recorded with its answer
-        record = self._record(flow, final=False)
         if self.durability == "audit":
+            record = self._record(flow, final=False)
             if not await self._committed(self._writer().submit_request(record)):
                 refuse(flow, Refusal("unrecorded", UNRECORDED.format(what="forwarded")))
                 return
+        else:
+            # Nothing is written before the call ends (async): its `pending` row is not built,
+            # but its session is assigned now, as under audit, in the order calls arrive.
+            self._session(flow, flow.metadata.get(flowmeta.IDENTITY) or {}, final=False)
         flow.metadata[flowmeta.RECORDED] = "request"
 
     @flow_hook
@@ -249,14 +253,15 @@ class Recorder:
         mcp = headers.get(MCP_SESSION_HEADER)
         if not mcp and final and flow.response is not None:
             mcp = flow.response.headers.get(MCP_SESSION_HEADER)  # the answer to `initialize`
-        named = mcp or headers.get(SESSION_HEADER)
+        toolgate_session = headers.get(SESSION_HEADER)  # each lookup scans every header
+        named = mcp or toolgate_session
         if not named and flowmeta.SESSION_ID in flow.metadata:
             return flow.metadata[flowmeta.SESSION_ID]
         subject = None if identity.get("anonymous") else identity.get("subject")
         caller = f"sub:{subject}" if subject else f"addr:{(flow.client_conn.peername or ('?',))[0]}"
         session_id = self.sessions.assign(
             caller, float(flow.metadata.get(flowmeta.STARTED) or time.time()),
-            mcp, headers.get(SESSION_HEADER),
+            mcp, toolgate_session,
         )
         flow.metadata[flowmeta.SESSION_ID] = session_id
         return session_id

@@ -157,6 +157,37 @@ def test_async_durability_does_not_wait_and_still_records(tmp_path):
     assert query(db, "SELECT count(*) FROM pending") == [(0,)]  # async writes no pending row
 
 
+def test_async_durability_builds_no_pending_record_but_assigns_the_session_at_the_request(tmp_path):
+    db = tmp_path / "s.duckdb"
+    built: list[bool] = []
+
+    class Counting(Recorder):
+        def _record(self, flow, final, *args, **kwargs):
+            built.append(final)
+            return super()._record(flow, final, *args, **kwargs)
+
+    async def main():
+        recorder = Counting()
+        with taddons.context(recorder) as tctx:
+            tctx.configure(recorder, toolgate_db=str(db), toolgate_durability="async")
+            try:
+                f = flow_with_identity()
+                await recorder.request(f)
+                assert built == []  # nothing is written at the request under async
+                assert f.metadata["toolgate.recorded"] == "request"
+                session = f.metadata["toolgate.session_id"]  # as under audit: at the request
+                f.response = tflow.tresp()
+                await recorder.response(f)
+                assert built == [True]
+                return session
+            finally:
+                recorder.done()
+                recorder_writer_join(recorder)
+
+    session = asyncio.run(main())
+    assert query(db, "SELECT session_id, forwarded FROM calls") == [(session, True)]
+
+
 def test_flows_loaded_from_a_file_are_not_recorded(tmp_path):
     db = tmp_path / "s.duckdb"
 
