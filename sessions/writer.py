@@ -171,6 +171,10 @@ class Writer:
         self._positions: dict[str, Position] = {}
         self._settled = True
         self._answered: list[str] = []  # calls recorded whose pending rows are left over
+        # Calls with a pending row in the store, written by this writer (or the one before it
+        # in this process, or recovered): only their calls rows leave a row to delete. Under
+        # async durability most calls have none, and the DELETE would cost a statement a commit.
+        self._pending: set[str] = set()
         self._stopping = False
         self._first_open = threading.Event()  # set once the store was first tried
         self._resolved: queue.SimpleQueue[list[_Item] | None] = queue.SimpleQueue()
@@ -259,6 +263,7 @@ class Writer:
     def _run(self) -> None:
         if self._previous is not None:
             self._previous.join()
+            self._pending |= self._previous._pending  # its calls in flight are recorded here
             self._previous = None
         stop = False
         try:
@@ -424,7 +429,10 @@ class Writer:
                 except Exception:  # noqa: BLE001
                     pass
         self._positions = positions
-        self._answered.extend(calls.data["call_id"])
+        self._pending.update(pending.data["call_id"])
+        answered = [call_id for call_id in calls.data["call_id"] if call_id in self._pending]
+        self._pending.difference_update(answered)
+        self._answered.extend(answered)
         self.stats["commits"] += 1
         self.stats["requests"] += pending.rows
         self.stats["calls"] += calls.rows
@@ -584,6 +592,7 @@ class Writer:
                 ), Future()))
         for item in items:
             item.future.set_running_or_notify_cancel()
+        self._pending.update(by_call)  # their pending rows go once they are recorded
         self._commit(items)
         self._forget_answered()  # now, not when idle: the store opens with no leftovers
         if finished:  # already recorded: only the leftover pending rows go

@@ -80,6 +80,47 @@ def test_request_then_call_leaves_no_pending_row(open_writer, db):
         time.sleep(0.02)
 
 
+def wait_for_no_pending_row(w) -> None:
+    deadline = time.monotonic() + 10
+    while w.run_query(lambda c: c.execute("SELECT count(*) FROM pending").fetchone()[0]
+                      ).result(10):
+        assert time.monotonic() < deadline, "an answered call's pending row stayed"
+        time.sleep(0.02)
+
+
+def test_only_calls_with_a_pending_row_leave_one_to_delete(open_writer, db):
+    w = open_writer()
+    deleted: list[list[str]] = []
+    forget = w._forget_answered
+
+    def recorded_forget():
+        deleted.append(list(w._answered))
+        forget()
+
+    w._forget_answered = recorded_forget  # before anything is committed
+    unpending = make_call()  # async durability: the call's row comes alone
+    w.submit_call(unpending).result(10)
+    pending = make_call()
+    w.submit_request(make_call(call_id=pending.call_id, status=None, response_body=None,
+                               response_headers=None, ended_at=None)).result(10)
+    w.submit_call(pending).result(10)
+    wait_for_no_pending_row(w)
+    ids = [call_id for batch in deleted for call_id in batch]
+    assert pending.call_id in ids
+    assert unpending.call_id not in ids  # no DELETE statement for a row that was never written
+
+
+def test_a_reloaded_writer_deletes_the_pending_rows_of_the_calls_it_takes_over(open_writer, db):
+    first = open_writer()
+    call = make_call()
+    first.submit_request(make_call(call_id=call.call_id, status=None, response_body=None,
+                                   response_headers=None, ended_at=None)).result(10)
+    second = open_writer(new_process=False)  # a script reload while the call is in flight
+    second.submit_call(call).result(10)
+    wait_for_no_pending_row(second)
+    assert query(db, "SELECT count(*) FROM calls WHERE call_id = ?", [call.call_id]) == [(1,)]
+
+
 def test_a_pending_row_left_for_a_recorded_call_is_not_an_interrupted_call(open_writer, db):
     w = open_writer()
     call = make_call()
