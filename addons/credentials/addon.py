@@ -170,8 +170,8 @@ class Credentials:
         caller = headers.pop("Authorization", None)
         if token:  # the identity addon removed every copy; none may have come back since
             remove_credential(headers, token)
-        if flow.response is not None or flow.error is not None:
-            return
+        if flow.response is not None or flow.error is not None or not self.vault.targets:
+            return  # (no targets: nothing to select, and the call's facts cost a Host parse)
         target = self.vault.select(call_facts(flow))
         if target is None:
             return

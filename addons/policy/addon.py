@@ -9,11 +9,13 @@ this addon applies the outcome to the flow. A body that cannot be inspected is r
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from typing import Any, Callable, Optional
 
 from mitmproxy import command, ctx, exceptions, http
+from mitmproxy.net.http import url
 
 from toolgate.addons.policy import decoding
 from toolgate.addons import flowmeta, settings
@@ -328,7 +330,7 @@ class Policy:
         identity = flow.metadata.get(flowmeta.IDENTITY) or {}
         request = flow.request
         path = request.path.split("?", 1)[0]
-        host = request.pretty_host  # parsed from the Host header on every access
+        host = _pretty_host(request)
         query = _query_items(request) if phase == "request" else None
         monitor = ctx.options.toolgate_mode == "monitor"
         decisions: list[tuple[Unit, Decision]] = []
@@ -560,9 +562,31 @@ def _text(data: bytes) -> str:
         return data.decode("latin-1")
 
 
+def _pretty_host(request: http.Request) -> str:
+    """`request.pretty_host`, whose parse of the Host header (mitmproxy does it on every
+    access) is done once per distinct header value."""
+    authority = request.host_header
+    if not authority:
+        return request.host
+    if len(authority) > MAX_CACHED_AUTHORITY:  # a caller's header: not kept
+        return url.parse_authority(authority, check=False)[0]
+    return _authority_host(authority)
+
+
+MAX_CACHED_AUTHORITY = 256
+
+
+@functools.lru_cache(maxsize=1024)
+def _authority_host(authority: str) -> str:
+    return url.parse_authority(authority, check=False)[0]
+
+
 def _query_items(request: http.Request) -> dict[str, Any]:
     """The query parameters, each name once with its value or the list of its values.
-    (`request.query` parses the URL again on every access: read its fields once.)"""
+    (`request.query` rebuilds and parses the URL on every access: read its fields once, and
+    not at all for a path without a query.)"""
+    if "?" not in request.path:
+        return {}
     items: dict[str, Any] = {}
     for key, value in request.query.fields:
         if key not in items:

@@ -110,6 +110,38 @@ def test_query_parameters_are_read_once_and_repeated_names_become_lists():
                                        "empty": ""}
 
 
+def test_a_path_without_a_query_has_no_parameters_and_odd_ones_parse_as_mitmproxy_does():
+    from toolgate.addons.policy.addon import _query_items
+
+    f = tflow.tflow()
+    for path in ("/customers", "/", "/a;b=c", "/a%3Fb", "/x?", "/x?a", "/x?=1", "/x?a=1#f", "*"):
+        f.request.path = path
+        expected: dict = {}
+        for key, value in f.request.query.fields:
+            expected.setdefault(key, []).append(value)
+        assert _query_items(f.request) == {k: v[0] if len(v) == 1 else v
+                                           for k, v in expected.items()}, path
+
+
+def test_the_host_rules_see_is_mitmproxys_pretty_host_parsed_once_per_header_value():
+    from toolgate.addons.policy.addon import _authority_host, _pretty_host
+
+    f = tflow.tflow()
+    hosts = ["api.example.com", "api.example.com:8443", "[::1]:8080", "[2001:db8::1]",
+             "127.0.0.1:80", "Example.COM", "xn--bcher-kva.example", "bücher.example", "a" * 300,
+             "bad host:99999", ""]
+    for host in hosts:
+        f.request.headers["Host"] = host
+        assert _pretty_host(f.request) == f.request.pretty_host, host
+    del f.request.headers["Host"]
+    assert _pretty_host(f.request) == f.request.pretty_host == f.request.host
+    _authority_host.cache_clear()
+    f.request.headers["Host"] = "api.example.com"
+    for _ in range(3):
+        _pretty_host(f.request)
+    assert _authority_host.cache_info().misses == 1
+
+
 # -- header values, and body parts no unit covers ------------------------------------------------
 
 HEADER_RULES = """
