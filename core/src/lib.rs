@@ -94,8 +94,28 @@ impl Scanner {
     }
 }
 
+/// The JWT detector's header check (`detectors::secrets::JWT_HEADER_CHECK`): Python's own
+/// `json.loads` of the decoded header gives a dict whose `alg` is a str. Every exception is
+/// "not valid" (the reference catches ValueError and UnicodeDecodeError; a RecursionError from a
+/// deeply nested header, which the reference lets through, is "not valid" here too).
+fn jwt_header_check(header: &[u8]) -> bool {
+    static JSON: pyo3::sync::PyOnceLock<Py<PyModule>> = pyo3::sync::PyOnceLock::new();
+    Python::attach(|py| {
+        let check = || -> PyResult<bool> {
+            let json = JSON.get_or_try_init(py, || py.import("json").map(Bound::unbind))?.bind(py);
+            let value = json.call_method1(pyo3::intern!(py, "loads"), (pyo3::types::PyBytes::new(py, header),))?;
+            let Ok(object) = value.cast::<pyo3::types::PyDict>() else {
+                return Ok(false);
+            };
+            Ok(object.get_item(pyo3::intern!(py, "alg"))?.is_some_and(|alg| alg.is_instance_of::<PyString>()))
+        };
+        check().unwrap_or(false)
+    })
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let _ = detectors::secrets::JWT_HEADER_CHECK.set(jwt_header_check);
     m.add_function(wrap_pyfunction!(detector_names, m)?)?;
     m.add_function(wrap_pyfunction!(find, m)?)?;
     m.add_function(wrap_pyfunction!(matches_whole, m)?)?;
