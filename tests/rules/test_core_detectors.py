@@ -31,7 +31,11 @@ PIECES = ("-----BEGIN ", "-----END ", "PRIVATE KEY", " BLOCK", "-----", "RSA ", 
 
 # More seeds per detector, for the shapes its pattern and validator care about.
 EXTRA_SEEDS: dict[str, tuple[str, ...]] = {
-    "ip_address": (),
+    "ip_address": ("::", "::1", "::ffff:1.2.3.4", "::ffff:10.0.0.1", "::0.0.0.0", "1::", "fe80::1", "fe80::1%eth0",
+                   "1:2:3:4:5:6:7:8", "1:2:3:4:5:6:7::", "::2:3:4:5:6:7:8", "1:2:3:4:5:6:1.2.3.4",
+                   "2001:0db8:0000:0000:0000:ff00:0042:8329", "1:0:0:2:0:0:0:3", "FFFF:ffff::", "a:b:c:d:e:f:0:1",
+                   "12345::1", "1::2::3", ":::", "0:0:0:0:0:0:0:0", "255.255.255.255", "256.1.1.1", "0.0.0.0",
+                   "1.2.3.04", "01.02.03.04", "1.2.3.4.5", "10:30:00", "12:34:56:78", "aa:bb:cc:dd:ee:ff"),
     # Token-shaped values are spelled in pieces so that secret scanners do not take them for real.
     "aws_access_key": ("AKIA" "IOSFODNN7EXAMPLE", "ASIA" "J2345672345672XY", "AKIA" "ABCDEFGHIJKLMNOP",
                        "AKIA" "1234567890ABCDEF", "xAKIA" "IOSFODNN7EXAMPLE", "AKIA" "IOSFODNN7EXAMPLE7",
