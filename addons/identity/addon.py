@@ -102,6 +102,7 @@ def build_verifier(
 class Identity:
     def __init__(self) -> None:
         self.verifier: Verifier | None = None
+        self.mode = "required"  # toolgate_identity
         # Tokens presented on an explicit proxy's CONNECT, by client connection.
         self.connect_tokens: dict[str, str] = {}
 
@@ -137,6 +138,8 @@ class Identity:
         )
 
     def configure(self, updated: set[str]) -> None:
+        if "toolgate_identity" in updated:  # read on every call: kept here (mitmproxy copies)
+            self.mode = ctx.options.toolgate_identity
         if not updated & OPTIONS:
             return
         o = ctx.options
@@ -173,12 +176,12 @@ class Identity:
 
     @flow_hook
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None or ctx.options.toolgate_identity == "off":
+        if flow.response is not None or self.mode == "off":
             return
         taken = self._take_credential(flow)
         try:
             if taken is None:
-                if ctx.options.toolgate_identity == "optional":
+                if self.mode == "optional":
                     flow.metadata[flowmeta.IDENTITY] = ANONYMOUS.as_dict()
                     return
                 raise IdentityError("no bearer token: send 'Authorization: Bearer <token>'")

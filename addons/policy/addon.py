@@ -64,6 +64,8 @@ class Policy:
         self.mask_key = secrets.token_bytes(32)
         self.rules = RuleFiles()
         self._watcher: asyncio.Task[None] | None = None
+        # toolgate_mode == "monitor", kept by configure: reading an option costs two deep copies
+        self.monitor = False
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -91,6 +93,7 @@ class Policy:
         try:
             if "toolgate_mode" in updated:
                 settings.check_choice("toolgate_mode", ctx.options.toolgate_mode, MODES)
+                self.monitor = ctx.options.toolgate_mode == "monitor"
             if "toolgate_max_body" in updated:
                 self.max_body = settings.parse_size(ctx.options.toolgate_max_body)
             if updated & {"toolgate_mask_key", "toolgate_db"} and "toolgate_db" in ctx.options:
@@ -332,7 +335,7 @@ class Policy:
         path = request.path.split("?", 1)[0]
         host = _pretty_host(request)
         query = _query_items(request) if phase == "request" else None
-        monitor = ctx.options.toolgate_mode == "monitor"
+        monitor = self.monitor
         decisions: list[tuple[Unit, Decision]] = []
         for unit in message.units:
             decision = evaluate(

@@ -105,6 +105,31 @@ def test_optional_marks_anonymous_calls(jwks_file):
     assert flow.metadata[flowmeta.IDENTITY]["anonymous"] is True
 
 
+def test_a_mode_set_while_running_applies_to_the_next_call_and_a_bad_one_is_rolled_back(jwks_file):
+    async def scenario():
+        identity, policy = Identity(), Policy()
+        with taddons.context(identity, policy) as tctx:
+            tctx.configure(identity, **options(jwks_file))
+            refused = tflow.tflow()
+            await identity.requestheaders(refused)
+            assert refused.response.status_code == 401  # required: no token
+            tctx.configure(identity, toolgate_identity="optional")
+            anonymous = tflow.tflow()
+            await identity.requestheaders(anonymous)
+            assert anonymous.response is None
+            with pytest.raises(exceptions.OptionsError):
+                tctx.configure(identity, toolgate_identity="sometimes")
+            still = tflow.tflow()
+            await identity.requestheaders(still)
+            assert still.response is None and still.metadata[flowmeta.IDENTITY]["anonymous"]
+            tctx.configure(identity, toolgate_identity="off")
+            untouched = tflow.tflow()
+            await identity.requestheaders(untouched)
+            assert untouched.response is None and flowmeta.IDENTITY not in untouched.metadata
+
+    asyncio.run(scenario())
+
+
 def test_monitor_mode_lets_a_bad_token_through_and_notes_it(jwks_file):
     flow = tflow.tflow()
     flow.request.headers["Authorization"] = "Bearer junk"

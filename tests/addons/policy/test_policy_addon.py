@@ -54,6 +54,24 @@ def test_reload_command_takes_new_rules_and_keeps_the_last_good_ones(tmp_path):
     run(scenario)
 
 
+def test_a_mode_set_while_running_applies_to_the_next_call(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+
+    async def scenario():
+        policy = Policy()
+        with taddons.context(policy, Identity(), Approvals()) as tctx:
+            tctx.configure(policy, toolgate_rules=str(rules))
+            for mode, refused in (("monitor", False), ("enforce", True), ("monitor", False)):
+                tctx.configure(policy, toolgate_mode=mode)
+                flow = tflow.tflow()
+                flow.request.method = "DELETE"
+                policy.request(flow)
+                assert (flow.response is not None) == refused, mode
+
+    run(scenario)
+
+
 def test_a_blocked_call_is_marked_and_commented_for_mitmweb(tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
