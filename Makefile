@@ -29,7 +29,7 @@ run: $(CORE)
 	$(BIN)/python -m toolgate.scripts.demo
 
 test: $(CORE)
-	cargo test --quiet --locked --manifest-path core/Cargo.toml
+	PYO3_PYTHON=$(abspath $(BIN)/python) cargo test --quiet --locked --manifest-path core/Cargo.toml
 	$(BIN)/python -m pytest -q
 
 # The property-based fuzz tests with many more examples (the regular suite runs 200 each).

@@ -49,10 +49,25 @@ class Unavailable:
     requestheaders = request = responseheaders = response = _refuse
 
 
+class Stopped(Unavailable):
+    """Stands in for the chain when the native classification core is missing or stale: there
+    is no gateway without it, so mitmproxy is shut down as soon as it runs (mitmdump exits 1 on
+    the error logged at start; mitmweb would otherwise stay up answering 503)."""
+
+    def running(self) -> None:
+        from mitmproxy import ctx
+
+        ctx.master.shutdown()
+
+
 try:
     from toolgate.addons.assembly import build_chain
 
     addons = build_chain()
 except Exception as exc:  # noqa: BLE001 - any failure to load must shut the gate
-    logging.getLogger("toolgate").exception("toolgate: the gateway failed to load")
-    addons = [Unavailable(f"the gateway failed to load ({type(exc).__name__}); see its log")]
+    if type(exc).__name__ == "CoreUnavailable":  # toolgate.rules.core, which may not import
+        logging.getLogger("toolgate").error("toolgate: the gateway cannot start: %s", exc)
+        addons = [Stopped(f"the gateway cannot start: {exc}")]
+    else:
+        logging.getLogger("toolgate").exception("toolgate: the gateway failed to load")
+        addons = [Unavailable(f"the gateway failed to load ({type(exc).__name__}); see its log")]

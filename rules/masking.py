@@ -12,16 +12,15 @@ Masked output is never masked again: tokens are not detected (no detector matche
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from typing import Any, Iterable
 
+from toolgate.rules.core import native
 from toolgate.rules.detectors import Detector
-from toolgate.rules.detectors.base import keep_last
-from toolgate.rules.detectors.identity import email_partial
 from toolgate.rules.walk import DECODED_JSON, HOLDER, Document
 
+_fingerprint = native.fingerprint
 REMOVE: Any = type("Remove", (), {"__repr__": lambda self: "REMOVE"})()
 TOKEN_HEX = 12
 _TOKEN = re.compile(r"\[REDACTED:[A-Za-z0-9_.-]+\]|tok_[A-Za-z0-9_.-]+_[0-9a-f]{%d}" % TOKEN_HEX)
@@ -36,34 +35,7 @@ def is_mask_token(text: str) -> bool:
 
 def fingerprint(normalized: str, key: bytes) -> str:
     """Keyed HMAC-SHA256 (hex) of a normalized value: what is stored instead of the value."""
-    inner_pad, outer_pad = _pads(key)
-    inner = inner_pad.copy()
-    inner.update(normalized.encode("utf-8"))
-    outer = outer_pad.copy()
-    outer.update(inner.digest())
-    return outer.hexdigest()
-
-
-_PADS: dict[bytes, tuple[Any, Any]] = {}
-_MAX_KEYS = 16  # a process uses one or two mask keys; the bound only guards against misuse
-
-
-def _pads(key: bytes) -> tuple[Any, Any]:
-    """SHA-256 states already fed with the key's inner and outer pads (RFC 2104). Computing them
-    once per key instead of once per value makes a fingerprint three times cheaper: a large body
-    has a thousand of them."""
-    pads = _PADS.get(key) if type(key) is bytes else None
-    if pads is None:
-        block = bytes(key)
-        if len(block) > hashlib.sha256().block_size:
-            block = hashlib.sha256(block).digest()
-        block = block.ljust(hashlib.sha256().block_size, b"\0")
-        pads = hashlib.sha256(bytes(b ^ 0x36 for b in block)), hashlib.sha256(bytes(b ^ 0x5C for b in block))
-        if type(key) is bytes:
-            if len(_PADS) >= _MAX_KEYS:
-                _PADS.clear()
-            _PADS[key] = pads
-    return pads
+    return _fingerprint(normalized, bytes(key))
 
 
 def hash_token(label: str, normalized: str, key: bytes) -> str:
@@ -98,12 +70,13 @@ def redact_token(label: str) -> str:
 def normalize(value: Any, detector: Detector | None = None) -> str:
     """The canonical text a value is fingerprinted and hashed from.
 
-    A detector knows its own form (digits only for cards and SSNs, lower case for emails). A value
+    A detector knows its own form (digits only for cards and SSNs, lower case for emails), of the
+    value as it read it (`4111\u200b1111...` is the card `41111111...`). A value
     labelled by path gets the generic form: trimmed, digits only when it is written like a number,
     lower case when it holds an `@`; containers become canonical JSON.
     """
-    if detector is not None:
-        return detector.normalize(_number_text(value))
+    if detector is not None:  # as the detector read it: invisible characters taken out
+        return detector.normalize(native.visible(_number_text(value)))
     if isinstance(value, str):
         text = value.strip()
         if _NUMBER_LIKE.fullmatch(text):
@@ -125,6 +98,24 @@ def candidate_fingerprints(value: str, key: bytes) -> set[str]:
         except ValueError:
             pass
     return {fingerprint(form, key) for form in forms}
+
+
+def email_partial(text: str) -> str:
+    """`jane.doe@example.com` → `j***@example.com` (idempotent: `j***@…` stays `j***@…`)."""
+    local, at, domain = text.rpartition("@")
+    return (local[:1] or "*") + "***" + at + domain
+
+
+def keep_last(text: str, keep: int = 4) -> str:
+    """Replace letters and digits with `*` except the last `keep` of them; separators stay."""
+    cut = len(text)
+    while keep > 0 and cut > 0:  # find where the visible tail starts
+        cut -= 1
+        if text[cut].isalnum():
+            keep -= 1
+    if keep > 0:
+        cut = 0
+    return "".join("*" if char.isalnum() else char for char in text[:cut]) + text[cut:]
 
 
 def generic_partial(value: Any) -> str:

@@ -11,9 +11,14 @@ from pathlib import Path
 
 import click
 
-from toolgate.scripts.cli_approvals import approvals
-from toolgate.scripts.cli_rules import rules
-from toolgate.scripts.cli_sessions import sessions
+try:
+    from toolgate.scripts.cli_approvals import approvals
+    from toolgate.scripts.cli_rules import rules
+    from toolgate.scripts.cli_sessions import sessions
+except ImportError as exc:  # the one expected failure: the native core (toolgate.rules.core)
+    if type(exc).__name__ != "CoreUnavailable":
+        raise
+    sys.exit(f"toolgate: {exc}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

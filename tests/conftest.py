@@ -14,6 +14,9 @@ from toolgate.scripts.demo_service import DemoService
 from toolgate.scripts.dev_issuer import DevIssuer
 from toolgate.scripts.harness import Mitmdump
 
+# Every evaluate() of the run is checked against the pure-Python reference engine.
+pytest_plugins = ["reference.differential"]
+
 
 @pytest.fixture(scope="session")
 def mitm_confdir(tmp_path_factory: pytest.TempPathFactory) -> Path:

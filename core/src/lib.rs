@@ -5,13 +5,14 @@
 
 pub mod checksums;
 pub mod detectors;
+pub mod document;
 pub mod fingerprint;
 pub mod scan;
 pub mod text;
 
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString};
+use pyo3::types::{PyList, PySlice, PyString};
 
 use detectors::Detector;
 
@@ -51,9 +52,7 @@ fn matches_whole(name: &str, text: &str) -> PyResult<bool> {
 /// The canonical form of a value of detector `name` (ValueError: not such a value).
 #[pyfunction]
 fn normalize(name: &str, text: &str) -> PyResult<String> {
-    detector(name)?
-        .normalize(text)
-        .map_err(|_| PyValueError::new_err(format!("not a valid {name} value")))
+    detector(name)?.normalize(text).map_err(|_| PyValueError::new_err(format!("not a valid {name} value")))
 }
 
 /// Detector `name`'s partial mask of `text`.
@@ -66,6 +65,12 @@ fn partial(name: &str, text: &str) -> PyResult<String> {
 #[pyfunction(name = "fingerprint")]
 fn keyed_fingerprint(normalized: &str, key: &[u8]) -> String {
     fingerprint::fingerprint(normalized, key)
+}
+
+/// `text` with its invisible characters taken out (what detectors read).
+#[pyfunction]
+fn visible(text: &Bound<'_, PyString>) -> String {
+    text::visible(&text_of(text)).text.into_owned()
 }
 
 /// Every detector a rule set uses, built once: `scan(strings)` lists the values in them.
@@ -92,7 +97,74 @@ impl Scanner {
         let refs: Vec<&str> = owned.iter().map(|s| s.as_ref()).collect();
         Ok(self.inner.scan(&refs).into_iter().map(|f| (f.string, f.start, f.end, f.detector)).collect())
     }
+
+    /// The values in a document's strings, each distinct string scanned once: (node, key,
+    /// start, end, detector index, text) for every occurrence, in walk order, values in order
+    /// inside each string.
+    #[allow(clippy::type_complexity)]
+    fn scan_document(
+        &self,
+        py: Python<'_>,
+        document: PyRef<'_, document::Document>,
+    ) -> PyResult<Vec<(usize, Py<PyAny>, usize, usize, usize, Py<PyAny>)>> {
+        let slots = &document.strings;
+        let mut distinct: Vec<&str> = Vec::new();
+        let mut index_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let which: Vec<usize> = slots
+            .iter()
+            .map(|slot| {
+                *index_of.entry(slot.text.as_str()).or_insert_with(|| {
+                    distinct.push(slot.text.as_str());
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        let found = self.inner.scan(&distinct);
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut spans_of: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); distinct.len()];
+        for f in found {
+            spans_of[f.string].push((f.start, f.end, f.detector));
+        }
+        let mut hits = Vec::new();
+        for (slot, &i) in slots.iter().zip(&which) {
+            for &(start, end, detector) in &spans_of[i] {
+                let value = slot.value.bind(py);
+                let text = value.get_item(PySlice::new(py, start as isize, end as isize, 1))?;
+                let key = slot.key.to_object(py);
+                hits.push((slot.node, key, start, end, detector, text.unbind()));
+            }
+        }
+        Ok(hits)
+    }
+
+    /// The large integers of a document that are values of a detector accepting numbers:
+    /// (node, key, detector index, decimal text), detector by detector, in walk order.
+    #[allow(clippy::type_complexity)]
+    fn scan_numbers(
+        &self,
+        py: Python<'_>,
+        document: PyRef<'_, document::Document>,
+    ) -> PyResult<Vec<(usize, Py<PyAny>, usize, String)>> {
+        let mut hits = Vec::new();
+        for (d, detector) in self.inner.detectors.iter().enumerate() {
+            if !detector.numbers() {
+                continue;
+            }
+            for number in &document.numbers {
+                if detector.matches_whole(&number.text) {
+                    let key = number.key.to_object(py);
+                    hits.push((number.node, key, d, number.text.clone()));
+                }
+            }
+        }
+        Ok(hits)
+    }
 }
+
+/// What the Python side (`toolgate/rules/core.py`) expects; it refuses any other build.
+const INTERFACE: u32 = 1;
 
 /// The JWT detector's header check (`detectors::secrets::JWT_HEADER_CHECK`): Python's own
 /// `json.loads` of the decoded header gives a dict whose `alg` is a str. Every exception is
@@ -116,12 +188,15 @@ fn jwt_header_check(header: &[u8]) -> bool {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let _ = detectors::secrets::JWT_HEADER_CHECK.set(jwt_header_check);
+    m.add("INTERFACE", INTERFACE)?;
     m.add_function(wrap_pyfunction!(detector_names, m)?)?;
     m.add_function(wrap_pyfunction!(find, m)?)?;
     m.add_function(wrap_pyfunction!(matches_whole, m)?)?;
     m.add_function(wrap_pyfunction!(normalize, m)?)?;
     m.add_function(wrap_pyfunction!(partial, m)?)?;
     m.add_function(wrap_pyfunction!(keyed_fingerprint, m)?)?;
+    m.add_function(wrap_pyfunction!(visible, m)?)?;
     m.add_class::<Scanner>()?;
+    m.add_class::<document::Document>()?;
     Ok(())
 }

@@ -73,10 +73,12 @@ impl Scanner {
                 continue;
             }
             let text = seen[i].text.as_ref();
+            let ascii = text.is_ascii();
             let mut chars: Vec<(usize, usize, usize)> = here
                 .drain(..)
                 .map(|(start, end, d)| {
-                    let (start, end) = (char_index(text, start), char_index(text, end));
+                    let (start, end) =
+                        if ascii { (start, end) } else { (char_index(text, start), char_index(text, end)) };
                     match &seen[i].kept {
                         Some(kept) => (kept[start], kept[end - 1] + 1, d),
                         None => (start, end, d),

@@ -45,11 +45,7 @@ pub fn visible(text: &str) -> Visible<'_> {
 
 /// The character index of byte offset `byte` in `text` (a char boundary).
 pub fn char_index(text: &str, byte: usize) -> usize {
-    if text.is_ascii() {
-        byte
-    } else {
-        text[..byte].chars().count()
-    }
+    text[..byte].chars().count()
 }
 
 #[cfg(test)]

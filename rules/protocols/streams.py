@@ -36,7 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from toolgate.rules.classify import INVISIBLE
+from toolgate.rules.core import native
 from toolgate.rules.detectors import DETECTORS
 from toolgate.rules.protocols import jsonbody, mcp
 from toolgate.rules.protocols.base import Malformed, ProtocolError, Refused, Unit
@@ -398,6 +398,6 @@ def _safe_cut(text: str) -> tuple[int, bool]:
     found = min((i for i in (text.find(needle) for needle in LINE_CROSSING) if i >= 0), default=-1)
     if found >= 0:
         cut = min(cut, text.rfind("\n", 0, found) + 1)
-    elif any(needle in INVISIBLE.sub("", text) for needle in LINE_CROSSING):
+    elif any(needle in native.visible(text) for needle in LINE_CROSSING):
         return 0, True  # a needle written with invisible characters in it
     return cut, found >= 0

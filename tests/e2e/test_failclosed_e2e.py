@@ -130,6 +130,51 @@ def test_a_gateway_that_cannot_load_at_start_does_not_start(start_gateway, tmp_p
     assert "failed to load" in gateway.output
 
 
+# Loaded by Python at start (PYTHONPATH): the extension module of the core cannot be imported,
+# or it is a build of other sources.
+NO_CORE = """
+import importlib.abc, sys
+class _NoCore(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "toolgate.rules._core":
+            raise ImportError("libtoolgate_core.so: cannot open shared object file")
+sys.meta_path.insert(0, _NoCore())
+"""
+STALE_CORE = """
+import importlib, importlib.abc, sys
+class _Stale(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "toolgate.rules.core":
+            sys.meta_path.remove(self)
+            core = importlib.import_module("toolgate.rules._core")
+            core.INTERFACE = -1
+        return None
+sys.meta_path.insert(0, _Stale())
+"""
+
+
+@pytest.mark.parametrize("hook, message", [(NO_CORE, "cannot be loaded"), (STALE_CORE, "is stale")])
+def test_a_missing_or_stale_core_stops_the_gateway_at_start(start_gateway, backend, tmp_path, hook, message):
+    (tmp_path / "sitecustomize.py").write_text(hook)
+    gateway = start_gateway(wait=False, env={"PYTHONPATH": str(tmp_path)})
+    assert gateway.proc.wait(30) != 0
+    assert "classification core" in gateway.output and message in gateway.output
+    assert "make core" in gateway.output  # what to do about it
+    assert backend.received == []
+
+
+def test_the_cli_says_the_core_is_missing(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "sitecustomize.py").write_text(NO_CORE)
+    done = subprocess.run([sys.executable, "-m", "toolgate.scripts.cli", "rules", "check"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode != 0
+    assert "classification core" in done.stderr and "make core" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize(
     "setting, message",
     [

@@ -12,6 +12,7 @@ import random
 
 import pytest
 from reference.detectors import DETECTORS as REFERENCE
+from reference.invisible import INVISIBLE
 
 from toolgate.rules import _core
 
@@ -145,7 +146,7 @@ def generated(name: str, count: int, seed: int = 14) -> list[str]:
 def reference_find(name: str, text: str) -> list[tuple[int, int]]:
     """What the reference classifier reports for a string: spans in the string, invisible
     characters taken out for matching (positions mapped back), overlapping ones resolved."""
-    from reference.classify import INVISIBLE, _without_overlaps
+    from reference.classify import _without_overlaps
 
     keep = [i for i, char in enumerate(text) if not INVISIBLE.match(char)]
     visible = "".join(text[i] for i in keep)
@@ -183,7 +184,10 @@ def test_generated_strings_give_the_reference_spans(name):
             found += 1
             value = text[start:end]
             assert _core.partial(name, value) == detector.partial(value), value
-            assert _core.normalize(name, value) == detector.normalize(value), value
+            # fingerprints are taken of the value as the detector read it (invisible characters out)
+            visible = INVISIBLE.sub("", value)
+            assert _core.visible(value) == visible
+            assert _core.normalize(name, visible) == detector.normalize(visible), value
     assert differences[:5] == []
     assert found > CASES // 50  # the generator does reach real values
 
@@ -204,3 +208,9 @@ def test_fingerprints_are_hmac_sha256():
     for key in (b"k", b"x" * 100, b""):
         for text in ("", "4242424242424242", "j\u00e9@example.com"):
             assert _core.fingerprint(text, key) == hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def test_invisible_characters_are_the_reference_set():
+    # every code point but the surrogates (which UTF-8 cannot carry; the core reads them as U+FFFD)
+    everything = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    assert _core.visible(everything) == INVISIBLE.sub("", everything)

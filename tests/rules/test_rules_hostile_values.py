@@ -87,3 +87,17 @@ def test_pii_in_json_nested_in_strings_several_levels_deep(packs, key):
     decision = decide(packs, key, inner)
     assert [f.path for f in decision.findings] == ["$.a<json>.b<json>.c<json>.d<json>.ssn"]
     assert SSN not in json.dumps(decision.body)
+
+
+def test_a_value_written_with_invisible_characters_is_fingerprinted_as_read():
+    """`10.0.0\\u00ad.1` reads as 10.0.0.1: found, masked, and fingerprinted as the clean value
+    (the engine before the core raised ValueError on it, failing the call)."""
+    from toolgate.rules import bundled_packs_path, load_rules
+
+    packs = load_rules(bundled_packs_path())
+    key = b"k" * 32
+    hidden = evaluate(packs, Call(direction="response", body={"host": "10.0.0\u00ad.1"}), key)
+    clean = evaluate(packs, Call(direction="response", body={"host": "10.0.0.1"}), key)
+    assert [f.label for f in hidden.findings] == ["ip_address"]
+    assert hidden.findings[0].fingerprint == clean.findings[0].fingerprint
+    assert "10.0.0" not in str(hidden.record_body)

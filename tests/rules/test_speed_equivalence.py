@@ -8,44 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toolgate.rules import Call, evaluate, load_rules_text
-from toolgate.rules.classify import INVISIBLE, SEPARATOR, _invisible_besides_separators, _Needles
 from toolgate.rules.detectors import DETECTORS
-from toolgate.rules.detectors.checksums import luhn_valid
 from toolgate.rules.masking import apply_edits, reapply_edits
 from toolgate.rules.walk import Document
 
 
-def plain_luhn(digits: str) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = ord(char) - 48
-        if position % 2:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
-
-
-@given(st.text(alphabet="0123456789", max_size=25))
-def test_luhn_matches_the_textbook_loop(digits):
-    assert luhn_valid(digits) == plain_luhn(digits)
-
-
-@given(st.text(alphabet=st.characters(max_codepoint=0x2100), max_size=30))
-def test_the_ascii_invisible_check_matches_the_regex(text):
-    joined = SEPARATOR.join([text, text[::-1]])
-    assert _invisible_besides_separators(joined) == (INVISIBLE.search(joined.replace(SEPARATOR, "")) is not None)
-
-
-NEEDLES = ("sk-", "sk-ant-", "@", "ghp_", "github_pat_", "xox", "k_live_")
-
-
-@given(st.text(alphabet="skant-@ghp_ithubxolve", max_size=30))
-def test_needles_found_in_one_search_are_the_substrings_present(text):
-    assert _Needles(NEEDLES).present_in(text) == {needle for needle in NEEDLES if needle in text}
-
-
 def test_find_retries_after_a_rejected_candidate_as_before():
-    text = "1234 4242 4242 4242 4242\x004242424242424242\x00order 4242424242424241"
+    text = "1234 4242 4242 4242 4242 | 4242424242424242 | order 4242424242424241"
     assert [text[s:e] for s, e in DETECTORS["credit_card"].find(text)] == ["4242 4242 4242 4242", "4242424242424242"]
 
 

@@ -2,7 +2,9 @@
 
 use std::sync::LazyLock;
 
-use super::{digits_only, find_validated, keep_last_digits, merge_patterns, py_strip, Detector, Invalid, Pattern, Span};
+use super::{
+    digits_only, find_validated, keep_last_digits, merge_patterns, py_strip, Detector, Invalid, Pattern, Span,
+};
 
 pub fn detectors() -> [&'static dyn Detector; 3] {
     [&UsSsn, &Email, &Phone]
