@@ -24,6 +24,7 @@ from toolgate.addons.policy.outcome import (
     HEADERS_LOCATION, CallDecision, decision_header, summarize,
 )
 from toolgate.addons.failclosed.hooks import flow_hook
+from toolgate.addons.headers import header_value
 from toolgate.addons.policy.rulefiles import RuleFiles
 from toolgate.rules import Call, Decision, RuleSet, evaluate
 from toolgate.rules.bodies import rest_arguments
@@ -139,12 +140,12 @@ class Policy:
         if flow.response is not None:
             return
         flow.request.stream = False  # a streamed body would pass unchecked: buffer it
-        length = flow.request.headers.get("content-length", "")
+        length = header_value(flow.request.headers, "content-length", "")
         if length.isdigit() and int(length) > self.max_body:
             refuse(flow, Refusal("uninspectable", f"the request body is larger than "
                                  f"{self.max_body} bytes", status=413))
             return
-        if EVENT_STREAM in flow.request.headers.get("accept", ""):
+        if EVENT_STREAM in header_value(flow.request.headers, "accept", ""):
             # An event stream is checked as it passes: it must arrive unencoded.
             flow.request.headers["accept-encoding"] = "identity"
 
@@ -155,10 +156,11 @@ class Policy:
             return
         request = flow.request
         try:
-            body = decoding.decode(request.raw_content or b"", request.headers.get("content-encoding"),
-                                 self.max_body)
-            message = parse_request(request.path.split("?", 1)[0], request.headers.get("content-type"),
-                                    body, request.headers)
+            body = decoding.decode(request.raw_content or b"",
+                                   header_value(request.headers, "content-encoding"), self.max_body)
+            message = parse_request(request.path.split("?", 1)[0],
+                                    header_value(request.headers, "content-type"), body,
+                                    request.headers)
         except ProtocolError as exc:
             refuse(flow, _refusal(exc, request=True))
             self._record_headers_unread(flow, "request")
@@ -187,9 +189,9 @@ class Policy:
         if response is None or flow.metadata.get(flowmeta.REFUSED):
             return
         response.stream = False  # e.g. mitmproxy's stream_large_bodies: buffer and check
-        if media_type(response.headers.get("content-type")) != EVENT_STREAM:
+        if media_type(header_value(response.headers, "content-type")) != EVENT_STREAM:
             return
-        if response.headers.get("content-encoding", "identity").lower() != "identity":
+        if header_value(response.headers, "content-encoding", "identity").lower() != "identity":
             flow.metadata[flowmeta.STREAM_REFUSED] = "an encoded event stream cannot be checked"
             return
         context = dict(flow.metadata.get(flowmeta.PROTOCOL) or {})
@@ -243,9 +245,9 @@ class Policy:
             return
         try:
             body = decoding.decode(response.raw_content or b"",
-                                 response.headers.get("content-encoding"), self.max_body)
+                                 header_value(response.headers, "content-encoding"), self.max_body)
             message = parse_response(flow.metadata.get(flowmeta.PROTOCOL) or {},
-                                     response.headers.get("content-type"), body)
+                                     header_value(response.headers, "content-type"), body)
         except ProtocolError as exc:
             refuse(flow, _refusal(exc, request=False))
             return

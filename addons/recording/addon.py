@@ -38,6 +38,7 @@ from mitmproxy import ctx, exceptions, http
 from toolgate.addons import flowmeta, settings
 from toolgate.addons.answers import Refusal, call_id_of, refuse
 from toolgate.addons.failclosed.hooks import flow_hook
+from toolgate.addons.headers import header_value
 from toolgate.sessions import api
 from toolgate.sessions.records import (
     REDACTED, ApprovalRecord, CallRecord, FindingRow, final_decision,
@@ -250,10 +251,11 @@ class Recorder:
 
     def _session(self, flow: http.HTTPFlow, identity: Mapping[str, Any], final: bool) -> str:
         headers = flow.request.headers
-        mcp = headers.get(MCP_SESSION_HEADER)
+        mcp = header_value(headers, MCP_SESSION_HEADER)
         if not mcp and final and flow.response is not None:
-            mcp = flow.response.headers.get(MCP_SESSION_HEADER)  # the answer to `initialize`
-        toolgate_session = headers.get(SESSION_HEADER)  # each lookup scans every header
+            # the answer to `initialize`
+            mcp = header_value(flow.response.headers, MCP_SESSION_HEADER)
+        toolgate_session = header_value(headers, SESSION_HEADER)
         named = mcp or toolgate_session
         if not named and flowmeta.SESSION_ID in flow.metadata:
             return flow.metadata[flowmeta.SESSION_ID]
