@@ -1,10 +1,13 @@
-"""Classification: which labelled values a body holds, in one pass over its decoded values.
+"""Classification: which labelled values a call's bodies hold, in one pass over their values.
 
-All distinct strings of a body (nested JSON decoded, see `rules.walk`) go to the native core,
-which runs every detector in use over them at once (invisible characters read through, values
-of different detectors that overlap resolved: the earliest, then the longest, wins). Large
-integers are offered to the detectors that accept numbers. Labels defined by paths select whole
-values.
+The native core walks each document (the body, the query; see `rules.walk`) and runs every
+detector in use over its distinct strings at once (invisible characters read through, values of
+different detectors that overlap resolved: the earliest, then the longest, wins); large integers
+go to the detectors that accept numbers. What it finds stays in the core as rows of a
+`Classified` (no Python object per value): the engine asks it for labels, counts and paths, and
+has it mask the bodies and list the findings. Labels defined by paths (JSONPath, jsonpath-ng)
+select whole values here and join the rows; a label with a detector and paths only counts inside
+the values its paths select.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from toolgate.rules.walk import HOLDER, Document
 
 @dataclass(slots=True)
 class Hit:
-    """A labelled value found in a document: a span inside a string, or a whole value."""
+    """A labelled value found in a document: a span inside a string, or a whole value. (For
+    tools and tests: the engine works on the core's rows, `Classifier.classify_call`.)"""
 
     document: Document
     node: int
@@ -30,13 +34,10 @@ class Hit:
     detector: Detector | None = None
     span: Span | None = None  # None: the whole value at (node, key)
     text: str | None = None  # the detected text (for spans and numbers)
-    _path: str | None = None
 
     @property
     def path(self) -> str:
-        if self._path is None:
-            self._path = self.document.path(self.node, self.key)
-        return self._path
+        return self.document.path(self.node, self.key)
 
     @property
     def raw(self) -> Any:
@@ -44,66 +45,51 @@ class Hit:
 
 
 class Classifier:
-    """Built once per rule set from its labels; `classify(document)` lists the labelled values."""
+    """Built once per rule set from its labels; `classify_call(body, query)` finds the labelled
+    values of a call's documents."""
 
     def __init__(self, labels: Iterable[Label]) -> None:
         self.labels = tuple(labels)
+        self.index = {label.name: i for i, label in enumerate(self.labels)}
         self.by_detector: dict[str, list[Label]] = {}
         for label in self.labels:
             if label.detector:
                 self.by_detector.setdefault(label.detector, []).append(label)
         detectors = [DETECTORS[name] for name in self.by_detector]
-        self.string_detectors = tuple(detectors)
+        self.detectors = tuple(detectors)
         self._scanner = native.Scanner([d.name for d in detectors])
-        self.number_detectors = tuple(d for d in detectors if d.numbers)
+        # per detector of the scanner, the labels (indices) its values get, in file order
+        self._labels_of = [[self.index[label.name] for label in self.by_detector[d.name]] for d in detectors]
+        self._scoped = frozenset(self.index[label.name] for label in self.labels if label.paths and label.detector)
         self.path_labels = tuple(label for label in self.labels if label.paths and not label.detector)
 
+    def classify_call(self, *documents: Document | None) -> Any:
+        """The labelled values of `documents` (None ones skipped), as the core's rows."""
+        found = native.Classified(self._scanner, self._labels_of)
+        for document in documents:
+            if document is None:
+                continue
+            doc = found.scan(self._scanner, document)
+            if self._scoped:
+                for label in self._scoped.intersection(found.labels_in(doc)):
+                    found.keep_within(doc, label, list(self._locations(document, self.labels[label])))
+            for label in self.path_labels:
+                slots = []
+                for node, key in self._locations(document, label):
+                    value = document.value_at(node, key)
+                    if value is None or value == "" or (isinstance(value, str) and is_mask_token(value)):
+                        continue
+                    slots.append((node, key))
+                if slots:
+                    found.add_wholes(doc, self.index[label.name], slots)
+        return found
+
     def classify(self, document: Document) -> list[Hit]:
-        hits = self._scan_strings(document)
-        hits.extend(self._scan_numbers(document))
-        if any(hit.label.paths for hit in hits):
-            hits = self._within_paths(document, hits)
-        for label in self.path_labels:
-            for node, key in self._locations(document, label):
-                value = document.value_at(node, key)
-                if value is None or value == "" or (isinstance(value, str) and is_mask_token(value)):
-                    continue
-                hits.append(Hit(document, node, key, label))
-        return hits
-
-    def _within_paths(self, document: Document, hits: list[Hit]) -> list[Hit]:
-        """A label with a detector and paths only counts inside the values its paths select."""
-        scopes: dict[str, set[tuple[int, Any]]] = {}
-        kept = []
-        for hit in hits:
-            label = hit.label
-            if label.paths:
-                if label.name not in scopes:
-                    scopes[label.name] = set(self._locations(document, label))
-                if not any(slot in scopes[label.name] for slot in document.ancestors(hit.node, hit.key)):
-                    continue
-            kept.append(hit)
-        return kept
-
-    def _scan_strings(self, document: Document) -> list[Hit]:
-        """The core scans each distinct string once (bodies repeat statuses, dates, notes...)."""
-        if not self.string_detectors:
-            return []
-        detectors, by_detector = self.string_detectors, self.by_detector
+        """The labelled values of one document as `Hit`s, in order."""
+        found = self.classify_call(document)
         return [
-            Hit(document, node, key, label, detectors[d], (start, end), text)
-            for node, key, start, end, d, text in self._scanner.scan_document(document)
-            for label in by_detector[detectors[d].name]
-        ]
-
-    def _scan_numbers(self, document: Document) -> list[Hit]:
-        if not self.number_detectors:
-            return []
-        detectors, by_detector = self.string_detectors, self.by_detector
-        return [
-            Hit(document, node, key, label, detectors[d], None, text)
-            for node, key, d, text in self._scanner.scan_numbers(document)
-            for label in by_detector[detectors[d].name]
+            Hit(document, node, key, self.labels[label], self.detectors[d] if d is not None else None, span, text)
+            for node, key, span, d, label, text in found.rows()
         ]
 
     @staticmethod

@@ -18,11 +18,10 @@ from typing import Any
 from toolgate.rules.bodies import rest_arguments, split_path
 from toolgate.rules.callmatch import call_matches
 from toolgate.rules.catalog import check_access, find_function, rest_name
-from toolgate.rules.classify import Hit
 from toolgate.rules.decision import Call, Decision, Finding, RuleMatch
-from toolgate.rules.masking import REMOVE, Changes, Fingerprints, apply_edits, mask_spans, mask_whole, reapply_edits, redact_token
+from toolgate.rules.masking import fingerprint, generic_partial, normalize
 from toolgate.rules.model import MASK_STRENGTH, STRENGTH, Label, Origin, Rule, RuleSet
-from toolgate.rules.walk import HOLDER, Document
+from toolgate.rules.walk import Document
 
 MAX_LISTED_FIELDS = 5
 
@@ -35,14 +34,14 @@ class _Outcome:
     action: str
     monitor: bool
     notes: list[str | None]  # why it applies; None stands for a description of the values it covers
-    hits: list[Hit]  # the hits it covers, in document order
+    covers: bool  # whether it covers values: every value of `labels`
     field: str | None = None
     message: str | None = None
     approvers: tuple[str, ...] = ()
     timeout: datetime.timedelta | None = None
     mask: str | None = None
     source: Origin | None = None
-    labels: tuple[str, ...] = ()  # the labels of `hits`: a rule covers every hit of a label or none
+    labels: tuple[str, ...] = ()  # the labels it covers: a rule covers every value of a label or none
     labelled: _Labelled | None = None
 
     @property
@@ -52,21 +51,24 @@ class _Outcome:
 
 
 class _Labelled:
-    """A call's hits, and the same hits grouped by label (rules select hits by label only)."""
+    """A call's labelled values (the core's rows), seen by label: rules select values by label."""
 
-    __slots__ = ("hits", "by_label", "labels")
+    __slots__ = ("found", "index", "labels", "counts")
 
-    def __init__(self, hits: list[Hit]) -> None:
-        self.hits = hits
-        self.by_label: dict[str, list[Hit]] = {}  # in order of first occurrence
-        self.labels: dict[str, Label] = {}
-        for hit in hits:
-            group = self.by_label.get(hit.label.name)
-            if group is None:
-                self.by_label[hit.label.name] = [hit]
-                self.labels[hit.label.name] = hit.label
-            else:
-                group.append(hit)
+    def __init__(self, found: Any, labels: tuple[Label, ...]) -> None:
+        self.found = found
+        self.index: dict[str, int] = {}
+        self.labels: dict[str, Label] = {}  # in order of first occurrence
+        self.counts: dict[str, int] = {}
+        for position, count in found.labels():
+            label = labels[position]
+            self.index[label.name] = position
+            self.labels[label.name] = label
+            self.counts[label.name] = count
+
+    def paths(self, names: tuple[str, ...], limit: int | None = None) -> list[str]:
+        """The paths of the values of labels `names`, in document order."""
+        return self.found.paths([self.index[name] for name in names], limit)
 
 
 def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = False) -> Decision:
@@ -88,14 +90,13 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
 
     body_doc = Document(call.body)
     query_doc = Document(query, root_name="?") if query else None
-    hits = ruleset.classifier.classify(body_doc)
-    if query_doc is not None:
-        hits.extend(ruleset.classifier.classify(query_doc))
+    classifier = ruleset.classifier
+    found = classifier.classify_call(body_doc, query_doc)
 
     outcomes: list[_Outcome] = []
     if call.direction == "request" and not call.content:  # prompts are not function calls
         outcomes.extend(_catalog_outcomes(ruleset, entry, function, call, monitor))
-    labelled = _Labelled(hits)
+    labelled = _Labelled(found, classifier.labels)
     levels = {label.level for label in labelled.labels.values()}
     arguments: list[Any] = []  # computed on first use
     for rule in ruleset.index.candidates(call.direction, function, labelled.labels, levels):
@@ -110,17 +111,22 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
     if decisive is None and would != "allow":
         decisive = next(o for o in outcomes if o.action == would)
 
-    plan = _mask_plan(enforced)
-    # What the session store keeps: the forwarded body with every labelled value still in it
-    # (allowed, only monitored, or in a refused call) redacted as well.
-    masked_labels = {name for o in enforced if o.action == "mask" and o.mask is not None for name in o.labels}
-    delta = _record_delta(plan, hits, masked_labels)
-    prints = Fingerprints(mask_key)
-    body, record_body = _masked(body_doc, plan, delta, prints)
+    body = record_body = call.body
     masked_query = record_query = query
-    if query_doc is not None:
-        masked_query, record_query = _masked(query_doc, plan, delta, prints)
-    findings = _findings(labelled, outcomes, call.direction, prints)
+    findings: tuple[Finding, ...] = ()
+    if len(found):
+        # What the session store keeps: the forwarded body with every labelled value still in it
+        # (allowed, only monitored, or in a refused call) redacted as well.
+        def generic_fingerprint(value: Any) -> str:
+            return fingerprint(normalize(value), mask_key)
+
+        names = [label.name for label in classifier.labels]
+        versions = found.mask(_mask_plan(enforced, classifier), names, bytes(mask_key), generic_partial, generic_fingerprint)
+        body, record_body = versions[0]
+        if query_doc is not None:
+            masked_query, record_query = versions[1]
+        rows = found.findings(bytes(mask_key), generic_fingerprint)
+        findings = _findings(labelled, outcomes, call.direction, rows, classifier)
     return Decision(
         action=action,
         would=would,
@@ -158,7 +164,7 @@ def _catalog_outcomes(ruleset: RuleSet, entry: Any, function: str, call: Call, m
     if entry is None:
         if ruleset.unknown_function == "deny":
             reason = f"function {function} is not in the catalog (defaults: unknown_function: deny)"
-            return [_Outcome("defaults.unknown_function", "deny", monitor, [reason], [], message=reason)]
+            return [_Outcome("defaults.unknown_function", "deny", monitor, [reason], False, message=reason)]
         return []
     now = call.now or datetime.datetime.now(datetime.timezone.utc)
     access = check_access(entry, call.groups, now)
@@ -170,7 +176,7 @@ def _catalog_outcomes(ruleset: RuleSet, entry: Any, function: str, call: Call, m
             access.action,
             monitor,
             [access.reason],
-            [],
+            False,
             message=access.reason,
             approvers=access.approvers,
             source=entry.source,
@@ -201,7 +207,7 @@ def _match(
         why.append(f"function {function}")
     if match.groups:
         why.append(f"caller in {', '.join(sorted(set(call.groups) & set(match.groups)))}")
-    covered: list[Hit] = []
+    covers = False
     names: tuple[str, ...] = ()
     if match.about_data:
         names = tuple(
@@ -211,16 +217,14 @@ def _match(
         )
         if not names:
             return None
-        covered = labelled.hits
-        if len(names) < len(labelled.labels):
-            covered = [hit for hit in covered if hit.label.name in names]
+        covers = True
         why.append(None)
     elif rule.action == "mask":
         names = tuple(labelled.labels)  # a mask rule that names no labels masks every labelled value
-        covered = labelled.hits
-        if covered:
+        covers = bool(names)
+        if covers:
             why.append(None)
-    field = covered[0].path if covered and rule.action != "mask" else None
+    field = labelled.paths(names, 1)[0] if covers and rule.action != "mask" else None
     if match.when:
         if not arguments:
             arguments.append(_when_arguments(call, query))
@@ -246,7 +250,7 @@ def _match(
         rule.action,
         monitor or rule.monitor,
         why,
-        covered,
+        covers,
         field=field,
         message=message,
         approvers=rule.approvers,
@@ -269,9 +273,9 @@ def _when_arguments(call: Call, query: Any) -> Any:
 def _describe_hits(labelled: _Labelled, names: tuple[str, ...]) -> str:
     parts = []
     for label in names:  # only the listed paths are rendered
-        hits = labelled.by_label[label]
-        shown = ", ".join(dict.fromkeys(hit.path for hit in hits[:MAX_LISTED_FIELDS]))
-        more = f" and {len(hits) - MAX_LISTED_FIELDS} more" if len(hits) > MAX_LISTED_FIELDS else ""
+        count = labelled.counts[label]
+        shown = ", ".join(dict.fromkeys(labelled.paths((label,), MAX_LISTED_FIELDS)))
+        more = f" and {count - MAX_LISTED_FIELDS} more" if count > MAX_LISTED_FIELDS else ""
         parts.append(f"{label} at {shown}{more}")
     return "labels " + "; ".join(parts)
 
@@ -279,150 +283,33 @@ def _describe_hits(labelled: _Labelled, names: tuple[str, ...]) -> str:
 # -- masking -----------------------------------------------------------------------------------
 
 
-@dataclass
-class _MaskPlan:
-    """For every value an enforced mask rule covers, the strongest style wins; a whole-value mask
-    of a field beats masks of spans inside it. Per document: {(node, key): (style, hit)} for whole
-    values and {(node, key): {span: (style, hit)}} for spans."""
-
-    wholes: dict[Document, dict[tuple[int, Any], tuple[str, Hit]]]
-    spans: dict[Document, dict[tuple[int, Any], dict[Any, tuple[str, Hit]]]]
-
-
-def _mask_plan(outcomes: list[_Outcome]) -> _MaskPlan:
-    """The masks the enforced `outcomes` put on the document(s)' values."""
-    plan = _MaskPlan({}, {})
-    for outcome in outcomes:
+def _mask_plan(outcomes: list[_Outcome], classifier: Any) -> list[tuple[int, int, int, str] | None]:
+    """Per label of the rule set: None when no enforced mask rule covers it, else (strength,
+    order, first, style): the strongest covering rule's style (the first on a tie) and its
+    position among `outcomes`, and the position of the first covering rule. The core masks
+    every value from this (at a value several labels share, the strongest wins, then the earlier
+    rule, then the earlier value; a whole-value mask of a field beats masks of spans inside it)."""
+    plan: list[tuple[int, int, int, str] | None] = [None] * len(classifier.labels)
+    for order, outcome in enumerate(outcomes):
         if outcome.action != "mask" or outcome.mask is None:
             continue
-        style = outcome.mask
-        strength = MASK_STRENGTH[style]
-        for hit in outcome.hits:
-            slot = (hit.node, hit.key)
-            if hit.span is None:
-                table = plan.wholes.setdefault(hit.document, {})
-            else:
-                table = plan.spans.setdefault(hit.document, {}).setdefault(slot, {})
-                slot = hit.span
-            current = table.get(slot)
-            if current is None or strength > MASK_STRENGTH[current[0]]:
-                table[slot] = (style, hit)
+        strength = MASK_STRENGTH[outcome.mask]
+        for name in outcome.labels:
+            position = classifier.index[name]
+            current = plan[position]
+            if current is None:
+                plan[position] = (strength, order, order, outcome.mask)
+            elif strength > current[0]:
+                plan[position] = (strength, order, current[2], outcome.mask)
     return plan
-
-
-def _record_delta(plan: _MaskPlan, hits: list[Hit], masked_labels: set[str]) -> _MaskPlan | None:
-    """What the record version of the body masks beyond `plan`: a redaction of every hit `plan`
-    leaves as it is. Only the slots that differ are listed (a span slot with its whole table:
-    the plan's spans there plus the redactions); None when there are none. The hits of
-    `masked_labels` (those an enforced mask rule covers) are all in the plan."""
-    delta: _MaskPlan | None = None
-    for hit in hits:
-        if hit.label.name in masked_labels or _planned(plan, hit):
-            continue
-        if delta is None:
-            delta = _MaskPlan({}, {})
-        slot = (hit.node, hit.key)
-        if hit.span is None:
-            delta.wholes.setdefault(hit.document, {})[slot] = ("redact", hit)
-        else:
-            tables = delta.spans.setdefault(hit.document, {})
-            table = tables.get(slot)
-            if table is None:
-                table = tables[slot] = dict(plan.spans.get(hit.document, {}).get(slot, {}))
-            table[hit.span] = ("redact", hit)
-    return delta
-
-
-def _planned(plan: _MaskPlan, hit: Hit) -> bool:
-    slot = (hit.node, hit.key)
-    if slot in plan.wholes.get(hit.document, {}):
-        return True
-    return hit.span is not None and hit.span in plan.spans.get(hit.document, {}).get(slot, {})
-
-
-def _masked(document: Document, plan: _MaskPlan, delta: _MaskPlan | None, prints: Fingerprints) -> tuple[Any, Any]:
-    """The document masked by `plan` (to forward), and by `plan` plus `delta` (to record).
-
-    The record version reuses the forwarded one's edits and copied containers: only the slots
-    `delta` changes, and the containers on their way to the root, are done again. Without a
-    delta both are the very same object."""
-    empty: dict[Any, Any] = {}
-    wholes = plan.wholes.get(document, empty)
-    edits = _edits(document, wholes, plan.spans.get(document, empty), prints)
-    changes: Changes = {}
-    body = apply_edits(document, edits, changes)
-    if delta is None:
-        return body, body
-    extra_wholes = delta.wholes.get(document, empty)
-    extra_spans = delta.spans.get(document, empty)
-    if not extra_wholes and not extra_spans:
-        # The delta is in the call's other document. A record that differs from what is
-        # forwarded only there is still a separate object (callers compare with `is`).
-        return body, apply_edits(document, _edits(document, wholes, plan.spans.get(document, empty), prints))
-    record_edits = dict(edits)
-    for slot in extra_wholes:
-        record_edits.pop(slot, None)
-    for slot in extra_spans:
-        if slot not in extra_wholes:
-            record_edits.pop(slot, None)
-    # a delta slot is never one of the plan's wholes (those hits are planned)
-    record_edits.update(_edits(document, extra_wholes, extra_spans, prints, wholes))
-    if not record_edits:
-        return body, document.holder[0]
-    return body, reapply_edits(document, record_edits, changes, [*extra_wholes, *extra_spans])
-
-
-def _edits(
-    document: Document,
-    wholes: dict[tuple[int, Any], tuple[str, Hit]],
-    spans: dict[tuple[int, Any], dict[Any, tuple[str, Hit]]],
-    prints: Fingerprints,
-    also_whole: dict[tuple[int, Any], Any] | None = None,
-) -> dict[tuple[int, Any], Any]:
-    """{(node, key): masked value or REMOVE} for the slots whose value changes. A whole-value mask
-    of a slot (in `wholes` or `also_whole`) beats masks of spans inside it. Each distinct (value,
-    recipe) is masked once: bodies repeat values."""
-    edits: dict[tuple[int, Any], Any] = {}
-    done: dict[Any, Any] = {}
-    containers = document.containers
-    for slot, (style, hit) in wholes.items():
-        value = containers[slot[0]][slot[1]]
-        label, detector = hit.label.name, hit.detector
-        hashable = isinstance(value, (str, int, float))
-        memo = (type(value), value, style, label, detector.name if detector else None) if hashable else None
-        new = done.get(memo) if hashable else None
-        if new is None:
-            new = mask_whole(value, style, label, prints, detector)
-            if hashable:
-                done[memo] = new
-        if new is REMOVE and slot == (HOLDER, 0):
-            new = redact_token(label)  # the body itself cannot be deleted
-        if new is REMOVE or new != value:
-            edits[slot] = new
-    for slot, chosen in spans.items():
-        if slot in wholes or (also_whole is not None and slot in also_whole):
-            continue
-        value = containers[slot[0]][slot[1]]  # a string: spans are found in text
-        recipe = [(s, e, style, hit.label.name, hit.detector) for (s, e), (style, hit) in chosen.items()]
-        if len(recipe) == 1:  # the usual case: one value in a field
-            start, end, style, label, detector = recipe[0]
-            memo = (type(value), value, start, end, style, label, detector.name if detector else None)
-        else:
-            memo = (type(value), value, *[(s, e, style, label, d.name if d else None) for s, e, style, label, d in recipe])
-        new = done.get(memo)
-        if new is None:
-            new = done[memo] = mask_spans(value, recipe, prints)
-        if new is REMOVE and slot == (HOLDER, 0):
-            new = redact_token(recipe[0][3])  # the body itself cannot be deleted
-        if new is REMOVE or new != value:
-            edits[slot] = new
-    return edits
 
 
 # -- reporting ---------------------------------------------------------------------------------
 
 
-def _findings(labelled: _Labelled, outcomes: list[_Outcome], direction: str, prints: Fingerprints) -> tuple[Finding, ...]:
+def _findings(
+    labelled: _Labelled, outcomes: list[_Outcome], direction: str, rows: list[tuple], classifier: Any
+) -> tuple[Finding, ...]:
     verdicts: dict[str, tuple[str, str | None, tuple[str, ...], bool]] = {}
     by_rules: dict[tuple[int, ...], tuple[str, str | None, tuple[str, ...], bool]] = {}
     for name in labelled.labels:  # labels covered by the same rules share a verdict
@@ -432,26 +319,16 @@ def _findings(labelled: _Labelled, outcomes: list[_Outcome], direction: str, pri
         if verdict is None:
             verdict = by_rules[signature] = _verdict(related)
         verdicts[name] = verdict
+    labels, detectors = classifier.labels, classifier.detectors
     new_finding = tuple.__new__  # Finding(...) without the named tuple's keyword handling
-    of = prints.of
     findings = []
-    for hit in labelled.hits:
-        label, detector = hit.label, hit.detector
-        findings.append(
-            new_finding(
-                Finding,
-                (
-                    direction,
-                    hit.path,
-                    label.name,
-                    label.level,
-                    detector.name if detector else None,
-                    of(hit.raw, detector),
-                    hit.span,
-                    *verdicts[label.name],
-                ),
-            )
-        )
+    for path, position, detector, print_, span in rows:
+        label = labels[position]
+        findings.append(new_finding(Finding, (
+            direction, path, label.name, label.level,
+            detectors[detector].name if detector is not None else None,
+            print_, span, *verdicts[label.name],
+        )))
     return tuple(findings)
 
 
@@ -471,8 +348,9 @@ def _rule_matches(outcomes: list[_Outcome]) -> tuple[RuleMatch, ...]:
 
 
 def _rule_match(outcome: _Outcome) -> RuleMatch:
-    fields = tuple(dict.fromkeys(hit.path for hit in outcome.hits))
-    labels = outcome.labels if outcome.hits else ()
+    covered = outcome.labelled.paths(outcome.labels) if outcome.covers and outcome.labelled else []
+    fields = tuple(dict.fromkeys(covered))
+    labels = outcome.labels if outcome.covers else ()
     source = str(outcome.source) if outcome.source else None
     return RuleMatch(outcome.rule, outcome.action, outcome.monitor, outcome.reason, fields, labels, outcome.mask, source)
 

@@ -27,7 +27,7 @@ pub enum Key {
 }
 
 impl Key {
-    fn clone_ref(&self, py: Python<'_>) -> Key {
+    pub fn clone_ref(&self, py: Python<'_>) -> Key {
         match self {
             Key::Name(name) => Key::Name(name.clone_ref(py)),
             Key::Index(i) => Key::Index(*i),
@@ -46,13 +46,19 @@ impl Key {
 /// one character for one).
 pub struct StringSlot {
     pub node: usize,
+    /// The slot's position among its container's items (a slot's identity: keys may repeat
+    /// across containers, never inside one).
+    pub item: usize,
     pub key: Key,
     pub value: Py<PyString>,
     pub text: String,
+    /// `text` is the string itself (false: it held lone surrogates, read as U+FFFD).
+    pub exact: bool,
 }
 
 pub struct NumberSlot {
     pub node: usize,
+    pub item: usize,
     pub key: Key,
     pub text: String,
 }
@@ -66,26 +72,30 @@ pub struct Document {
     pub containers: Vec<Py<PyAny>>,
     pub parents: Vec<isize>,
     pub keys: Vec<Option<Key>>,
+    /// Each node's position among its parent's items (its slot's identity, see `StringSlot`).
+    pub items: Vec<usize>,
     pub kinds: Vec<u8>,
     pub embedded: Vec<u8>,
     pub strings: Vec<StringSlot>,
     pub numbers: Vec<NumberSlot>,
     node_of: Option<HashMap<usize, usize>>,
     node_paths: HashMap<usize, String>,
+    key_texts: HashMap<String, String>,
     lists: PyOnceLock<Py<PyAny>>,
 }
 
-fn utf8(s: &Bound<'_, PyString>) -> String {
+fn utf8(s: &Bound<'_, PyString>) -> (String, bool) {
     match s.to_str() {
-        Ok(text) => text.to_owned(),
-        Err(_) => s.to_string_lossy().into_owned(),
+        Ok(text) => (text.to_owned(), true),
+        Err(_) => (s.to_string_lossy().into_owned(), false),
     }
 }
 
 impl Document {
-    fn add_node(&mut self, container: Py<PyAny>, parent: usize, key: Key, kind: u8) -> usize {
+    fn add_node(&mut self, container: Py<PyAny>, parent: usize, item: usize, key: Key, kind: u8) -> usize {
         self.containers.push(container);
         self.parents.push(parent as isize);
+        self.items.push(item);
         self.keys.push(Some(key));
         self.kinds.push(kind);
         self.embedded.push(self.embedded[parent] + u8::from(kind == DECODED_JSON));
@@ -103,9 +113,9 @@ impl Document {
                 let list = container.cast::<PyList>()?;
                 list.iter().enumerate().map(|(i, v)| (Key::Index(i), v)).collect()
             };
-            for (key, value) in items {
+            for (item, (key, value)) in items.into_iter().enumerate() {
                 if let Ok(string) = value.cast_exact::<PyString>() {
-                    let text = utf8(string);
+                    let (text, exact) = utf8(string);
                     let length = if text.is_ascii() { text.len() } else { text.chars().count() };
                     if length < min_length {
                         continue;
@@ -113,30 +123,30 @@ impl Document {
                     if let Some(loads) = &loads {
                         if matches!(text.as_bytes()[0], b'[' | b'{' | b' ' | b'\n' | b'\t' | b'\r') {
                             if let Some(decoded) = self.embedded_json(loads, &text, node)? {
-                                let child = self.add_node(decoded, node, key, DECODED_JSON);
+                                let child = self.add_node(decoded, node, item, key, DECODED_JSON);
                                 pending.push(child);
                                 continue;
                             }
                         }
                     }
-                    self.strings.push(StringSlot { node, key, value: string.clone().unbind(), text });
+                    self.strings.push(StringSlot { node, item, key, value: string.clone().unbind(), text, exact });
                 } else if value.is_exact_instance_of::<PyDict>() || value.is_exact_instance_of::<PyList>() {
                     if value.len()? > 0 {
-                        let child = self.add_node(value.unbind(), node, key, PLAIN);
+                        let child = self.add_node(value.unbind(), node, item, key, PLAIN);
                         pending.push(child);
                     }
                 } else if value.is_exact_instance_of::<PyInt>() {
                     // an integer beyond u64 has more than 19 digits: no card number
                     if let Ok(number) = value.extract::<u64>() {
                         if number >= SMALLEST_CARD {
-                            self.numbers.push(NumberSlot { node, key, text: number.to_string() });
+                            self.numbers.push(NumberSlot { node, item, key, text: number.to_string() });
                         }
                     }
                 } else if value.is_exact_instance_of::<PyFloat>() {
                     // `4.111111111111111e15` is the integer a backend reads: the same card
                     let number: f64 = value.extract()?;
                     if (SMALLEST_CARD as f64) <= number && number < 1e19 && number.fract() == 0.0 {
-                        self.numbers.push(NumberSlot { node, key, text: (number as u64).to_string() });
+                        self.numbers.push(NumberSlot { node, item, key, text: (number as u64).to_string() });
                     }
                 }
             }
@@ -172,10 +182,49 @@ impl Document {
         }
     }
 
-    fn key_text(key: &Key, py: Python<'_>, prefix: &str) -> PyResult<String> {
+    /// The position of `key` among the items of container `node` (None: not one of its keys).
+    pub fn item_of(&self, py: Python<'_>, node: usize, key: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+        let container = self.containers[node].bind(py);
+        if let Ok(dict) = container.cast_exact::<PyDict>() {
+            for (i, k) in dict.keys().iter().enumerate() {
+                if k.eq(key)? {
+                    return Ok(Some(i));
+                }
+            }
+            return Ok(None);
+        }
+        let length = container.len()?;
+        Ok(key.extract::<isize>().ok().and_then(|i| {
+            let i = if i < 0 { i + length as isize } else { i };
+            (0..length as isize).contains(&i).then_some(i as usize)
+        }))
+    }
+
+    pub fn container(&self, node: usize) -> &Py<PyAny> {
+        &self.containers[node]
+    }
+
+    fn key_text(&mut self, key: &Key, py: Python<'_>, prefix: &str) -> PyResult<String> {
         let text = match key {
             Key::Index(i) => format!("[{i}]"),
-            Key::Name(name) => format_key(name.bind(py))?,
+            Key::Name(name) => {
+                let bound = name.bind(py);
+                match bound.cast_exact::<PyString>() {
+                    // field names repeat in every record: each is formatted once
+                    Ok(s) => {
+                        let raw = s.to_string_lossy();
+                        match self.key_texts.get(raw.as_ref()) {
+                            Some(known) => known.clone(),
+                            None => {
+                                let text = format_key(bound)?;
+                                self.key_texts.insert(raw.into_owned(), text.clone());
+                                text
+                            }
+                        }
+                    }
+                    Err(_) => format_key(bound)?,
+                }
+            }
         };
         Ok(if prefix == "?" && text.starts_with('.') { text[1..].to_owned() } else { text })
     }
@@ -191,7 +240,7 @@ impl Document {
         } else {
             let prefix = self.node_path(py, parent)?;
             let key = self.keys[node].as_ref().expect("every node but the holder has a key").clone_ref(py);
-            format!("{prefix}{}{suffix}", Self::key_text(&key, py, &prefix)?)
+            format!("{prefix}{}{suffix}", self.key_text(&key, py, &prefix)?)
         };
         self.node_paths.insert(node, path.clone());
         Ok(path)
@@ -203,7 +252,7 @@ impl Document {
             return Ok(self.root_name.clone());
         }
         let prefix = self.node_path(py, node)?;
-        Ok(format!("{prefix}{}", Self::key_text(key, py, &prefix)?))
+        Ok(format!("{prefix}{}", self.key_text(key, py, &prefix)?))
     }
 }
 
@@ -241,12 +290,14 @@ impl Document {
             holder,
             parents: vec![-1],
             keys: vec![None],
+            items: vec![0],
             kinds: vec![PLAIN],
             embedded: vec![0],
             strings: Vec::new(),
             numbers: Vec::new(),
             node_of: None,
             node_paths: HashMap::new(),
+            key_texts: HashMap::new(),
             lists: PyOnceLock::new(),
         };
         document.walk(py, decode_embedded, min_length)?;

@@ -10,6 +10,29 @@ pub fn fingerprint(normalized: &str, key: &[u8]) -> String {
     hex(&mac.finalize().into_bytes())
 }
 
+/// A key made ready once (its HMAC pads hashed): a body has thousands of values to fingerprint.
+pub struct Keyed {
+    key: Vec<u8>,
+    mac: Hmac<Sha256>,
+}
+
+impl Keyed {
+    pub fn new(key: &[u8]) -> Self {
+        Keyed { key: key.to_vec(), mac: Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length") }
+    }
+
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// `fingerprint(normalized, key)`.
+    pub fn of(&self, normalized: &str) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(normalized.as_bytes());
+        hex(&mac.finalize().into_bytes())
+    }
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -30,5 +53,6 @@ mod tests {
             fingerprint("what do ya want for nothing?", b"Jefe"),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+        assert_eq!(Keyed::new(b"Jefe").of("what do ya want for nothing?"), fingerprint("what do ya want for nothing?", b"Jefe"));
     }
 }

@@ -4,6 +4,7 @@
 //! detector over a body's strings), `fingerprint`, `text`. This file only binds them to Python.
 
 pub mod checksums;
+pub mod classified;
 pub mod detectors;
 pub mod document;
 pub mod fingerprint;
@@ -40,7 +41,9 @@ fn detector_names() -> Vec<&'static str> {
 fn find(name: &str, text: &Bound<'_, PyString>) -> PyResult<Vec<(usize, usize)>> {
     let scanner = scan::Scanner::new(vec![detector(name)?]);
     let owned = text_of(text);
-    Ok(scanner.scan(&[owned.as_ref()]).into_iter().map(|f| (f.start, f.end)).collect())
+    let found = scanner.scan(&[owned.as_ref()]);
+    raise_pending()?;
+    Ok(found.into_iter().map(|f| (f.start, f.end)).collect())
 }
 
 /// Whether all of `text` is one valid value of detector `name` (JSON integers).
@@ -74,39 +77,21 @@ fn visible(text: &Bound<'_, PyString>) -> String {
 }
 
 /// Every detector a rule set uses, built once: `scan(strings)` lists the values in them.
-#[pyclass(frozen, module = "toolgate.rules._core")]
-struct Scanner {
+#[pyclass(frozen, name = "Scanner", module = "toolgate.rules._core")]
+pub struct ScannerHandle {
     inner: scan::Scanner,
 }
 
-#[pymethods]
-impl Scanner {
-    #[new]
-    fn new(names: Vec<String>) -> PyResult<Self> {
-        let detectors = names.iter().map(|n| detector(n)).collect::<PyResult<Vec<_>>>()?;
-        Ok(Scanner { inner: scan::Scanner::new(detectors) })
+impl ScannerHandle {
+    pub fn scanner(&self) -> &scan::Scanner {
+        &self.inner
     }
 
-    /// (string index, start, end, detector index) of every value, strings in order, values in
-    /// order inside each; offsets in characters of the original string.
-    fn scan(&self, strings: &Bound<'_, PyList>) -> PyResult<Vec<(usize, usize, usize, usize)>> {
-        let mut owned = Vec::with_capacity(strings.len());
-        for item in strings.iter() {
-            owned.push(text_of(item.cast::<PyString>()?));
-        }
-        let refs: Vec<&str> = owned.iter().map(|s| s.as_ref()).collect();
-        Ok(self.inner.scan(&refs).into_iter().map(|f| (f.string, f.start, f.end, f.detector)).collect())
-    }
-
-    /// The values in a document's strings, each distinct string scanned once: (node, key,
+    /// The values in a document's strings, each distinct string scanned once: (string index,
     /// start, end, detector index, text) for every occurrence, in walk order, values in order
     /// inside each string.
     #[allow(clippy::type_complexity)]
-    fn scan_document(
-        &self,
-        py: Python<'_>,
-        document: PyRef<'_, document::Document>,
-    ) -> PyResult<Vec<(usize, Py<PyAny>, usize, usize, usize, Py<PyAny>)>> {
+    pub fn scan_slots(&self, document: &document::Document) -> PyResult<Vec<(usize, usize, usize, usize, Py<PyString>)>> {
         let slots = &document.strings;
         let mut distinct: Vec<&str> = Vec::new();
         let mut index_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
@@ -120,6 +105,7 @@ impl Scanner {
             })
             .collect();
         let found = self.inner.scan(&distinct);
+        raise_pending()?;
         if found.is_empty() {
             return Ok(Vec::new());
         }
@@ -127,44 +113,43 @@ impl Scanner {
         for f in found {
             spans_of[f.string].push((f.start, f.end, f.detector));
         }
-        let mut hits = Vec::new();
-        for (slot, &i) in slots.iter().zip(&which) {
-            for &(start, end, detector) in &spans_of[i] {
-                let value = slot.value.bind(py);
-                let text = value.get_item(PySlice::new(py, start as isize, end as isize, 1))?;
-                let key = slot.key.to_object(py);
-                hits.push((slot.node, key, start, end, detector, text.unbind()));
-            }
-        }
-        Ok(hits)
-    }
-
-    /// The large integers of a document that are values of a detector accepting numbers:
-    /// (node, key, detector index, decimal text), detector by detector, in walk order.
-    #[allow(clippy::type_complexity)]
-    fn scan_numbers(
-        &self,
-        py: Python<'_>,
-        document: PyRef<'_, document::Document>,
-    ) -> PyResult<Vec<(usize, Py<PyAny>, usize, String)>> {
-        let mut hits = Vec::new();
-        for (d, detector) in self.inner.detectors.iter().enumerate() {
-            if !detector.numbers() {
-                continue;
-            }
-            for number in &document.numbers {
-                if detector.matches_whole(&number.text) {
-                    let key = number.key.to_object(py);
-                    hits.push((number.node, key, d, number.text.clone()));
+        Python::attach(|py| {
+            let mut hits = Vec::new();
+            for (string, (slot, &i)) in slots.iter().zip(&which).enumerate() {
+                for &(start, end, detector) in &spans_of[i] {
+                    let text = slot.value.bind(py).get_item(PySlice::new(py, start as isize, end as isize, 1))?;
+                    hits.push((string, start, end, detector, text.cast_into::<PyString>()?.unbind()));
                 }
             }
+            Ok(hits)
+        })
+    }
+}
+
+#[pymethods]
+impl ScannerHandle {
+    #[new]
+    fn new(names: Vec<String>) -> PyResult<Self> {
+        let detectors = names.iter().map(|n| detector(n)).collect::<PyResult<Vec<_>>>()?;
+        Ok(ScannerHandle { inner: scan::Scanner::new(detectors) })
+    }
+
+    /// (string index, start, end, detector index) of every value, strings in order, values in
+    /// order inside each; offsets in characters of the original string.
+    fn scan(&self, strings: &Bound<'_, PyList>) -> PyResult<Vec<(usize, usize, usize, usize)>> {
+        let mut owned = Vec::with_capacity(strings.len());
+        for item in strings.iter() {
+            owned.push(text_of(item.cast::<PyString>()?));
         }
-        Ok(hits)
+        let refs: Vec<&str> = owned.iter().map(|s| s.as_ref()).collect();
+        let found = self.inner.scan(&refs);
+        raise_pending()?;
+        Ok(found.into_iter().map(|f| (f.string, f.start, f.end, f.detector)).collect())
     }
 }
 
 /// What the Python side (`toolgate/rules/core.py`) expects; it refuses any other build.
-const INTERFACE: u32 = 1;
+const INTERFACE: u32 = 2;
 
 /// The JWT detector's header check (`detectors::secrets::JWT_HEADER_CHECK`): Python's own
 /// `json.loads` of the decoded header gives a dict whose `alg` is a str. Every exception is
@@ -181,8 +166,32 @@ fn jwt_header_check(header: &[u8]) -> bool {
             };
             Ok(object.get_item(pyo3::intern!(py, "alg"))?.is_some_and(|alg| alg.is_instance_of::<PyString>()))
         };
-        check().unwrap_or(false)
+        match check() {
+            Ok(valid) => valid,
+            Err(err) if err.is_instance_of::<PyValueError>(py) => false,
+            Err(err) => {
+                // what the reference lets through (a RecursionError of a deeply nested header):
+                // raised by the scan once it returns
+                PENDING.with(|pending| {
+                    pending.borrow_mut().get_or_insert(err);
+                });
+                false
+            }
+        }
     })
+}
+
+thread_local! {
+    /// An error a detector met that the reference does not catch, raised after the scan.
+    static PENDING: std::cell::RefCell<Option<PyErr>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Raise the error a detector met during the scan that just ended, if any.
+fn raise_pending() -> PyResult<()> {
+    match PENDING.with(|pending| pending.borrow_mut().take()) {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
 }
 
 #[pymodule]
@@ -196,7 +205,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(partial, m)?)?;
     m.add_function(wrap_pyfunction!(keyed_fingerprint, m)?)?;
     m.add_function(wrap_pyfunction!(visible, m)?)?;
-    m.add_class::<Scanner>()?;
+    m.add_class::<ScannerHandle>()?;
+    m.add_class::<classified::Classified>()?;
     m.add_class::<document::Document>()?;
     Ok(())
 }
