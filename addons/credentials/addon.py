@@ -32,6 +32,7 @@ from toolgate.addons import flowmeta
 from toolgate.addons.policy import decoding
 from toolgate.addons.credentials.echoes import LABEL, ScrubbedChunks, ScrubbedStream, Scrubber
 from toolgate.addons.failclosed.hooks import flow_hook
+from toolgate.addons.headers import pop_header
 from toolgate.addons.identity.addon import remove_credential, take_caller_token
 from toolgate.addons.credentials.vault import MIN_SECRET, CallFacts, Target, Vault, VaultError, load_vault
 from toolgate.rules.masking import fingerprint, normalize
@@ -166,8 +167,8 @@ class Credentials:
         token = take_caller_token(flow)  # taken in any case: it is not kept past this point
         headers = flow.request.headers
         # Removed even from a refused call: with identity off, nothing else removes them.
-        headers.pop("Proxy-Authorization", None)  # meant for the gateway, never forwarded
-        caller = headers.pop("Authorization", None)
+        pop_header(headers, "Proxy-Authorization")  # meant for the gateway, never forwarded
+        caller = pop_header(headers, "Authorization")
         if token:  # the identity addon removed every copy; none may have come back since
             remove_credential(headers, token)
         if flow.response is not None or flow.error is not None or not self.vault.targets:

@@ -23,6 +23,7 @@ from mitmproxy import ctx, exceptions, http
 from toolgate.addons import flowmeta, settings
 from toolgate.addons.answers import Refusal, refuse
 from toolgate.addons.failclosed.hooks import flow_hook
+from toolgate.addons.headers import pop_header
 from toolgate.addons.identity.oidc import (
     ANONYMOUS,
     GroupsClaim,
@@ -213,7 +214,7 @@ class Identity:
         header, which wins over an API-key header holding a JWT."""
         headers = flow.request.headers
         for name in ("Proxy-Authorization", "Authorization"):
-            value = headers.pop(name, None)
+            value = pop_header(headers, name)
             if value is not None:
                 return name, value
         for name in API_KEY_HEADERS:

@@ -1,11 +1,12 @@
-"""`addons.headers.header_value` reads a header exactly as mitmproxy's `Headers.get` does."""
+"""`addons.headers` reads and removes a header exactly as mitmproxy's `Headers.get` and
+`Headers.pop` do."""
 
 from __future__ import annotations
 
 import pytest
 from mitmproxy import http
 
-from toolgate.addons.headers import header_value
+from toolgate.addons.headers import header_value, pop_header
 
 FIELDS = [
     (b"Content-Type", b"application/json"),
@@ -33,3 +34,12 @@ def test_it_reads_the_fields_as_they_are_now():
     del headers["accept"]
     assert header_value(headers, "content-type") == "text/plain"
     assert header_value(headers, "accept", "none") == "none"
+
+
+@pytest.mark.parametrize("name", ["content-type", "X-TOOLGATE-SESSION", "empty", "latin",
+                                  "missing"])
+def test_pop_header_is_headers_pop(name):
+    ours, theirs = http.Headers(FIELDS), http.Headers(FIELDS)
+    assert pop_header(ours, name, "gone") == theirs.pop(name, "gone")
+    assert ours.fields == theirs.fields
+    assert pop_header(ours, name) is None and theirs.pop(name, None) is None
