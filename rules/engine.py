@@ -125,8 +125,7 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
         body, record_body = versions[0]
         if query_doc is not None:
             masked_query, record_query = versions[1]
-        rows = found.findings(bytes(mask_key), generic_fingerprint)
-        findings = _findings(labelled, outcomes, call.direction, rows, classifier)
+        findings = _findings(found, labelled, outcomes, call.direction, classifier, bytes(mask_key), generic_fingerprint)
     return Decision(
         action=action,
         would=would,
@@ -308,8 +307,10 @@ def _mask_plan(outcomes: list[_Outcome], classifier: Any) -> list[tuple[int, int
 
 
 def _findings(
-    labelled: _Labelled, outcomes: list[_Outcome], direction: str, rows: list[tuple], classifier: Any
+    found: Any, labelled: _Labelled, outcomes: list[_Outcome], direction: str, classifier: Any, key: bytes,
+    generic_fingerprint: Any,
 ) -> tuple[Finding, ...]:
+    """The core renders every value's finding; the verdicts are per label (the rules covering it)."""
     verdicts: dict[str, tuple[str, str | None, tuple[str, ...], bool]] = {}
     by_rules: dict[tuple[int, ...], tuple[str, str | None, tuple[str, ...], bool]] = {}
     for name in labelled.labels:  # labels covered by the same rules share a verdict
@@ -319,17 +320,12 @@ def _findings(
         if verdict is None:
             verdict = by_rules[signature] = _verdict(related)
         verdicts[name] = verdict
-    labels, detectors = classifier.labels, classifier.detectors
-    new_finding = tuple.__new__  # Finding(...) without the named tuple's keyword handling
-    findings = []
-    for path, position, detector, print_, span in rows:
-        label = labels[position]
-        findings.append(new_finding(Finding, (
-            direction, path, label.name, label.level,
-            detectors[detector].name if detector is not None else None,
-            print_, span, *verdicts[label.name],
-        )))
-    return tuple(findings)
+    about = [
+        (label.name, label.level, *verdicts[label.name]) if label.name in verdicts else None
+        for label in classifier.labels
+    ]
+    detectors = [detector.name for detector in classifier.detectors]
+    return tuple(found.findings(key, generic_fingerprint, direction, about, detectors, Finding))
 
 
 def _verdict(related: list[_Outcome]) -> tuple[str, str | None, tuple[str, ...], bool]:

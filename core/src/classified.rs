@@ -8,10 +8,10 @@
 //! Rows are kept in the reference's hit order: per document, strings then numbers then the
 //! values of path labels.
 
-use std::collections::HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PySlice, PyString};
+use pyo3::types::{PyDict, PyList, PySlice, PyString, PyTuple};
 
 use crate::detectors::Detector;
 use crate::document::{Document, Key, DECODED_JSON, HOLDER};
@@ -36,7 +36,7 @@ pub struct Row {
     detector: Option<usize>,
     label: usize,
     /// The text detected (a span, or a JSON integer's digits); None for a path label's value.
-    text: Option<Py<PyString>>,
+    text: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -166,9 +166,9 @@ impl Classified {
         if let Some(known) = self.fingerprints[detector].get(text) {
             return Ok(known.clone());
         }
-        let normalized = self.detectors[detector]
-            .normalize(&visible(text).text)
-            .map_err(|_| pyo3::exceptions::PyValueError::new_err(format!("not a valid {} value", self.detectors[detector].name())))?;
+        let normalized = self.detectors[detector].normalize(&visible(text).text).map_err(|_| {
+            pyo3::exceptions::PyValueError::new_err(format!("not a valid {} value", self.detectors[detector].name()))
+        })?;
         if self.keyed.as_ref().is_none_or(|k| k.key() != key) {
             self.keyed = Some(Keyed::new(key));
         }
@@ -178,7 +178,8 @@ impl Classified {
     }
 
     fn row_text(&self, py: Python<'_>, row: usize) -> Option<String> {
-        self.rows[row].text.as_ref().map(|t| t.bind(py).to_string_lossy().into_owned())
+        let _ = py;
+        self.rows[row].text.clone()
     }
 
     /// The reference's `mask_whole` of a detected text (spans, numbers' digits) or of a value.
@@ -226,9 +227,11 @@ impl Classified {
 
     fn plan(&self, py: Python<'_>, plans: &[Option<LabelPlan>]) -> Vec<Plan> {
         let _ = py;
-        let mut wholes: Vec<HashMap<Slot, (Entry, (i64, usize, usize))>> = (0..self.docs.len()).map(|_| HashMap::new()).collect();
+        let mut wholes: Vec<HashMap<Slot, (Entry, (i64, usize, usize))>> =
+            (0..self.docs.len()).map(|_| HashMap::default()).collect();
         let mut whole_order: Vec<Vec<Slot>> = vec![Vec::new(); self.docs.len()];
-        let mut spans: Vec<HashMap<Slot, HashMap<Span, Planned>>> = (0..self.docs.len()).map(|_| HashMap::new()).collect();
+        let mut spans: Vec<HashMap<Slot, HashMap<Span, Planned>>> =
+            (0..self.docs.len()).map(|_| HashMap::default()).collect();
         let mut slot_order: Vec<Vec<(Slot, (usize, usize))>> = vec![Vec::new(); self.docs.len()];
         for (i, row) in self.rows.iter().enumerate() {
             let Some(plan) = plans[row.label] else { continue };
@@ -253,7 +256,7 @@ impl Classified {
                     let inserted = (plan.first, i);
                     let table = spans[row.doc].entry(slot).or_insert_with(|| {
                         slot_order[row.doc].push((slot, inserted));
-                        HashMap::new()
+                        HashMap::default()
                     });
                     let planned = table.entry(span).or_insert(Planned { entry, rank, inserted });
                     if rank < planned.rank {
@@ -301,7 +304,9 @@ impl Classified {
             let slot = (row.node, row.item);
             let own = &plan[row.doc];
             let planned = own.has_whole(&slot)
-                || row.span.is_some_and(|span| own.span_table(&slot).is_some_and(|t| t.iter().any(|(s, _)| *s == span)));
+                || row
+                    .span
+                    .is_some_and(|span| own.span_table(&slot).is_some_and(|t| t.iter().any(|(s, _)| *s == span)));
             if planned {
                 continue;
             }
@@ -359,7 +364,8 @@ impl Classified {
             let label = self.label_name(names, row).to_owned();
             let detected = self.row_text(py, row);
             let detector = self.rows[row].detector;
-            let mut new = self.mask_whole(py, &value, entry.style, &label, detector, detected.as_deref(), key, generic)?;
+            let mut new =
+                self.mask_whole(py, &value, entry.style, &label, detector, detected.as_deref(), key, generic)?;
             if matches!(new, Masked::Remove) && slot == (HOLDER, 0) {
                 new = Masked::Value(PyString::new(py, &redact_token(&label)).into_any().unbind());
             }
@@ -374,14 +380,15 @@ impl Classified {
             let first_row = table[0].1.row;
             let string = &document.strings[self.rows[first_row].string.expect("a span's string")];
             if string.exact {
-                let masked = self.mask_spans_exact(&string.text, table, names, key)?;
+                let original = document.text(string);
+                let masked = self.mask_spans_exact(original, table, names, key)?;
                 let new = match masked {
                     None if *slot == (HOLDER, 0) => Some(redact_token(self.label_name(names, first_row))),
                     other => other,
                 };
                 match new {
                     None => edits.push((*slot, first_row, Masked::Remove)),
-                    Some(text) if text != string.text => {
+                    Some(text) if text != original => {
                         edits.push((*slot, first_row, Masked::Value(PyString::new(py, &text).into_any().unbind())))
                     }
                     Some(_) => {}
@@ -408,7 +415,14 @@ impl Classified {
     }
 
     /// `mask_whole` of a detected text, all in Rust (None: REMOVE).
-    fn mask_text(&mut self, text: &str, style: Style, label: &str, detector: usize, key: &[u8]) -> PyResult<Option<String>> {
+    fn mask_text(
+        &mut self,
+        text: &str,
+        style: Style,
+        label: &str,
+        detector: usize,
+        key: &[u8],
+    ) -> PyResult<Option<String>> {
         if is_mask_token(text) {
             return Ok(Some(text.to_owned()));
         }
@@ -435,7 +449,8 @@ impl Classified {
         let mut order: Vec<&(Span, Entry)> = table.iter().collect();
         order.sort_by_key(|((start, _), _)| *start);
         let ascii = text.is_ascii();
-        let offsets: Vec<usize> = if ascii { Vec::new() } else { text.char_indices().map(|(i, _)| i).chain([text.len()]).collect() };
+        let offsets: Vec<usize> =
+            if ascii { Vec::new() } else { text.char_indices().map(|(i, _)| i).chain([text.len()]).collect() };
         let byte = |char_offset: usize| if ascii { char_offset } else { offsets[char_offset] };
         let mut out = String::with_capacity(text.len() + 16);
         let mut position = 0;
@@ -496,15 +511,22 @@ impl Classified {
 
     /// The reference's `apply_edits`: the body with `edits` applied; only the containers on the
     /// way from a changed value to the root are copied, embedded JSON is encoded again.
-    fn apply(&self, py: Python<'_>, doc: usize, edits: &[(Slot, usize, Masked)], generic: &Generic<'_>) -> PyResult<Py<PyAny>> {
+    fn apply(
+        &self,
+        py: Python<'_>,
+        doc: usize,
+        edits: &[(Slot, usize, Masked)],
+        generic: &Generic<'_>,
+    ) -> PyResult<Py<PyAny>> {
         let document = self.docs[doc].bind(py).borrow();
         let holder = document.container(HOLDER).bind(py);
         if edits.is_empty() {
             return Ok(holder.get_item(0)?.unbind());
         }
-        let edited: std::collections::HashSet<Slot> = edits.iter().map(|(s, _, _)| *s).collect();
+        let edited: HashSet<Slot> = edits.iter().map(|(s, _, _)| *s).collect();
         // per node: (item, key, new value) in the order they come
-        let mut by_node: std::collections::BTreeMap<usize, Vec<(usize, Py<PyAny>, Option<Py<PyAny>>)>> = Default::default();
+        let mut by_node: std::collections::BTreeMap<usize, Vec<(usize, Py<PyAny>, Option<Py<PyAny>>)>> =
+            Default::default();
         for ((node, item), row, new) in edits {
             let key = self.rows[*row].key.to_object(py);
             let value = match new {
@@ -587,7 +609,7 @@ impl Classified {
             docs: Vec::new(),
             rows: Vec::new(),
             detectors: scanner.scanner().detectors.clone(),
-            fingerprints: vec![HashMap::new(); labels_of.len()],
+            fingerprints: vec![HashMap::default(); labels_of.len()],
             labels_of,
             keyed: None,
         }
@@ -595,7 +617,12 @@ impl Classified {
 
     /// Scan a document of the call (the body, then the query): its values join the rows, each
     /// with the labels of its detector. Returns the document's index in the call.
-    fn scan(&mut self, py: Python<'_>, scanner: PyRef<'_, crate::ScannerHandle>, document: Py<Document>) -> PyResult<usize> {
+    fn scan(
+        &mut self,
+        py: Python<'_>,
+        scanner: PyRef<'_, crate::ScannerHandle>,
+        document: Py<Document>,
+    ) -> PyResult<usize> {
         let doc = self.docs.len();
         {
             let seen = document.borrow(py);
@@ -612,7 +639,7 @@ impl Classified {
                         string: Some(string),
                         detector: Some(detector),
                         label,
-                        text: Some(text.clone_ref(py)),
+                        text: Some(text.clone()),
                     });
                 }
             }
@@ -632,7 +659,7 @@ impl Classified {
                                 string: None,
                                 detector: Some(d),
                                 label,
-                                text: Some(PyString::new(py, &number.text).unbind()),
+                                text: Some(number.text.clone()),
                             });
                         }
                     }
@@ -656,9 +683,15 @@ impl Classified {
 
     /// Keep the rows of `label` in document `doc` only inside the slots of `scope`, a label
     /// with a detector and paths (the reference's `_within_paths`).
-    fn keep_within(&mut self, py: Python<'_>, doc: usize, label: usize, scope: Vec<(usize, Py<PyAny>)>) -> PyResult<()> {
+    fn keep_within(
+        &mut self,
+        py: Python<'_>,
+        doc: usize,
+        label: usize,
+        scope: Vec<(usize, Py<PyAny>)>,
+    ) -> PyResult<()> {
         let document = self.docs[doc].bind(py).borrow();
-        let mut slots = std::collections::HashSet::new();
+        let mut slots = HashSet::default();
         for (node, key) in scope {
             if let Some(item) = document.item_of(py, node, key.bind(py))? {
                 slots.insert((node, item));
@@ -691,7 +724,12 @@ impl Classified {
             let bound = key.bind(py);
             let Some(item) = document.item_of(py, node, bound)? else { continue };
             let key = match bound.extract::<usize>() {
-                Ok(i) if bound.is_exact_instance_of::<pyo3::types::PyInt>() && !document.container(node).bind(py).is_instance_of::<PyDict>() => Key::Index(i),
+                Ok(i)
+                    if bound.is_exact_instance_of::<pyo3::types::PyInt>()
+                        && !document.container(node).bind(py).is_instance_of::<PyDict>() =>
+                {
+                    Key::Index(i)
+                }
                 _ => Key::Name(key),
             };
             self.rows.push(Row { doc, node, item, key, span: None, string: None, detector: None, label, text: None });
@@ -706,11 +744,8 @@ impl Classified {
     /// (node, key, span, detector index, label, text) of every row, in order (for tools and
     /// tests: the engine never asks for them).
     #[allow(clippy::type_complexity)]
-    fn rows(&self, py: Python<'_>) -> Vec<(usize, Py<PyAny>, Option<Span>, Option<usize>, usize, Option<Py<PyString>>)> {
-        self.rows
-            .iter()
-            .map(|r| (r.node, r.key.to_object(py), r.span, r.detector, r.label, r.text.as_ref().map(|t| t.clone_ref(py))))
-            .collect()
+    fn rows(&self, py: Python<'_>) -> Vec<(usize, Py<PyAny>, Option<Span>, Option<usize>, usize, Option<String>)> {
+        self.rows.iter().map(|r| (r.node, r.key.to_object(py), r.span, r.detector, r.label, r.text.clone())).collect()
     }
 
     /// (label, number of values) in order of first occurrence.
@@ -752,7 +787,12 @@ impl Classified {
     ) -> PyResult<Vec<(Py<PyAny>, Py<PyAny>)>> {
         let plans = plans
             .into_iter()
-            .map(|p| p.map(|(strength, order, first, style)| Ok::<_, PyErr>(LabelPlan { strength, order, first, style: Style::parse(&style)? })).transpose())
+            .map(|p| {
+                p.map(|(strength, order, first, style)| {
+                    Ok::<_, PyErr>(LabelPlan { strength, order, first, style: Style::parse(&style)? })
+                })
+                .transpose()
+            })
             .collect::<PyResult<Vec<_>>>()?;
         let generic = Generic { partial, fingerprint, dumps: py.import("json")?.getattr("dumps")? };
         let plan = self.plan(py, &plans);
@@ -791,15 +831,22 @@ impl Classified {
         Ok(out)
     }
 
-    /// The findings: (path, label, detector index or None, fingerprint, span or None) per value,
-    /// in order.
-    #[allow(clippy::type_complexity)]
+    /// The findings, one per row in order, as `finding_type` tuples: (direction, path, label,
+    /// level, detector, fingerprint, span, *verdict), with `labels[label]` = (name, level,
+    /// action, mask, rules, monitor) and `fingerprint(value)` for values of path labels.
+    #[allow(clippy::too_many_arguments)]
     fn findings(
         &mut self,
         py: Python<'_>,
         key: &[u8],
         fingerprint: Bound<'_, PyAny>,
-    ) -> PyResult<Vec<(String, usize, Option<usize>, String, Option<(usize, usize)>)>> {
+        direction: Bound<'_, PyString>,
+        labels: Vec<Option<Bound<'_, PyTuple>>>,
+        detector_names: Vec<Bound<'_, PyString>>,
+        finding_type: Bound<'_, PyAny>,
+    ) -> PyResult<Vec<Py<PyAny>>> {
+        let tuple_new = py.get_type::<PyTuple>().getattr("__new__")?;
+        let none = py.None().into_bound(py);
         let mut out = Vec::with_capacity(self.rows.len());
         for i in 0..self.rows.len() {
             let path = {
@@ -808,15 +855,40 @@ impl Classified {
                 document.slot_path(py, row.node, &row.key)?
             };
             let (label, detector, span) = (self.rows[i].label, self.rows[i].detector, self.rows[i].span);
-            let print = match (detector, self.row_text(py, i)) {
-                (Some(d), Some(text)) => self.detected_fingerprint(d, &text, key)?,
+            let print = match (detector, self.rows[i].text.as_deref()) {
+                (Some(d), Some(text)) => {
+                    let text = text.to_owned();
+                    self.detected_fingerprint(d, &text, key)?
+                }
                 _ => {
                     let document = self.docs[self.rows[i].doc].bind(py).borrow();
                     let value = self.value_of(py, &document, i)?;
                     fingerprint.call1((value,))?.extract::<String>()?
                 }
             };
-            out.push((path, label, detector, print, span));
+            let about = labels[label].as_ref().expect("a label with values has a verdict");
+            let span = match span {
+                Some(s) => s.into_pyobject(py)?.into_any(),
+                None => none.clone(),
+            };
+            let detector = match detector {
+                Some(d) => detector_names[d].clone().into_any(),
+                None => none.clone(),
+            };
+            let items = [
+                direction.clone().into_any(),
+                PyString::new(py, &path).into_any(),
+                about.get_item(0)?,
+                about.get_item(1)?,
+                detector,
+                PyString::new(py, &print).into_any(),
+                span,
+                about.get_item(2)?,
+                about.get_item(3)?,
+                about.get_item(4)?,
+                about.get_item(5)?,
+            ];
+            out.push(tuple_new.call1((&finding_type, PyTuple::new(py, items)?))?.unbind());
         }
         Ok(out)
     }

@@ -6,7 +6,7 @@
 //! key) slots. Python sees the tables it needs (`containers`, `parents`, ...) as lists built on
 //! first use: classifying a body that holds nothing costs no Python object per value.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -51,8 +51,9 @@ pub struct StringSlot {
     pub item: usize,
     pub key: Key,
     pub value: Py<PyString>,
-    pub text: String,
-    /// `text` is the string itself (false: it held lone surrogates, read as U+FFFD).
+    /// Where its text is in the document's `texts` (all strings' UTF-8, one after the other).
+    pub range: (usize, usize),
+    /// The text is the string itself (false: it held lone surrogates, read as U+FFFD).
     pub exact: bool,
 }
 
@@ -77,6 +78,7 @@ pub struct Document {
     pub kinds: Vec<u8>,
     pub embedded: Vec<u8>,
     pub strings: Vec<StringSlot>,
+    pub texts: String,
     pub numbers: Vec<NumberSlot>,
     node_of: Option<HashMap<usize, usize>>,
     node_paths: HashMap<usize, String>,
@@ -84,14 +86,19 @@ pub struct Document {
     lists: PyOnceLock<Py<PyAny>>,
 }
 
-fn utf8(s: &Bound<'_, PyString>) -> (String, bool) {
+fn utf8<'a>(s: &'a Bound<'_, PyString>) -> (std::borrow::Cow<'a, str>, bool) {
     match s.to_str() {
-        Ok(text) => (text.to_owned(), true),
-        Err(_) => (s.to_string_lossy().into_owned(), false),
+        Ok(text) => (text.into(), true),
+        Err(_) => (s.to_string_lossy(), false),
     }
 }
 
 impl Document {
+    /// The text of a string value.
+    pub fn text(&self, slot: &StringSlot) -> &str {
+        &self.texts[slot.range.0..slot.range.1]
+    }
+
     fn add_node(&mut self, container: Py<PyAny>, parent: usize, item: usize, key: Key, kind: u8) -> usize {
         self.containers.push(container);
         self.parents.push(parent as isize);
@@ -129,7 +136,10 @@ impl Document {
                             }
                         }
                     }
-                    self.strings.push(StringSlot { node, item, key, value: string.clone().unbind(), text, exact });
+                    let start = self.texts.len();
+                    self.texts.push_str(&text);
+                    let range = (start, self.texts.len());
+                    self.strings.push(StringSlot { node, item, key, value: string.clone().unbind(), range, exact });
                 } else if value.is_exact_instance_of::<PyDict>() || value.is_exact_instance_of::<PyList>() {
                     if value.len()? > 0 {
                         let child = self.add_node(value.unbind(), node, item, key, PLAIN);
@@ -294,10 +304,11 @@ impl Document {
             kinds: vec![PLAIN],
             embedded: vec![0],
             strings: Vec::new(),
+            texts: String::new(),
             numbers: Vec::new(),
             node_of: None,
-            node_paths: HashMap::new(),
-            key_texts: HashMap::new(),
+            node_paths: HashMap::default(),
+            key_texts: HashMap::default(),
             lists: PyOnceLock::new(),
         };
         document.walk(py, decode_embedded, min_length)?;
@@ -373,7 +384,7 @@ impl Document {
     /// The node of a container object of the top-level body (for JSONPath results).
     fn node_of(&mut self, container: &Bound<'_, PyAny>) -> Option<usize> {
         let map = self.node_of.get_or_insert_with(|| {
-            let mut map = HashMap::new();
+            let mut map = HashMap::default();
             for (n, c) in self.containers.iter().enumerate() {
                 if self.embedded[n] == 0 {
                     map.insert(c.as_ptr() as usize, n);

@@ -53,6 +53,9 @@ mod tests {
             fingerprint("what do ya want for nothing?", b"Jefe"),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-        assert_eq!(Keyed::new(b"Jefe").of("what do ya want for nothing?"), fingerprint("what do ya want for nothing?", b"Jefe"));
+        assert_eq!(
+            Keyed::new(b"Jefe").of("what do ya want for nothing?"),
+            fingerprint("what do ya want for nothing?", b"Jefe")
+        );
     }
 }

@@ -46,6 +46,12 @@ fn find(name: &str, text: &Bound<'_, PyString>) -> PyResult<Vec<(usize, usize)>>
     Ok(found.into_iter().map(|f| (f.start, f.end)).collect())
 }
 
+/// The substrings one of which every value of detector `name` holds.
+#[pyfunction]
+fn needles(name: &str) -> PyResult<Vec<&'static str>> {
+    Ok(detectors::needles(detector(name)?.name()).to_vec())
+}
+
 /// Whether all of `text` is one valid value of detector `name` (JSON integers).
 #[pyfunction]
 fn matches_whole(name: &str, text: &str) -> PyResult<bool> {
@@ -91,15 +97,16 @@ impl ScannerHandle {
     /// start, end, detector index, text) for every occurrence, in walk order, values in order
     /// inside each string.
     #[allow(clippy::type_complexity)]
-    pub fn scan_slots(&self, document: &document::Document) -> PyResult<Vec<(usize, usize, usize, usize, Py<PyString>)>> {
+    pub fn scan_slots(&self, document: &document::Document) -> PyResult<Vec<(usize, usize, usize, usize, String)>> {
         let slots = &document.strings;
         let mut distinct: Vec<&str> = Vec::new();
-        let mut index_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let mut index_of: rustc_hash::FxHashMap<&str, usize> = Default::default();
         let which: Vec<usize> = slots
             .iter()
             .map(|slot| {
-                *index_of.entry(slot.text.as_str()).or_insert_with(|| {
-                    distinct.push(slot.text.as_str());
+                let text = document.text(slot);
+                *index_of.entry(text).or_insert_with(|| {
+                    distinct.push(text);
                     distinct.len() - 1
                 })
             })
@@ -116,9 +123,26 @@ impl ScannerHandle {
         Python::attach(|py| {
             let mut hits = Vec::new();
             for (string, (slot, &i)) in slots.iter().zip(&which).enumerate() {
+                if spans_of[i].is_empty() {
+                    continue;
+                }
+                let text = document.text(slot);
+                let ascii = text.is_ascii();
+                let offsets: Vec<usize> = if ascii || !slot.exact {
+                    Vec::new()
+                } else {
+                    text.char_indices().map(|(b, _)| b).chain([text.len()]).collect()
+                };
                 for &(start, end, detector) in &spans_of[i] {
-                    let text = slot.value.bind(py).get_item(PySlice::new(py, start as isize, end as isize, 1))?;
-                    hits.push((string, start, end, detector, text.cast_into::<PyString>()?.unbind()));
+                    let detected = if ascii {
+                        text[start..end].to_owned()
+                    } else if slot.exact {
+                        text[offsets[start]..offsets[end]].to_owned()
+                    } else {
+                        let piece = slot.value.bind(py).get_item(PySlice::new(py, start as isize, end as isize, 1))?;
+                        piece.cast_into::<PyString>()?.to_string_lossy().into_owned()
+                    };
+                    hits.push((string, start, end, detector, detected));
                 }
             }
             Ok(hits)
@@ -201,6 +225,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(detector_names, m)?)?;
     m.add_function(wrap_pyfunction!(find, m)?)?;
     m.add_function(wrap_pyfunction!(matches_whole, m)?)?;
+    m.add_function(wrap_pyfunction!(needles, m)?)?;
     m.add_function(wrap_pyfunction!(normalize, m)?)?;
     m.add_function(wrap_pyfunction!(partial, m)?)?;
     m.add_function(wrap_pyfunction!(keyed_fingerprint, m)?)?;

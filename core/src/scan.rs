@@ -2,7 +2,7 @@
 //! each distinct string once, invisible characters taken out, overlapping values of different
 //! detectors resolved (the earliest, then the longest, wins), offsets in characters.
 
-use crate::detectors::{Detector, Span};
+use crate::detectors::{needles, Detector, Span};
 use crate::text::{char_index, visible};
 
 /// A value found: in which of the scanned strings, where (characters of the original string),
@@ -60,6 +60,11 @@ impl Scanner {
         let mut spans: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); strings.len()];
         let mut out: Vec<Span> = Vec::new();
         for (d, detector) in self.detectors.iter().enumerate() {
+            let needles = needles(detector.name());
+            if !needles.is_empty() && !needles.iter().any(|n| memchr::memmem::find(&framed.buf, n.as_bytes()).is_some())
+            {
+                continue;
+            }
             out.clear();
             detector.find(&framed.buf, &mut out);
             for &(start, end) in &out {

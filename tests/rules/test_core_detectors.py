@@ -214,3 +214,10 @@ def test_invisible_characters_are_the_reference_set():
     # every code point but the surrogates (which UTF-8 cannot carry; the core reads them as U+FFFD)
     everything = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
     assert _core.visible(everything) == INVISIBLE.sub("", everything)
+
+
+def test_the_core_prefilters_with_the_needles_the_library_lists():
+    from toolgate.rules.detectors import DETECTORS
+
+    for name in NAMES:
+        assert tuple(_core.needles(name)) == DETECTORS[name].needles == REFERENCE[name].needles, name

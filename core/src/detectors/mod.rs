@@ -56,6 +56,25 @@ pub fn all() -> &'static [&'static dyn Detector] {
     })
 }
 
+/// Substrings one of which every value of detector `name` holds (empty: none such): a buffer
+/// without any of them is not scanned by it. (The Python side lists the same ones; a test
+/// checks they agree.)
+pub fn needles(name: &str) -> &'static [&'static str] {
+    match name {
+        "email" => &["@"],
+        "aws_access_key" => &["AKIA", "ASIA"],
+        "private_key" => &["-----BEGIN"],
+        "jwt" => &["eyJ"],
+        "github_token" => &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"],
+        "slack_token" => &["xox"],
+        "stripe_key" => &["k_live_", "k_test_"],
+        "openai_key" => &["sk-"],
+        "anthropic_key" => &["sk-ant-"],
+        "google_api_key" => &["AIza"],
+        _ => &[],
+    }
+}
+
 pub fn by_name(name: &str) -> Option<&'static dyn Detector> {
     all().iter().copied().find(|d| d.name() == name)
 }
