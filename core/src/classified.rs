@@ -70,6 +70,11 @@ struct LabelPlan {
     style: Style,
 }
 
+/// A planned whole value's entry and its rank (see `Classified::plan`).
+type RankedWholes = HashMap<Slot, (Entry, (i64, usize, usize))>;
+/// Per node being rebuilt: (item, key, new value; None: removed).
+type NodeChanges = std::collections::BTreeMap<usize, Vec<(usize, Py<PyAny>, Option<Py<PyAny>>)>>;
+
 /// A value's mask in the plan: the style and the row it comes from.
 #[derive(Clone, Copy)]
 struct Entry {
@@ -227,8 +232,7 @@ impl Classified {
 
     fn plan(&self, py: Python<'_>, plans: &[Option<LabelPlan>]) -> Vec<Plan> {
         let _ = py;
-        let mut wholes: Vec<HashMap<Slot, (Entry, (i64, usize, usize))>> =
-            (0..self.docs.len()).map(|_| HashMap::default()).collect();
+        let mut wholes: Vec<RankedWholes> = (0..self.docs.len()).map(|_| HashMap::default()).collect();
         let mut whole_order: Vec<Vec<Slot>> = vec![Vec::new(); self.docs.len()];
         let mut spans: Vec<HashMap<Slot, HashMap<Span, Planned>>> =
             (0..self.docs.len()).map(|_| HashMap::default()).collect();
@@ -525,8 +529,7 @@ impl Classified {
         }
         let edited: HashSet<Slot> = edits.iter().map(|(s, _, _)| *s).collect();
         // per node: (item, key, new value) in the order they come
-        let mut by_node: std::collections::BTreeMap<usize, Vec<(usize, Py<PyAny>, Option<Py<PyAny>>)>> =
-            Default::default();
+        let mut by_node: NodeChanges = Default::default();
         for ((node, item), row, new) in edits {
             let key = self.rows[*row].key.to_object(py);
             let value = match new {
