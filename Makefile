@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.toolgate-installed
 CORE   := rules/_core.abi
 CORE_SOURCES := core/Cargo.toml core/Cargo.lock $(wildcard core/src/*.rs core/src/*/*.rs)
 
-.PHONY: run test core fuzz soak bench-rules clean
+.PHONY: run test core lint fuzz soak bench-rules clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,10 +25,16 @@ $(CORE): $(STAMP) $(CORE_SOURCES)
 
 core: $(CORE)
 
+# The crate's lints (make test checks its formatting and runs its tests).
+lint: $(CORE)
+	cargo fmt --manifest-path core/Cargo.toml -- --check
+	PYO3_PYTHON=$(abspath $(BIN)/python) cargo clippy --quiet --locked --all-targets --manifest-path core/Cargo.toml -- -D warnings
+
 run: $(CORE)
 	$(BIN)/python -m toolgate.scripts.demo
 
 test: $(CORE)
+	cargo fmt --manifest-path core/Cargo.toml -- --check
 	PYO3_PYTHON=$(abspath $(BIN)/python) cargo test --quiet --locked --manifest-path core/Cargo.toml
 	$(BIN)/python -m pytest -q
 

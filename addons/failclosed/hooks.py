@@ -20,6 +20,7 @@ from mitmproxy import http
 
 from toolgate.addons import flowmeta
 from toolgate.addons.answers import Refusal, call_id_of, refuse
+from toolgate.rules.core import native
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,11 @@ def answer_failed(flow: http.HTTPFlow) -> bool:
     return True
 
 
+# What a hook may raise: any exception, and a panic of the native classification core (PyO3
+# raises it as PanicException, which derives from BaseException, not Exception).
+FAILURES: tuple[type[BaseException], ...] = (Exception, native.PanicException)
+
+
 def flow_hook(fn: Hook) -> Hook:
     """Wrap an addon's flow hook (sync or async) so that it fails closed."""
     where = fn.__qualname__
@@ -76,7 +82,7 @@ def flow_hook(fn: Hook) -> Hook:
                 return
             try:
                 await fn(self, flow)
-            except Exception as exc:
+            except FAILURES as exc:
                 fail_closed(flow, where, exc)
 
         async_wrapper.__toolgate_fail_closed__ = True  # type: ignore[attr-defined]
@@ -88,7 +94,7 @@ def flow_hook(fn: Hook) -> Hook:
             return
         try:
             fn(self, flow)
-        except Exception as exc:
+        except FAILURES as exc:
             fail_closed(flow, where, exc)
 
     wrapper.__toolgate_fail_closed__ = True  # type: ignore[attr-defined]

@@ -172,8 +172,15 @@ impl ScannerHandle {
     }
 }
 
+/// Panics, on purpose: the tests show that a panic inside the core fails the call closed (PyO3
+/// raises it as `PanicException`, a BaseException the gateway's hooks also catch).
+#[pyfunction]
+fn _panic_for_tests() {
+    panic!("a panic in the core, raised by the tests");
+}
+
 /// What the Python side (`toolgate/rules/core.py`) expects; it refuses any other build.
-const INTERFACE: u32 = 2;
+const INTERFACE: u32 = 3;
 
 /// The JWT detector's header check (`detectors::secrets::JWT_HEADER_CHECK`): Python's own
 /// `json.loads` of the decoded header gives a dict whose `alg` is a str. Every exception is
@@ -222,6 +229,8 @@ fn raise_pending() -> PyResult<()> {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let _ = detectors::secrets::JWT_HEADER_CHECK.set(jwt_header_check);
     m.add("INTERFACE", INTERFACE)?;
+    m.add("PanicException", m.py().get_type::<pyo3::panic::PanicException>())?;
+    m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(detector_names, m)?)?;
     m.add_function(wrap_pyfunction!(find, m)?)?;
     m.add_function(wrap_pyfunction!(matches_whole, m)?)?;

@@ -16,6 +16,17 @@ def _boom(*args, **kwargs):
 FAULT = os.environ["TOOLGATE_TEST_FAULT"]
 if FAULT == "verify":  # raises inside the identity addon's requestheaders hook
     oidc.verify_token = _boom
+elif FAULT == "panic":  # the native core panics while the policy classifies the request
+    from toolgate.addons.policy import addon as policy
+    from toolgate.rules.core import native
+
+    _real_evaluate = policy.evaluate
+
+    def _panicking(*args, **kwargs):
+        native._panic_for_tests()
+        return _real_evaluate(*args, **kwargs)
+
+    policy.evaluate = _panicking
 elif FAULT == "response":  # raises inside the gate's responseheaders hook
     _real_call_id_of = gate.call_id_of
 

@@ -36,6 +36,19 @@ def test_exception_in_a_request_hook_answers_500_and_forwards_nothing(
     assert "injected fault" in wait_until(lambda: "injected fault" in gateway.output and gateway.output)
 
 
+def test_a_panic_in_the_native_core_answers_500_and_forwards_nothing(start_gateway, backend, issuer):
+    """PyO3 raises a Rust panic as PanicException, a BaseException: the hooks catch it too."""
+    gateway = start_gateway(script=FAULTY, env={"TOOLGATE_TEST_FAULT": "panic"})
+    with gateway.client() as http:
+        answer = http.post("/deploy", json={"service": "api"}, headers=bearer(issuer))
+        again = http.post("/deploy", json={"service": "api"}, headers=bearer(issuer))
+    assert answer.status_code == again.status_code == 500
+    assert answer.json()["error"]["code"] == "internal"
+    assert "panic" not in answer.text
+    assert backend.received == []
+    assert "a panic in the core" in wait_until(lambda: "a panic in the core" in gateway.output and gateway.output)
+
+
 def test_exception_in_a_response_hook_withholds_the_backend_answer(
     start_gateway, backend, issuer
 ):
