@@ -63,6 +63,13 @@ class FindingRow(NamedTuple):
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FindingRow":
         get = d.get
+        direction, path, label = get("direction"), get("path"), get("label")
+        level, action, fingerprint = get("level"), get("action"), get("fingerprint")
+        # The usual case, the gateway's own findings: the fields already have their types (a
+        # large response has thousands of findings).
+        if (type(direction) is str and direction and type(path) is str and path and type(label) is str
+                and label and type(level) is str and type(action) is str and type(fingerprint) is str):
+            return tuple.__new__(cls, (direction, path, label, level, action, fingerprint))
         return cls(
             str(get("direction") or ""),
             str(get("path") or ""),

@@ -92,13 +92,19 @@ def summarize(decisions: list[tuple[Unit, Decision]], phase: str, jsonrpc: bool)
             outcome.function = outcome.function or decision.function
         outcome.monitor = outcome.monitor or decision.mode == "monitor"
         outcome.rules += [r for r in decision.rules if r not in outcome.rules]
-        for finding in decision.findings:
-            outcome.labels += [finding.label] if finding.label not in outcome.labels else []
-            outcome.findings.append({
-                "direction": finding.direction, "path": _field(unit, finding.path),
-                "label": finding.label, "level": finding.level,
-                "action": finding.action, "fingerprint": finding.fingerprint,
-            })
+        labels = outcome.labels
+        for label in dict.fromkeys(finding.label for finding in decision.findings):
+            if label not in labels:
+                labels.append(label)
+        # a unit at the message's root keeps the findings' paths (`_field`, inlined)
+        at_root = unit.location == "$"
+        outcome.findings.extend(
+            {
+                "direction": direction, "path": path if at_root and path else _field(unit, path),
+                "label": label, "level": level, "action": action, "fingerprint": fingerprint,
+            }
+            for direction, path, label, level, _, fingerprint, _, action, *_ in decision.findings
+        )
         action, would = _actions(unit, decision)
         if STRENGTH[action] > STRENGTH[outcome.action]:
             outcome.action, decisive = action, (unit, decision)

@@ -8,6 +8,7 @@ pub mod classified;
 pub mod detectors;
 pub mod document;
 pub mod fingerprint;
+pub mod json_keys;
 pub mod scan;
 pub mod text;
 
@@ -172,6 +173,13 @@ impl ScannerHandle {
     }
 }
 
+/// The source text (quotes included) of the first key that repeats inside one object of the
+/// valid JSON `text`, objects checked as they close (see `json_keys`); None: no duplicate.
+#[pyfunction]
+fn duplicate_key(text: &str) -> Option<String> {
+    json_keys::duplicate_key(text).map(str::to_owned)
+}
+
 /// Panics, on purpose: the tests show that a panic inside the core fails the call closed (PyO3
 /// raises it as `PanicException`, a BaseException the gateway's hooks also catch).
 #[pyfunction]
@@ -180,7 +188,7 @@ fn _panic_for_tests() {
 }
 
 /// What the Python side (`toolgate/rules/core.py`) expects; it refuses any other build.
-const INTERFACE: u32 = 3;
+const INTERFACE: u32 = 4;
 
 /// The JWT detector's header check (`detectors::secrets::JWT_HEADER_CHECK`): Python's own
 /// `json.loads` of the decoded header gives a dict whose `alg` is a str. Every exception is
@@ -231,6 +239,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("INTERFACE", INTERFACE)?;
     m.add("PanicException", m.py().get_type::<pyo3::panic::PanicException>())?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    m.add_function(wrap_pyfunction!(duplicate_key, m)?)?;
     m.add_function(wrap_pyfunction!(detector_names, m)?)?;
     m.add_function(wrap_pyfunction!(find, m)?)?;
     m.add_function(wrap_pyfunction!(matches_whole, m)?)?;

@@ -2,7 +2,9 @@
 
 A body the gateway reads differently from the backend is a bypass: duplicate keys (the backend
 may read the other copy), invalid UTF-8, `NaN`, or nesting too deep to walk are refused as
-malformed rather than guessed at.
+malformed rather than guessed at. A body is read by Python's C decoder and checked for duplicate
+keys by the native core; a body that fails either is read again by the strict reader, one Python
+call per object, which says what is wrong with it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from toolgate.rules.core import native
 from toolgate.rules.protocols.base import Malformed
 
 
@@ -28,7 +31,10 @@ def _no_constants(name: str) -> Any:
     raise Malformed(f"{name} is not valid JSON")
 
 
+# The reader of record, one Python call per object: it says exactly what is wrong with a body.
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constants)
+# The fast reader: objects built in C; the core then looks for duplicate keys in the text.
+_FAST = json.JSONDecoder(parse_constant=_no_constants)
 
 
 def loads(data: bytes | str) -> Any:
@@ -42,6 +48,14 @@ def loads(data: bytes | str) -> Any:
         text = data
     if text.startswith("\ufeff"):
         raise Malformed("the body starts with a byte order mark")
+    try:
+        value = _FAST.decode(text)
+    except (RecursionError, ValueError, Malformed):
+        pass  # the reader of record says why (what it meets first)
+    else:
+        duplicate = native.duplicate_key(text) if "{" in text else None
+        if duplicate is None:
+            return value
     try:
         return _DECODER.decode(text)
     except RecursionError:

@@ -111,3 +111,15 @@ def test_canonical_findings_order_is_the_same_with_and_without_none_values():
     assert hashchain.canonical_findings(reversed(rows)) == expected
     with_none = [row[:3] + (None,) + row[4:] if i % 7 == 0 else row for i, row in enumerate(rows)]
     assert hashchain.canonical_findings(with_none) == sorted(with_none, key=hashchain.finding_key)
+
+
+def test_a_finding_row_from_the_gateways_dict_is_the_row_of_the_general_path():
+    from toolgate.sessions.records import FindingRow
+
+    typed = {"direction": "response", "path": "$.a", "label": "ssn", "level": "restricted",
+             "action": "mask", "fingerprint": "ab" * 32}
+    fast = FindingRow.from_dict(typed)
+    assert fast == FindingRow("response", "$.a", "ssn", "restricted", "mask", "ab" * 32)
+    assert type(fast) is FindingRow and fast.label == "ssn"
+    odd = FindingRow.from_dict({**typed, "level": None, "path": 7})  # the general path converts
+    assert odd == FindingRow("response", "7", "ssn", None, "mask", "ab" * 32)
