@@ -146,6 +146,14 @@ class _Columns:
             self.data[name].append(values[name])
         self.rows += 1
 
+    def extend(self, rows: list[tuple[Any, ...]]) -> None:
+        """Rows given as tuples in the columns' order (a call's findings: thousands of them)."""
+        if not rows:
+            return
+        for (name, _), values in zip(self.columns, zip(*rows), strict=True):
+            self.data[name].extend(values)
+        self.rows += len(rows)
+
     def table(self) -> pa.Table:
         return pa.table(self.data, schema=arrow_schema(self.columns))
 
@@ -469,8 +477,8 @@ class Writer:
         finding_rows = [f.as_tuple() for f in rec.findings]
         position = self._add_chained("calls", values, position, calls,
                                      extra=hashchain.canonical_findings(finding_rows))
-        for f in finding_rows:
-            findings.add(dict(zip((n for n, _ in FINDING_COLUMNS), (rec.call_id, *f))))
+        call_id = rec.call_id
+        findings.extend([(call_id, *f) for f in finding_rows])
         return position
 
     @staticmethod

@@ -5,22 +5,68 @@
 //! is reported. Keys compare as Python strings do, escapes decoded (`"a"` and `"\u0061"` are the
 //! same key), as UTF-16 code units (a surrogate pair and the character it encodes agree).
 
+use std::borrow::Cow;
+
 use rustc_hash::FxHashSet;
 
-/// The source text of the first duplicate key (with its quotes), in the order described above.
-/// `text` must be valid JSON (the caller parsed it first).
-pub fn duplicate_key(text: &str) -> Option<&str> {
+/// What the check found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Keys<'a> {
+    /// No object repeats a key.
+    Unique,
+    /// The source text of the first duplicate key (with its quotes), in the order described.
+    Duplicate(&'a str),
+    /// A key escapes a lone surrogate, which no Rust string holds, or a number has 19 digits or
+    /// more (beyond 64 bits, readers differ: orjson reads a float): the caller decides.
+    Undecided,
+}
+
+/// An object's keys: a short list searched in order, a set once it grows.
+#[derive(Default)]
+struct Seen<'a> {
+    few: Vec<Cow<'a, str>>,
+    many: Option<FxHashSet<Cow<'a, str>>>,
+}
+
+impl<'a> Seen<'a> {
+    /// Adds `key`; false if it was there already.
+    fn insert(&mut self, key: Cow<'a, str>) -> bool {
+        if let Some(set) = &mut self.many {
+            return set.insert(key);
+        }
+        if self.few.contains(&key) {
+            return false;
+        }
+        self.few.push(key);
+        if self.few.len() > 16 {
+            self.many = Some(self.few.drain(..).collect());
+        }
+        true
+    }
+}
+
+/// See the module; `text` must be valid JSON (the caller parsed it first).
+pub fn duplicate_key(text: &str) -> Keys<'_> {
     let bytes = text.as_bytes();
-    // per open container: None for an array; for an object its keys, the first duplicate,
-    // and whether the next string is a key
     struct Object<'a> {
-        keys: FxHashSet<Vec<u16>>,
+        keys: Seen<'a>,
         duplicate: Option<&'a str>,
         expect_key: bool,
     }
+    // per open container: None for an array
     let mut stack: Vec<Option<Object<'_>>> = Vec::new();
+    let mut digits = 0;
     let mut i = 0;
     while i < bytes.len() {
+        if bytes[i].is_ascii_digit() {
+            digits += 1;
+            if digits >= 19 {
+                return Keys::Undecided;
+            }
+            i += 1;
+            continue;
+        }
+        digits = 0;
         match bytes[i] {
             b'"' => {
                 let start = i;
@@ -38,10 +84,14 @@ pub fn duplicate_key(text: &str) -> Option<&str> {
                     if object.expect_key {
                         object.expect_key = false;
                         let literal = &text[start..i];
+                        let inner = &literal[1..literal.len() - 1];
                         let key = if escaped {
-                            decode(&literal[1..literal.len() - 1])
+                            match decode(inner) {
+                                Some(decoded) => Cow::Owned(decoded),
+                                None => return Keys::Undecided,
+                            }
                         } else {
-                            literal[1..literal.len() - 1].encode_utf16().collect()
+                            Cow::Borrowed(inner)
                         };
                         if !object.keys.insert(key) && object.duplicate.is_none() {
                             object.duplicate = Some(literal);
@@ -50,12 +100,12 @@ pub fn duplicate_key(text: &str) -> Option<&str> {
                 }
                 continue;
             }
-            b'{' => stack.push(Some(Object { keys: FxHashSet::default(), duplicate: None, expect_key: true })),
+            b'{' => stack.push(Some(Object { keys: Seen::default(), duplicate: None, expect_key: true })),
             b'[' => stack.push(None),
             b'}' | b']' => {
                 if let Some(Some(object)) = stack.pop() {
-                    if object.duplicate.is_some() {
-                        return object.duplicate;
+                    if let Some(duplicate) = object.duplicate {
+                        return Keys::Duplicate(duplicate);
                     }
                 }
             }
@@ -68,34 +118,35 @@ pub fn duplicate_key(text: &str) -> Option<&str> {
         }
         i += 1;
     }
-    None
+    Keys::Unique
 }
 
-/// A JSON string's contents (between the quotes) as UTF-16 code units, escapes decoded.
-fn decode(inner: &str) -> Vec<u16> {
-    let mut out = Vec::with_capacity(inner.len());
+/// A JSON string's contents (between the quotes), escapes decoded; None if it escapes a lone
+/// surrogate.
+fn decode(inner: &str) -> Option<String> {
+    let mut units: Vec<u16> = Vec::with_capacity(inner.len());
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {
         if c != '\\' {
-            let mut units = [0u16; 2];
-            out.extend_from_slice(c.encode_utf16(&mut units));
+            let mut buf = [0u16; 2];
+            units.extend_from_slice(c.encode_utf16(&mut buf));
             continue;
         }
         match chars.next() {
             Some('u') => {
                 let hex: String = chars.by_ref().take(4).collect();
-                out.push(u16::from_str_radix(&hex, 16).unwrap_or(0));
+                units.push(u16::from_str_radix(&hex, 16).ok()?);
             }
-            Some('b') => out.push(0x08),
-            Some('f') => out.push(0x0c),
-            Some('n') => out.push(0x0a),
-            Some('r') => out.push(0x0d),
-            Some('t') => out.push(0x09),
-            Some(other) => out.push(other as u16),
+            Some('b') => units.push(0x08),
+            Some('f') => units.push(0x0c),
+            Some('n') => units.push(0x0a),
+            Some('r') => units.push(0x0d),
+            Some('t') => units.push(0x09),
+            Some(other) => units.push(other as u16),
             None => {}
         }
     }
-    out
+    String::from_utf16(&units).ok()
 }
 
 #[cfg(test)]
@@ -104,12 +155,17 @@ mod tests {
 
     #[test]
     fn duplicates_inner_objects_first() {
-        assert_eq!(duplicate_key(r#"{"a": 1, "b": 2}"#), None);
-        assert_eq!(duplicate_key(r#"{"a": 1, "a": 2}"#), Some(r#""a""#));
-        assert_eq!(duplicate_key(r#"{"a": 1, "a": {"b": 1, "b": 2}}"#), Some(r#""b""#));
-        assert_eq!(duplicate_key(r#"[{"x": "a", "y": "a"}, {"k": 1, "\u006b": 2}]"#), Some(r#""\u006b""#));
-        assert_eq!(duplicate_key(r#"{"\ud83d\ude00": 1, "😀": 2}"#), Some(r#""😀""#));
-        assert_eq!(duplicate_key(r#"{"a\"": 1, "a\u0022": 2, "q": "a,\"b\":"}"#), Some(r#""a\u0022""#));
-        assert_eq!(duplicate_key(r#"["a", "a", {"s": ["a", "a"]}]"#), None);
+        assert_eq!(duplicate_key(r#"{"a": 1, "b": 2}"#), Keys::Unique);
+        assert_eq!(duplicate_key(r#"{"a": 1, "a": 2}"#), Keys::Duplicate(r#""a""#));
+        assert_eq!(duplicate_key(r#"{"a": 1, "a": {"b": 1, "b": 2}}"#), Keys::Duplicate(r#""b""#));
+        assert_eq!(duplicate_key(r#"[{"x": "a", "y": "a"}, {"k": 1, "\u006b": 2}]"#), Keys::Duplicate(r#""\u006b""#));
+        assert_eq!(duplicate_key(r#"{"\ud83d\ude00": 1, "😀": 2}"#), Keys::Duplicate(r#""😀""#));
+        assert_eq!(duplicate_key(r#"{"a\"": 1, "a\u0022": 2, "q": "a,\"b\":"}"#), Keys::Duplicate(r#""a\u0022""#));
+        assert_eq!(duplicate_key(r#"["a", "a", {"s": ["a", "a"]}]"#), Keys::Unique);
+        assert_eq!(duplicate_key(r#"{"\ud800": 1}"#), Keys::Undecided);
+        assert_eq!(duplicate_key("[1180591620717411303424]"), Keys::Undecided);
+        assert_eq!(duplicate_key(r#"["1180591620717411303424", 123456789012345678]"#), Keys::Unique);
+        let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\": {i}")).collect();
+        assert_eq!(duplicate_key(&format!("{{{}, \"k3\": 0}}", many.join(", "))), Keys::Duplicate("\"k3\""));
     }
 }

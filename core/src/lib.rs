@@ -174,10 +174,15 @@ impl ScannerHandle {
 }
 
 /// The source text (quotes included) of the first key that repeats inside one object of the
-/// valid JSON `text`, objects checked as they close (see `json_keys`); None: no duplicate.
+/// valid JSON `text`, objects checked as they close (see `json_keys`); "" when no key repeats;
+/// None when a key escapes a lone surrogate (the caller's own reader decides).
 #[pyfunction]
 fn duplicate_key(text: &str) -> Option<String> {
-    json_keys::duplicate_key(text).map(str::to_owned)
+    match json_keys::duplicate_key(text) {
+        json_keys::Keys::Unique => Some(String::new()),
+        json_keys::Keys::Duplicate(literal) => Some(literal.to_owned()),
+        json_keys::Keys::Undecided => None,
+    }
 }
 
 /// Panics, on purpose: the tests show that a panic inside the core fails the call closed (PyO3

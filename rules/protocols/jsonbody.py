@@ -2,9 +2,10 @@
 
 A body the gateway reads differently from the backend is a bypass: duplicate keys (the backend
 may read the other copy), invalid UTF-8, `NaN`, or nesting too deep to walk are refused as
-malformed rather than guessed at. A body is read by Python's C decoder and checked for duplicate
-keys by the native core; a body that fails either is read again by the strict reader, one Python
-call per object, which says what is wrong with it.
+malformed rather than guessed at. A body is read by orjson and checked for duplicate keys by the
+native core; a body that fails either (or holds what orjson reads otherwise: NaN, numbers of 19
+digits or more, lone surrogates) is read again by the strict reader, one Python call per object, which
+accepts or refuses it and says why: the same values and refusals as that reader alone.
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ def _no_constants(name: str) -> Any:
 
 # The reader of record, one Python call per object: it says exactly what is wrong with a body.
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constants)
-# The fast reader: objects built in C; the core then looks for duplicate keys in the text.
-_FAST = json.JSONDecoder(parse_constant=_no_constants)
 
 
 def loads(data: bytes | str) -> Any:
@@ -49,12 +48,11 @@ def loads(data: bytes | str) -> Any:
     if text.startswith("\ufeff"):
         raise Malformed("the body starts with a byte order mark")
     try:
-        value = _FAST.decode(text)
-    except (RecursionError, ValueError, Malformed):
-        pass  # the reader of record says why (what it meets first)
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass  # the reader of record decides (and says why): NaN, big integers, lone surrogates...
     else:
-        duplicate = native.duplicate_key(text) if "{" in text else None
-        if duplicate is None:
+        if native.duplicate_key(text) == "":  # None: a lone surrogate or a huge number
             return value
     try:
         return _DECODER.decode(text)

@@ -13,13 +13,15 @@ import pytest
 from toolgate.rules.protocols import jsonbody
 from toolgate.rules.protocols.base import Malformed
 
-KEYS = ["a", "b", "\\u0061", "\\ud83d\\ude00", "😀", "a\\\"", "a\\u0022", "é", "\\u00e9", "x y", ""]
+KEYS = ["a", "b", "\\u0061", "\\ud83d\\ude00", "😀", "a\\\"", "a\\u0022", "é", "\\u00e9", "x y", "",
+        "\\ud800", "\\udc00"]
 
 
 def _text(rng: random.Random, depth: int = 0) -> str:
     kind = rng.random()
     if depth > 3 or kind < 0.3:
-        return rng.choice(['1', '"s"', 'true', 'null', '"a,\\"b\\":"', '[]', '{}', 'NaN', '1e400', '"\\ud800"'])
+        return rng.choice(['1', '"s"', 'true', 'null', '"a,\\"b\\":"', '[]', '{}', 'NaN', '1e400', '"\\ud800"',
+                           str(2**70), '-0', '-0.0', '1.5e-7', '0.1', '"\\u00e9\\n"', 'Infinity', '1E5'])
     if kind < 0.55:
         return "[" + ", ".join(_text(rng, depth + 1) for _ in range(rng.randint(0, 3))) + "]"
     pairs = [f'"{rng.choice(KEYS)}": {_text(rng, depth + 1)}' for _ in range(rng.randint(0, 4))]
@@ -46,6 +48,8 @@ def test_the_fast_reader_reads_and_refuses_as_the_reader_of_record(seed):
         expected = _outcome(_strict, text)
         actual = _outcome(jsonbody.loads, text)
         assert actual == expected, text
+        if expected[0] == "value":  # the same values, of the same types
+            assert repr(actual[1]) == repr(expected[1]), text
         duplicates += expected[0] == "refused" and "duplicate key" in expected[1]
     assert duplicates > 100
 

@@ -1,0 +1,20 @@
+"""The chain's assembly: the order the README describes, and the collector tuned for the large
+answers the gateway handles (see GC_THRESHOLDS)."""
+
+from __future__ import annotations
+
+import gc
+
+from toolgate.addons.assembly import GC_THRESHOLDS, build_chain
+
+
+def test_the_chain_is_in_order_and_the_collector_tuned():
+    before = gc.get_threshold()
+    try:
+        chain = build_chain()
+        assert [type(a).__name__ for a in chain] == [
+            "Gate", "Identity", "Policy", "Approvals", "Admin", "Credentials", "Recorder", "Seal"]
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.isenabled()  # cyclic garbage is still collected
+    finally:
+        gc.set_threshold(*before)
