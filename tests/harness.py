@@ -14,6 +14,8 @@ from toolgate.scripts.harness import (
     GATEWAY_SCRIPT, MITMDUMP, MITMWEB, ROOT, Mitmdump, mitmdump_args, start_mitmdump, wait_until,
 )
 
+DIFFERENTIAL_ADDON = Path(__file__).with_name("reference") / "differential_addon.py"
+
 __all__ = ["AUDIENCE", "GATEWAY_SCRIPT", "MITMWEB", "ROOT", "Launcher", "start_mitmdump",
            "wait_until"]
 
@@ -49,6 +51,8 @@ class Launcher:
         }
         # A test's own settings replace these defaults: mitmproxy refuses a key given twice.
         options.update(item.split("=", 1) for item in sets)
+        if script == GATEWAY_SCRIPT:  # the real gateway: its decisions checked against the reference
+            extra_args = ("-s", str(DIFFERENTIAL_ADDON), *extra_args)
         args = mitmdump_args(upstream or self.backend.url, options, script=script,
                              extra=extra_args)
         log = self.workdir / f"mitmdump-{len(self.started)}.log"

@@ -32,7 +32,9 @@ def differences(expected: dict[str, Any], actual: dict[str, Any]) -> dict[str, t
     return {key: (expected[key], actual.get(key)) for key in expected if expected[key] != actual.get(key)}
 
 
-def install() -> None:
+def install(import_missing: bool = True) -> None:
+    """Wrap `evaluate` wherever it is bound (importing those modules first, unless told not to:
+    inside a gateway only what the gateway imported matters)."""
     import toolgate.rules.engine as engine
 
     native_evaluate = engine.evaluate
@@ -59,6 +61,8 @@ def install() -> None:
     for name in _BOUND:
         module = sys.modules.get(name)
         if module is None:
+            if not import_missing:
+                continue
             __import__(name)
             module = sys.modules[name]
         if getattr(module, "evaluate", None) is native_evaluate:
