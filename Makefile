@@ -17,40 +17,41 @@ $(STAMP): pyproject.toml
 
 # The extension module, rebuilt in place when the crate changes (what the install would do,
 # without reinstalling everything); replaced by a rename, so a running gateway keeps its copy.
-$(CORE): $(STAMP) $(CORE_SOURCES)
+# (The install builds it too and marks it done: a fresh clone compiles the crate once.)
+$(CORE): $(CORE_SOURCES)
 	PYO3_PYTHON=$(abspath $(BIN)/python) cargo build --quiet --release --locked --lib --manifest-path core/Cargo.toml
 	cp core/target/release/lib_core.so rules/.core.so.new
 	mv rules/.core.so.new rules/_core$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 	@touch $(CORE)
 
-core: $(CORE)
+core: $(STAMP) $(CORE)
 
 # The crate's lints (make test checks its formatting and runs its tests).
-lint: $(CORE)
+lint: $(STAMP) $(CORE)
 	cargo fmt --manifest-path core/Cargo.toml -- --check
 	PYO3_PYTHON=$(abspath $(BIN)/python) cargo clippy --quiet --locked --all-targets --manifest-path core/Cargo.toml -- -D warnings
 
-run: $(CORE)
+run: $(STAMP) $(CORE)
 	$(BIN)/python -m toolgate.scripts.demo
 
-test: $(CORE)
+test: $(STAMP) $(CORE)
 	cargo fmt --manifest-path core/Cargo.toml -- --check
 	PYO3_PYTHON=$(abspath $(BIN)/python) cargo test --quiet --locked --manifest-path core/Cargo.toml
 	$(BIN)/python -m pytest -q
 
 # The property-based fuzz tests with many more examples (the regular suite runs 200 each).
 FUZZ_EXAMPLES ?= 20000
-fuzz: $(CORE)
+fuzz: $(STAMP) $(CORE)
 	TOOLGATE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider tests/rules/test_rules_protocols_fuzz.py
 
 # The load and soak run: every call checked, recorded exactly once, memory and throughput
 # reported (the regular suite runs a reduced one: tests/e2e/test_soak_e2e.py).
 SOAK_CALLS ?= 10000
 SOAK_CONCURRENCY ?= 50
-soak: $(CORE)
+soak: $(STAMP) $(CORE)
 	$(BIN)/python scripts/soak.py --calls $(SOAK_CALLS) --concurrency $(SOAK_CONCURRENCY)
 
-bench-rules: $(CORE)
+bench-rules: $(STAMP) $(CORE)
 	$(BIN)/python scripts/bench_rules.py
 
 clean:
