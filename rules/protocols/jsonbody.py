@@ -4,8 +4,9 @@ A body the gateway reads differently from the backend is a bypass: duplicate key
 may read the other copy), invalid UTF-8, `NaN`, or nesting too deep to walk are refused as
 malformed rather than guessed at. A body is read by orjson and checked for duplicate keys by the
 native core; a body that fails either (or holds what orjson reads otherwise: NaN, numbers of 19
-digits or more, lone surrogates) is read again by the strict reader, one Python call per object, which
-accepts or refuses it and says why: the same values and refusals as that reader alone.
+digits or more, lone surrogates) is read again by the strict reader, one Python call per
+object, which accepts or refuses it and says why: the same values and refusals as that reader
+alone.
 """
 
 from __future__ import annotations
