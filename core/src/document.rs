@@ -239,21 +239,33 @@ impl Document {
         Ok(if prefix == "?" && text.starts_with('.') { text[1..].to_owned() } else { text })
     }
 
+    /// The path of a container node (remembered: its items share it). Iterative: a body may be
+    /// nested thousands of levels deep (JSON inside strings inside JSON).
     fn node_path(&mut self, py: Python<'_>, node: usize) -> PyResult<String> {
-        if let Some(path) = self.node_paths.get(&node) {
-            return Ok(path.clone());
+        // the nodes on the way up whose paths are not known yet, innermost first
+        let mut missing = Vec::new();
+        let mut at = node;
+        while !self.node_paths.contains_key(&at) {
+            missing.push(at);
+            let parent = self.parents[at] as usize;
+            if parent == HOLDER {
+                break;
+            }
+            at = parent;
         }
-        let parent = self.parents[node] as usize;
-        let suffix = if self.kinds[node] == DECODED_JSON { "<json>" } else { "" };
-        let path = if parent == HOLDER {
-            format!("{}{suffix}", self.root_name)
-        } else {
-            let prefix = self.node_path(py, parent)?;
-            let key = self.keys[node].as_ref().expect("every node but the holder has a key").clone_ref(py);
-            format!("{prefix}{}{suffix}", self.key_text(&key, py, &prefix)?)
-        };
-        self.node_paths.insert(node, path.clone());
-        Ok(path)
+        for &node in missing.iter().rev() {
+            let parent = self.parents[node] as usize;
+            let suffix = if self.kinds[node] == DECODED_JSON { "<json>" } else { "" };
+            let path = if parent == HOLDER {
+                format!("{}{suffix}", self.root_name)
+            } else {
+                let prefix = self.node_paths[&parent].clone();
+                let key = self.keys[node].as_ref().expect("every node but the holder has a key").clone_ref(py);
+                format!("{prefix}{}{suffix}", self.key_text(&key, py, &prefix)?)
+            };
+            self.node_paths.insert(node, path);
+        }
+        Ok(self.node_paths[&node].clone())
     }
 
     /// `$.customers[0].ssn`, `$.args<json>.card`, `?email`.

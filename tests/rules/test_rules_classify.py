@@ -24,3 +24,15 @@ def test_selective_scan_finds_what_each_string_alone_finds():
     alone = sorted(hit for key, text in body.items() for hit in _found(classifier, {key: text}))
     assert _found(classifier, body) == alone
     assert any(label == "phone" for _, label, _ in alone) and any(label == "ip_address" for _, label, _ in alone)
+
+
+def test_a_deeply_nested_value_is_found_and_located():
+    """The core walks and renders paths without recursion: 3,000 levels of lists (deeper than
+    Python's recursion limit, which the engine before the core hit here)."""
+    body: list = ["123-45-6789"]
+    for _ in range(3000):
+        body = [body]
+    classifier = Classifier(load_rules_text(LABELS).labels)
+    hits = classifier.classify(Document(body))
+    assert [hit.label.name for hit in hits] == ["us_ssn"]
+    assert hits[0].path == "$" + "[0]" * 3001
