@@ -57,6 +57,8 @@ class Classifier:
                 self.by_detector.setdefault(label.detector, []).append(label)
         detectors = [DETECTORS[name] for name in self.by_detector]
         self.detectors = tuple(detectors)
+        self.names = [label.name for label in self.labels]  # what the core's calls take, once
+        self.detector_names = [detector.name for detector in detectors]
         self._scanner = native.Scanner([d.name for d in detectors])
         # per detector of the scanner, the labels (indices) its values get, in file order
         self._labels_of = [[self.index[label.name] for label in self.by_detector[d.name]] for d in detectors]

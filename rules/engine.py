@@ -120,8 +120,7 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
         def generic_fingerprint(value: Any) -> str:
             return fingerprint(normalize(value), mask_key)
 
-        names = [label.name for label in classifier.labels]
-        versions = found.mask(_mask_plan(enforced, classifier), names, bytes(mask_key), generic_partial, generic_fingerprint)
+        versions = found.mask(_mask_plan(enforced, classifier), classifier.names, bytes(mask_key), generic_partial, generic_fingerprint)
         body, record_body = versions[0]
         if query_doc is not None:
             masked_query, record_query = versions[1]
@@ -324,8 +323,7 @@ def _findings(
         (label.name, label.level, *verdicts[label.name]) if label.name in verdicts else None
         for label in classifier.labels
     ]
-    detectors = [detector.name for detector in classifier.detectors]
-    return tuple(found.findings(key, generic_fingerprint, direction, about, detectors, Finding))
+    return tuple(found.findings(key, generic_fingerprint, direction, about, classifier.detector_names, Finding))
 
 
 def _verdict(related: list[_Outcome]) -> tuple[str, str | None, tuple[str, ...], bool]:

@@ -111,7 +111,12 @@ impl Document {
 
     fn walk(&mut self, py: Python<'_>, decode_embedded: bool, min_length: usize) -> PyResult<()> {
         let mut pending = vec![HOLDER];
-        let loads = if decode_embedded { Some(py.import("json")?.getattr("loads")?) } else { None };
+        static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let loads = if decode_embedded {
+            Some(LOADS.get_or_try_init(py, || py.import("json")?.getattr("loads").map(Bound::unbind))?.bind(py).clone())
+        } else {
+            None
+        };
         while let Some(node) = pending.pop() {
             let container = self.containers[node].bind(py).clone();
             let items: Vec<(Key, Bound<'_, PyAny>)> = if let Ok(dict) = container.cast_exact::<PyDict>() {

@@ -153,13 +153,10 @@ impl Detector for Phone {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detectors::framed;
+    use crate::detectors::found_in;
 
     fn found(detector: &dyn Detector, text: &str) -> Vec<String> {
-        let buf = framed(text);
-        let mut out = Vec::new();
-        detector.find(&buf, &mut out);
-        out.iter().map(|&(s, e)| String::from_utf8_lossy(&buf[s..e]).into_owned()).collect()
+        found_in(detector, text)
     }
 
     #[test]

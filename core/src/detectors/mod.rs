@@ -88,6 +88,15 @@ pub fn framed(text: &str) -> Vec<u8> {
     buf
 }
 
+/// The values `detector` finds in `text` alone, as text (for the detectors' tests).
+#[cfg(test)]
+pub fn found_in(detector: &dyn Detector, text: &str) -> Vec<String> {
+    let buf = framed(text);
+    let mut out = Vec::new();
+    detector.find(&buf, &mut out);
+    out.iter().map(|&(s, e)| String::from_utf8_lossy(&buf[s..e]).into_owned()).collect()
+}
+
 /// A pattern `PREFIX(VALUE)SUFFIX` (see the module). `behind` says whether it starts with a
 /// one-byte look-behind prefix, so that a search from `position` starts one byte earlier.
 pub struct Pattern {

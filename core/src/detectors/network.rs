@@ -329,10 +329,7 @@ mod tests {
     use crate::detectors::framed;
 
     fn found(text: &str) -> Vec<String> {
-        let buf = framed(text);
-        let mut out = Vec::new();
-        IpAddress.find(&buf, &mut out);
-        out.iter().map(|&(s, e)| String::from_utf8_lossy(&buf[s..e]).into_owned()).collect()
+        crate::detectors::found_in(&IpAddress, text)
     }
 
     fn normalized(text: &str) -> Option<String> {

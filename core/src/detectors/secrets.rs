@@ -527,7 +527,6 @@ static GOOGLE_API_KEY: Token = Token {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detectors::framed;
 
     /// A stand-in for Python's `json.loads` check: an object with `"alg":"`.
     fn header_stand_in(header: &[u8]) -> bool {
@@ -536,10 +535,7 @@ mod tests {
 
     fn found(detector: &dyn Detector, text: &str) -> Vec<String> {
         let _ = JWT_HEADER_CHECK.set(header_stand_in);
-        let buf = framed(text);
-        let mut out = Vec::new();
-        detector.find(&buf, &mut out);
-        out.iter().map(|&(s, e)| String::from_utf8_lossy(&buf[s..e]).into_owned()).collect()
+        crate::detectors::found_in(detector, text)
     }
 
     fn assert_finds(detector: &dyn Detector, value: &str) {
