@@ -10,7 +10,7 @@ addons and the command line.
 
 from toolgate.rules.bodies import encode_form, parse_form, parse_query, rest_arguments
 from toolgate.rules.classify import Classifier
-from toolgate.rules.decision import Call, Decision, Finding, RuleMatch
+from toolgate.rules.decision import Call, Decision, Finding, Findings, RuleMatch
 from toolgate.rules.detectors import DETECTORS, Detector
 from toolgate.rules.durations import format_duration, parse_duration
 from toolgate.rules.engine import evaluate

@@ -6,7 +6,8 @@ import dataclasses
 import datetime
 from dataclasses import asdict, dataclass
 from functools import cached_property
-from typing import Any, Callable, Mapping, NamedTuple
+from collections.abc import Sequence
+from typing import Any, Callable, Mapping, NamedTuple, overload
 
 from toolgate.rules.durations import format_duration
 
@@ -72,6 +73,62 @@ class Finding(NamedTuple):
         return data
 
 
+class Findings(Sequence[Finding]):
+    """A decision's findings, in document order: a sequence of `Finding`s that the native core
+    keeps as columns until one is read. The gateway reads none: it takes the labels found
+    (`labels`) and hands the rows to the session store as one bytes value (`encode`), so a large
+    body's thousands of findings never become Python objects on its hot path."""
+
+    __slots__ = ("_native", "_items")
+
+    def __init__(self, native: Any = None) -> None:
+        self._native = native  # toolgate.rules._core.Findings, or None for no findings
+        self._items: tuple[Finding, ...] | None = None if native is not None and len(native) else ()
+
+    def _all(self) -> tuple[Finding, ...]:
+        if self._items is None:
+            self._items = tuple(self._native.rows())
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self._native) if self._native is not None else 0
+
+    @overload
+    def __getitem__(self, index: int) -> Finding: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Finding, ...]: ...
+    def __getitem__(self, index: int | slice) -> Finding | tuple[Finding, ...]:
+        return self._all()[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Findings, tuple, list)):
+            return self._all() == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._all())
+
+    def __repr__(self) -> str:
+        return f"Findings({list(self._all())!r})"
+
+    def labels(self) -> list[str]:
+        """The labels found, in order of first occurrence."""
+        return self._native.labels() if self._native is not None else []
+
+    def any_action(self, action: str) -> bool:
+        """Whether the rules did `action` to any value found."""
+        return self._native is not None and self._native.any_action(action)
+
+    def encode(self, location: str = "$") -> bytes:
+        """The findings as the session store keeps them: JSON `[[direction, path, label,
+        level, action, fingerprint], ...]`, each path placed inside the message whose part at
+        `location` was evaluated (`$`: the whole message)."""
+        return self._native.encode(location) if self._native is not None else b"[]"
+
+
+NO_FINDINGS = Findings()
+
+
 @dataclass(frozen=True)
 class RuleMatch:
     """A rule (or a catalog check such as `access:crm.export`) that matched the call, and why."""
@@ -108,7 +165,7 @@ class Decision:
     function: str
     catalogued: bool
     rules: tuple[str, ...] = ()  # ids of every matching rule (enforced and monitored), in file order
-    findings: tuple[Finding, ...] = ()
+    findings: Findings = NO_FINDINGS
     body: Any = None
     query: Mapping[str, Any] | None = None
     changed: bool = False

@@ -18,7 +18,7 @@ from typing import Any
 from toolgate.rules.bodies import rest_arguments, split_path
 from toolgate.rules.callmatch import call_matches
 from toolgate.rules.catalog import check_access, find_function, rest_name
-from toolgate.rules.decision import Call, Decision, Finding, RuleMatch
+from toolgate.rules.decision import NO_FINDINGS, Call, Decision, Finding, Findings, RuleMatch
 from toolgate.rules.masking import fingerprint, generic_partial, normalize
 from toolgate.rules.model import MASK_STRENGTH, STRENGTH, Label, Origin, Rule, RuleSet
 from toolgate.rules.walk import Document
@@ -113,7 +113,7 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
 
     body = record_body = call.body
     masked_query = record_query = query
-    findings: tuple[Finding, ...] = ()
+    findings = NO_FINDINGS
     if len(found):
         # What the session store keeps: the forwarded body with every labelled value still in it
         # (allowed, only monitored, or in a refused call) redacted as well.
@@ -308,7 +308,7 @@ def _mask_plan(outcomes: list[_Outcome], classifier: Any) -> list[tuple[int, int
 def _findings(
     found: Any, labelled: _Labelled, outcomes: list[_Outcome], direction: str, classifier: Any, key: bytes,
     generic_fingerprint: Any,
-) -> tuple[Finding, ...]:
+) -> Findings:
     """The core renders every value's finding; the verdicts are per label (the rules covering it)."""
     verdicts: dict[str, tuple[str, str | None, tuple[str, ...], bool]] = {}
     by_rules: dict[tuple[int, ...], tuple[str, str | None, tuple[str, ...], bool]] = {}
@@ -323,7 +323,7 @@ def _findings(
         (label.name, label.level, *verdicts[label.name]) if label.name in verdicts else None
         for label in classifier.labels
     ]
-    return tuple(found.findings(key, generic_fingerprint, direction, about, classifier.detector_names, Finding))
+    return Findings(found.findings(key, generic_fingerprint, direction, about, classifier.detector_names, Finding))
 
 
 def _verdict(related: list[_Outcome]) -> tuple[str, str | None, tuple[str, ...], bool]:
@@ -353,7 +353,7 @@ def _explain(
     function: str,
     entry: Any,
     call: Call,
-    findings: tuple[Finding, ...],
+    findings: Findings,
     outcomes: list[_Outcome],
     action: str,
     would: str,

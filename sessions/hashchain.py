@@ -54,18 +54,26 @@ def canonical_findings(findings: Iterable[Sequence[Any]]) -> list[tuple[Any, ...
     return rows
 
 
+def findings_json(findings: Iterable[Sequence[Any]]) -> bytes:
+    """The JSON a calls row's hash covers for its findings (rows of six: direction, path,
+    label, level, action, fingerprint), in canonical order. The writer has the native core
+    make the same bytes (`FindingTable.canonical`); the verifier makes them here."""
+    return orjson.dumps(canonical_findings(findings))
+
+
 def row_hash(
     prev_hash: str,
     columns: Sequence[tuple[str, str]],
     values: Sequence[Any],
-    extra: Any = None,
+    findings: bytes | None = None,
 ) -> str:
-    """SHA-256 over `prev_hash` and the canonical JSON of the row's values (and, for calls,
-    its findings, so that a finding cannot be added, changed or dropped either)."""
+    """SHA-256 over `prev_hash` and the canonical JSON of the row's values: a JSON array of
+    them and, for calls, of their findings last (`findings_json`), so that a finding cannot be
+    added, changed or dropped either."""
     encoded = [encode_value(kind, v) for (_, kind), v in zip(columns, values, strict=True)]
-    if extra is not None:
-        encoded.append(extra)
     payload = orjson.dumps(encoded)
+    if findings is not None:  # appended as the array's last element, as JSON already
+        payload = payload[:-1] + (b"," if encoded else b"") + findings + b"]"
     return hashlib.sha256(prev_hash.encode() + b"\n" + payload).hexdigest()
 
 

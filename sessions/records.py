@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Union
+
+from toolgate.rules.core import native
 
 REDACTED = "[REDACTED]"
 
@@ -50,8 +52,8 @@ def redact_headers(headers: Iterable[tuple[str, str]], secret_names: Iterable[st
 
 
 class FindingRow(NamedTuple):
-    """One classified value: where it was and what it is, never the value itself. (A named
-    tuple: a large response has a thousand of them, made and stored on every call.)"""
+    """One classified value: where it was and what it is, never the value itself. (The gateway
+    records them as a FindingTable; this is a row of it for tools, tests and odd findings.)"""
 
     direction: str
     path: str
@@ -63,13 +65,6 @@ class FindingRow(NamedTuple):
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FindingRow":
         get = d.get
-        direction, path, label = get("direction"), get("path"), get("label")
-        level, action, fingerprint = get("level"), get("action"), get("fingerprint")
-        # The usual case, the gateway's own findings: the fields already have their types (a
-        # large response has thousands of findings).
-        if (type(direction) is str and direction and type(path) is str and path and type(label) is str
-                and label and type(level) is str and type(action) is str and type(fingerprint) is str):
-            return tuple.__new__(cls, (direction, path, label, level, action, fingerprint))
         return cls(
             str(get("direction") or ""),
             str(get("path") or ""),
@@ -79,11 +74,37 @@ class FindingRow(NamedTuple):
             _opt_str(get("fingerprint")),
         )
 
-    def as_tuple(self) -> tuple[str, str, str, str | None, str | None, str | None]:
-        return tuple(self)  # type: ignore[return-value]
-
     def as_dict(self) -> dict[str, Any]:
         return self._asdict()
+
+
+# A call's findings as the store keeps them: the native core's six columns (direction, path,
+# label, level, action, fingerprint), with its canonical JSON for the hash chain and its Arrow
+# buffers for the `findings` table.
+FindingTable = native.FindingTable
+FindingItems = Union[FindingTable, Iterable[Any]]
+
+
+def finding_table(findings: FindingItems) -> FindingTable:
+    """`findings` as a FindingTable: it is one already, or items of the flow's metadata
+    (`flowmeta.FINDINGS`: a unit's rows encoded by the policy as bytes, or one finding as a
+    dict), or FindingRows."""
+    if isinstance(findings, FindingTable):
+        return findings
+    return FindingTable([item if type(item) is bytes else _finding_row(item) for item in findings])
+
+
+def finding_dicts(findings: FindingItems) -> list[dict[str, Any]]:
+    """`findings` (see `finding_table`) as one dict per finding, in order: for tools and tests."""
+    return [FindingRow(*row).as_dict() for row in finding_table(findings).rows()]
+
+
+def _finding_row(item: Any) -> "FindingRow":
+    if isinstance(item, FindingRow):
+        return item
+    if isinstance(item, Mapping):
+        return FindingRow.from_dict(item)
+    raise TypeError(f"not a finding: {type(item).__name__}")
 
 
 @dataclass(slots=True)
@@ -114,13 +135,14 @@ class CallRecord:
     mode: str | None = None
     error: str | None = None
     forwarded: bool = False
-    findings: list[FindingRow] = field(default_factory=list)
+    findings: FindingItems = field(default_factory=list)  # a FindingTable once made
     # Names of headers holding vaulted credentials the gateway injected into this call.
     secret_headers: tuple[str, ...] = ()
     # When the call was held for approval, on the `pending` row written as it was held.
     held_at: float | None = None
 
     def __post_init__(self) -> None:
+        self.findings = finding_table(self.findings)
         self.request_headers = redact_headers(self.request_headers, self.secret_headers)
         if self.response_headers is not None:
             self.response_headers = redact_headers(self.response_headers, self.secret_headers)

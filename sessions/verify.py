@@ -84,7 +84,7 @@ def _walk(
             seq, values = row[0], list(row[: len(columns)])
             prev_hash, digest = row[len(columns)], row[len(columns) + 1]
             call_id = values[1]
-            extra = hashchain.canonical_findings(row[-1] or []) if table == "calls" else None
+            extra = hashchain.findings_json(row[-1] or []) if table == "calls" else None
 
             problem = None
             if seq == previous.seq:

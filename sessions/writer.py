@@ -146,16 +146,37 @@ class _Columns:
             self.data[name].append(values[name])
         self.rows += 1
 
-    def extend(self, rows: list[tuple[Any, ...]]) -> None:
-        """Rows given as tuples in the columns' order (a call's findings: thousands of them)."""
-        if not rows:
-            return
-        for (name, _), values in zip(self.columns, zip(*rows), strict=True):
-            self.data[name].extend(values)
-        self.rows += len(rows)
-
     def table(self) -> pa.Table:
         return pa.table(self.data, schema=arrow_schema(self.columns))
+
+
+class _FindingBatches:
+    """Calls' findings for the `findings` table, each call's columns made by the native core
+    as Arrow buffers (a large response has thousands of findings: no Python object per one)."""
+
+    columns = FINDING_COLUMNS
+    schema = arrow_schema(FINDING_COLUMNS)
+
+    def __init__(self) -> None:
+        self.batches: list[pa.RecordBatch] = []
+        self.rows = 0
+
+    def add(self, call_id: str, findings: Any) -> None:
+        rows = len(findings)
+        if not rows:
+            return
+        columns = [
+            pa.Array.from_buffers(pa.string(), rows, [
+                None if validity is None else pa.py_buffer(validity),
+                pa.py_buffer(offsets), pa.py_buffer(data),
+            ], null_count=nulls)
+            for validity, offsets, data, nulls in findings.arrow(call_id)
+        ]
+        self.batches.append(pa.RecordBatch.from_arrays(columns, schema=self.schema))
+        self.rows += rows
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_batches(self.batches, schema=self.schema)
 
 
 class Writer:
@@ -387,7 +408,7 @@ class Writer:
         assert con is not None
         pending = _Columns(PENDING_COLUMNS)
         calls = _Columns(chained_columns("calls"))
-        findings = _Columns(FINDING_COLUMNS)
+        findings = _FindingBatches()
         approvals = _Columns(chained_columns("approvals"))
         positions = dict(self._positions)
         done: list[_Item] = []
@@ -459,31 +480,30 @@ class Writer:
             logger.warning("toolgate: could not delete answered pending rows: %s", exc)
 
     @staticmethod
-    def _insert_statement(table: str, columns: _Columns) -> str:
+    def _insert_statement(table: str, columns: _Columns | _FindingBatches) -> str:
         names = ", ".join(name for name, _ in columns.columns)
         return f"INSERT INTO {table} ({names}) SELECT {names} FROM _batch_{table}"
 
     @staticmethod
     def _pending_values(rec: CallRecord) -> dict[str, Any]:
         values = call_values(rec)
-        values["findings"] = orjson.dumps([f.as_dict() for f in rec.findings]).decode()
+        values["findings"] = rec.findings.objects()
         values["held_at"] = _us(rec.held_at)
         return values
 
     def _add_call(
-        self, rec: CallRecord, position: Position, calls: _Columns, findings: _Columns
+        self, rec: CallRecord, position: Position, calls: _Columns, findings: _FindingBatches
     ) -> Position:
         values = call_values(rec)
-        finding_rows = [f.as_tuple() for f in rec.findings]
         position = self._add_chained("calls", values, position, calls,
-                                     extra=hashchain.canonical_findings(finding_rows))
-        call_id = rec.call_id
-        findings.extend([(call_id, *f) for f in finding_rows])
+                                     findings_json=rec.findings.canonical())
+        findings.add(rec.call_id, rec.findings)
         return position
 
     @staticmethod
     def _add_chained(
-        table: str, values: dict[str, Any], position: Position, rows: _Columns, extra: Any = None
+        table: str, values: dict[str, Any], position: Position, rows: _Columns,
+        findings_json: bytes | None = None,
     ) -> Position:
         seq = position.seq + 1
         content = CHAINED[table]
@@ -491,7 +511,7 @@ class Writer:
             position.hash,
             CHAIN_PREFIX + content,
             [seq, *(values[name] for name, _ in content)],
-            extra,
+            findings_json,
         )
         rows.add({**values, "seq": seq, "prev_hash": position.hash, "hash": digest})
         return Position(seq, digest)

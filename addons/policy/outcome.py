@@ -30,7 +30,8 @@ class CallDecision:
     protocol: str | None
     rules: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
-    findings: list[dict[str, Any]] = field(default_factory=list)
+    # what the store keeps: encoded rows of a unit (`Findings.encode`) or one finding's dict
+    findings: list[bytes | dict[str, Any]] = field(default_factory=list)
     refused: Refused | None = None
     approval: dict[str, Any] | None = None
     changed_body: bool = False
@@ -93,18 +94,11 @@ def summarize(decisions: list[tuple[Unit, Decision]], phase: str, jsonrpc: bool)
         outcome.monitor = outcome.monitor or decision.mode == "monitor"
         outcome.rules += [r for r in decision.rules if r not in outcome.rules]
         labels = outcome.labels
-        for label in dict.fromkeys(finding.label for finding in decision.findings):
+        for label in decision.findings.labels():
             if label not in labels:
                 labels.append(label)
-        # a unit at the message's root keeps the findings' paths (`_field`, inlined)
-        at_root = unit.location == "$"
-        outcome.findings.extend(
-            {
-                "direction": direction, "path": path if at_root and path else _field(unit, path),
-                "label": label, "level": level, "action": action, "fingerprint": fingerprint,
-            }
-            for direction, path, label, level, _, fingerprint, _, action, *_ in decision.findings
-        )
+        if decision.findings:  # as the store keeps them, paths inside the message
+            outcome.findings.append(decision.findings.encode(unit.location))
         action, would = _actions(unit, decision)
         if STRENGTH[action] > STRENGTH[outcome.action]:
             outcome.action, decisive = action, (unit, decision)
@@ -146,7 +140,7 @@ def _actions(unit: Unit, decision: Decision) -> tuple[str, str]:
     if unit.location == HEADERS_LOCATION:
         if action == "mask" and not decision.changed:
             action = "allow"
-        if would == "mask" and not any(f.action == "mask" for f in decision.findings):
+        if would == "mask" and not decision.findings.any_action("mask"):
             would = "allow" if action == "allow" else action
     return action, would
 

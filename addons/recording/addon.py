@@ -41,7 +41,7 @@ from toolgate.addons.failclosed.hooks import flow_hook
 from toolgate.addons.headers import header_value
 from toolgate.sessions import api
 from toolgate.sessions.records import (
-    REDACTED, ApprovalRecord, CallRecord, FindingRow, final_decision,
+    REDACTED, ApprovalRecord, CallRecord, final_decision, finding_table,
 )
 from toolgate.sessions.sessionize import MCP_SESSION_HEADER, SESSION_HEADER, Sessionizer
 from toolgate.sessions.writer import RecordingError, Writer
@@ -204,10 +204,9 @@ class Recorder:
         policy = meta.get(flowmeta.DECISION) or {}
         refused = meta.get(flowmeta.REFUSED)
         request = flow.request
-        findings = [FindingRow.from_dict(f) for f in meta.get(flowmeta.FINDINGS) or []
-                    if type(f) is dict or isinstance(f, Mapping)]  # the ABC check is slow
+        findings = finding_table(meta.get(flowmeta.FINDINGS) or ())
         if not final:
-            findings = [f for f in findings if f.direction == "request"]
+            findings = findings.only("request")
         decision, enforced, rules, mode = final_decision(policy, refused if final else None,
                                                forwarded or not final)
         response = flow.response if final else None

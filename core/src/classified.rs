@@ -15,6 +15,7 @@ use pyo3::types::{PyDict, PyList, PySlice, PyString, PyTuple};
 
 use crate::detectors::Detector;
 use crate::document::{Document, Key, DECODED_JSON, HOLDER};
+use crate::findings::{Findings, Found};
 use crate::fingerprint::Keyed;
 use crate::text::visible;
 
@@ -834,9 +835,9 @@ impl Classified {
         Ok(out)
     }
 
-    /// The findings, one per row in order, as `finding_type` tuples: (direction, path, label,
-    /// level, detector, fingerprint, span, *verdict), with `labels[label]` = (name, level,
-    /// action, mask, rules, monitor) and `fingerprint(value)` for values of path labels.
+    /// The findings, one per row in order (see `findings::Findings`), with `labels[label]` =
+    /// (name, level, action, mask, rules, monitor) and `fingerprint(value)` for values of path
+    /// labels.
     #[allow(clippy::too_many_arguments)]
     fn findings(
         &mut self,
@@ -847,10 +848,8 @@ impl Classified {
         labels: Vec<Option<Bound<'_, PyTuple>>>,
         detector_names: Vec<Bound<'_, PyString>>,
         finding_type: Bound<'_, PyAny>,
-    ) -> PyResult<Vec<Py<PyAny>>> {
-        let tuple_new = py.get_type::<PyTuple>().getattr("__new__")?;
-        let none = py.None().into_bound(py);
-        let mut out = Vec::with_capacity(self.rows.len());
+    ) -> PyResult<Findings> {
+        let mut rows = Vec::with_capacity(self.rows.len());
         for i in 0..self.rows.len() {
             let path = {
                 let row = &self.rows[i];
@@ -869,31 +868,9 @@ impl Classified {
                     fingerprint.call1((value,))?.extract::<String>()?
                 }
             };
-            let about = labels[label].as_ref().expect("a label with values has a verdict");
-            let span = match span {
-                Some(s) => s.into_pyobject(py)?.into_any(),
-                None => none.clone(),
-            };
-            let detector = match detector {
-                Some(d) => detector_names[d].clone().into_any(),
-                None => none.clone(),
-            };
-            let items = [
-                direction.clone().into_any(),
-                PyString::new(py, &path).into_any(),
-                about.get_item(0)?,
-                about.get_item(1)?,
-                detector,
-                PyString::new(py, &print).into_any(),
-                span,
-                about.get_item(2)?,
-                about.get_item(3)?,
-                about.get_item(4)?,
-                about.get_item(5)?,
-            ];
-            out.push(tuple_new.call1((&finding_type, PyTuple::new(py, items)?))?.unbind());
+            rows.push(Found { path, fingerprint: print, label, detector, span });
         }
-        Ok(out)
+        Findings::new(direction, rows, labels, detector_names, finding_type)
     }
 }
 

@@ -7,6 +7,7 @@ pub mod checksums;
 pub mod classified;
 pub mod detectors;
 pub mod document;
+pub mod findings;
 pub mod fingerprint;
 pub mod json_keys;
 pub mod scan;
@@ -193,7 +194,7 @@ fn _panic_for_tests() {
 }
 
 /// What the Python side (`toolgate/rules/core.py`) expects; it refuses any other build.
-const INTERFACE: u32 = 4;
+const INTERFACE: u32 = 5;
 
 /// The JWT detector's header check (`detectors::secrets::JWT_HEADER_CHECK`): Python's own
 /// `json.loads` of the decoded header gives a dict whose `alg` is a str. Every exception is
@@ -256,5 +257,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ScannerHandle>()?;
     m.add_class::<classified::Classified>()?;
     m.add_class::<document::Document>()?;
+    m.add_class::<findings::Findings>()?;
+    m.add_class::<findings::FindingTable>()?;
     Ok(())
 }

@@ -97,7 +97,7 @@ def test_a_forged_row_with_a_valid_hash_at_the_end_is_detected(store):
     values = row[: len(names)]
     values[0] = 9
     values[1] = "forged-call"
-    digest = hashchain.row_hash(last_hash, CHAIN_PREFIX + CALL_CONTENT, values, [])
+    digest = hashchain.row_hash(last_hash, CHAIN_PREFIX + CALL_CONTENT, values, b"[]")
     con.execute(
         f"INSERT INTO calls SELECT 9, 'forged-call', * EXCLUDE (seq, call_id, prev_hash, hash), "
         f"'{last_hash}', '{digest}' FROM calls WHERE seq = 8"

@@ -15,6 +15,7 @@ from toolgate.addons.credentials.addon import Credentials
 from toolgate.addons.credentials.echoes import REPLACEMENT
 from toolgate.addons.policy.addon import Policy
 from toolgate.rules import candidate_fingerprints
+from toolgate.sessions.records import finding_dicts
 
 SECRET = "crm-secret-7f3a9c1e2b"
 OTHER = "crm-secret-rotated-99"
@@ -167,7 +168,7 @@ def test_an_echoed_credential_is_masked_and_recorded(creds, encoding):
     assert json.loads(response.content)["headers"]["Authorization"] == "Bearer [REDACTED:injected_secret]"
     assert response.headers.get("content-encoding") == encoding
     assert REPLACEMENT in flow.metadata["toolgate.record_response"]
-    findings = flow.metadata["toolgate.findings"]
+    findings = finding_dicts(flow.metadata["toolgate.findings"])
     assert {(f["path"], f["label"], f["level"], f["action"], f["direction"]) for f in findings} == {
         ("header:X-Echo", "injected_secret", "restricted", "mask", "response"),
         ("$", "injected_secret", "restricted", "mask", "response")}
@@ -251,5 +252,5 @@ def test_an_event_stream_is_masked_as_it_passes(creds):
     out = b"".join(passed)
     assert SECRET.encode() not in out and out.count(REPLACEMENT) == 1
     assert flow.response.content == out  # what mitmweb and the store see: what the caller got
-    assert [f["label"] for f in flow.metadata["toolgate.findings"]] == ["injected_secret"]
+    assert [f["label"] for f in finding_dicts(flow.metadata["toolgate.findings"])] == ["injected_secret"]
     assert SECRET not in json.dumps(flow.get_state(), default=repr)

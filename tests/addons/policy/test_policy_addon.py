@@ -8,6 +8,7 @@ from mitmproxy.test import taddons, tflow, tutils
 from toolgate.addons.approvals.addon import Approvals
 from toolgate.addons.identity.addon import Identity
 from toolgate.addons.policy.addon import Policy
+from toolgate.sessions.records import finding_dicts
 
 RULES = """
 rules:
@@ -229,7 +230,7 @@ def test_response_headers_are_classified_and_masked_like_body_values(tmp_path):
         assert headers["x-customer-email"] == "[REDACTED:email]"
         assert headers["x-card"] == "**** **** **** 1111" and headers["x-plain"] == "nothing"
         assert flow.metadata["toolgate.decision"]["action"] == "mask"
-        found = {(f["path"], f["label"], f["action"]) for f in flow.metadata["toolgate.findings"]}
+        found = {(f["path"], f["label"], f["action"]) for f in finding_dicts(flow.metadata["toolgate.findings"])}
         assert found == {("headers.x-customer-email", "email", "mask"),
                          ("headers.x-card", "card", "mask")}
         stored = _headers(headers, record=flow.metadata.get("toolgate.record_response_headers"))
@@ -250,7 +251,7 @@ def test_header_values_no_rule_masks_are_forwarded_and_stored_redacted(tmp_path)
         assert flow.request.headers.get_all("x-reply-to") == ["jane@example.com",
                                                               "bob@example.com"]
         assert flow.metadata["toolgate.decision"]["action"] == "allow"
-        assert [f["path"] for f in flow.metadata["toolgate.findings"]] == [
+        assert [f["path"] for f in finding_dicts(flow.metadata["toolgate.findings"])] == [
             "headers.x-reply-to[0]", "headers.x-reply-to[1]"]
         # ... and the store keeps them redacted, both of them.
         stored = _headers(flow.request.headers,
@@ -286,7 +287,7 @@ def test_credential_framing_and_toolgate_headers_are_not_classified(tmp_path):
                                   (b"Host", b"jane@example.com")))
         policy.request(flow)
         assert flow.response is None
-        assert flow.metadata.get("toolgate.findings", []) == []
+        assert finding_dicts(flow.metadata.get("toolgate.findings", [])) == []
         assert flow.request.headers["authorization"] == f"Bearer {JWT}"
         answer(flow, headers=((b"X-Toolgate-Call-Id", b"jane@example.com"),))
         policy.responseheaders(flow)
@@ -346,7 +347,7 @@ def test_body_parts_no_unit_covers_are_stored_redacted(tmp_path):
         record = json.loads(flow.metadata["toolgate.record_request"])
         assert record["params"]["_meta"]["note"] == "ssn [REDACTED:ssn]"
         assert record["params"]["arguments"] == {"q": "a"}
-        assert [(f["path"], f["action"]) for f in flow.metadata["toolgate.findings"]] == [
+        assert [(f["path"], f["action"]) for f in finding_dicts(flow.metadata["toolgate.findings"])] == [
             ("$.params._meta.note", "allow")]
 
     with_policy(header_policy(tmp_path), check)
@@ -416,7 +417,7 @@ def test_request_headers_are_masked_before_they_reach_the_backend(tmp_path):
         assert flow.request.headers["x-reply-to"] == "Jane <[REDACTED:email]>"
         assert flow.request.raw_content == body  # the body is not re-encoded for it
         assert flow.metadata["toolgate.decision"]["action"] == "mask"
-        [finding] = flow.metadata["toolgate.findings"]
+        [finding] = finding_dicts(flow.metadata["toolgate.findings"])
         assert (finding["direction"], finding["path"], finding["action"]) == (
             "request", "headers.x-reply-to", "mask")
 
