@@ -44,12 +44,13 @@ MONITORED = "toolgate.monitored"
 DECISION = "toolgate.decision"
 
 # Every classified value of the call, never the value itself: a list of items, each either a
-# unit's findings as the policy's engine encoded them (bytes: JSON rows of [direction, path,
-# label, level, action, fingerprint], `rules.Findings.encode`; thousands for a large body, and
-# no Python object per finding) or one finding as a FindingRow-shaped dict ({"direction",
-# "path", "label", "level", "action", "fingerprint"}: credentials' masked echoes, the
-# backstop's, exported flows). Read by the recorder (`sessions.records.finding_table`); read
-# them as dicts with `sessions.records.finding_dicts`. Plain data, so a saved flow keeps them.
+# unit's findings as the policy's engine encoded them (bytes: rows of [direction, path, label,
+# level, action, fingerprint] in the core's binary encoding, `rules.Findings.encode`; thousands
+# for a large body, and no Python object per finding) or one finding as a FindingRow-shaped
+# dict ({"direction", "path", "label", "level", "action", "fingerprint"}: credentials' masked
+# echoes, the backstop's, exported flows). Read by the recorder
+# (`sessions.records.finding_table`); read them as dicts with `sessions.records.finding_dicts`.
+# Plain data, so a saved flow keeps them.
 FINDINGS = "toolgate.findings"
 
 # What a response needs to know of its request ({"protocol", ...}: the parsed request's

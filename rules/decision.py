@@ -9,6 +9,7 @@ from functools import cached_property
 from collections.abc import Sequence
 from typing import Any, Callable, Mapping, NamedTuple, overload
 
+from toolgate.rules.core import native
 from toolgate.rules.durations import format_duration
 
 
@@ -120,10 +121,11 @@ class Findings(Sequence[Finding]):
         return self._native is not None and self._native.any_action(action)
 
     def encode(self, location: str = "$") -> bytes:
-        """The findings as the session store keeps them: JSON `[[direction, path, label,
-        level, action, fingerprint], ...]`, each path placed inside the message whose part at
-        `location` was evaluated (`$`: the whole message)."""
-        return self._native.encode(location) if self._native is not None else b"[]"
+        """The findings as the session store keeps them, rows of [direction, path, label, level,
+        action, fingerprint], each path placed inside the message whose part at `location` was
+        evaluated (`$`: the whole message), in the core's own binary encoding: read them back
+        with `sessions.records.finding_table`."""
+        return self._native.encode(location) if self._native is not None else native.NO_FINDINGS_ENCODED
 
 
 NO_FINDINGS = Findings()

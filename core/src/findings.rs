@@ -4,20 +4,22 @@
 //! the path, the keyed fingerprint, the label and, for tools, the detector and span; what the
 //! rules did is kept per label. The gateway never asks it for Python objects: it `encode`s the
 //! rows, their paths placed inside the whole message, as one bytes value for the flow's metadata
-//! (plain JSON, so a flow saved from mitmweb still serializes).
+//! (plain bytes, so a flow saved from mitmweb still serializes; see `finding_rows` for the
+//! encoding).
 //!
-//! `FindingTable` is a call's findings as the store keeps them, six columns (direction, path,
-//! label, level, action, fingerprint), gathered from those bytes and the odd finding made in
-//! Python. It gives the hash chain its canonical JSON (byte for byte what `orjson.dumps` makes
-//! of `hashchain.canonical_findings`), the `pending` row its JSON, and the `findings` table its
-//! Arrow columns.
-
-use std::borrow::Cow;
-use std::cmp::Ordering;
+//! `FindingTable` is a call's findings as the store keeps them (`finding_rows::FindingRows`: six
+//! columns, direction, path, label, level, action, fingerprint), gathered from those bytes and
+//! the odd finding made in Python. It gives the hash chain its canonical JSON (byte for byte what
+//! `orjson.dumps` makes of `hashchain.canonical_findings`), the `pending` row its JSON, and the
+//! `findings` table its Arrow columns. Their byte work runs without the GIL.
 
 use pyo3::exceptions::PyValueError;
+use pyo3::marker::Ungil;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyString, PyTuple};
+
+use crate::finding_rows::{self, whole, FindingRows, Parts, FIELDS};
 
 /// One value found: where it is and what it is, never the value itself.
 pub struct Found {
@@ -89,54 +91,33 @@ impl Findings {
 
 /// A finding's path inside the unit, as a path inside the whole message whose unit sits at
 /// `location` (`$` for a unit that is the message; `?name` paths of a query stay as they are
-/// there, and join the location elsewhere).
-pub fn placed<'a>(location: &'a str, path: &'a str) -> Cow<'a, str> {
+/// there, and join the location elsewhere): in two parts, to be written one after the other.
+pub fn placed<'a>(location: &'a str, path: &'a str) -> [&'a str; 2] {
     if path.is_empty() {
-        return Cow::Borrowed(location);
-    }
-    if location == "$" {
-        return Cow::Borrowed(path);
-    }
-    Cow::Owned(match path.strip_prefix('$') {
-        Some(rest) => format!("{location}{rest}"),
-        None => format!("{location}{path}"),
-    })
-}
-
-/// A JSON string, escaped as orjson and serde_json both escape it (`"`, `\`, control
-/// characters; everything else as UTF-8).
-fn write_str(out: &mut Vec<u8>, text: &str) {
-    serde_json::to_writer(&mut *out, text).expect("writing to a Vec cannot fail");
-}
-
-fn write_opt(out: &mut Vec<u8>, text: Option<&str>) {
-    match text {
-        Some(text) => write_str(out, text),
-        None => out.extend_from_slice(b"null"),
+        [location, ""]
+    } else if location == "$" {
+        ["", path]
+    } else {
+        [location, path.strip_prefix('$').unwrap_or(path)]
     }
 }
 
-/// `[[a, b, ...], ...]`: rows of strings (or null) as compact JSON.
-fn write_rows<'a, R, F>(out: &mut Vec<u8>, rows: R)
+/// Below this many bytes of work, a method keeps the GIL: releasing and retaking it costs more
+/// than the work, and retaking it may wait for another thread's turn (the event loop's thread
+/// should not wait on the store's writer for a few rows).
+const DETACH_AT: usize = 16 * 1024;
+
+/// `work()`, with the GIL released if `size` bytes are worth it.
+fn detached<T, F>(py: Python<'_>, size: usize, work: F) -> T
 where
-    R: IntoIterator<Item = F>,
-    F: IntoIterator<Item = Option<&'a str>>,
+    F: Ungil + FnOnce() -> T,
+    T: Ungil,
 {
-    out.push(b'[');
-    for (i, row) in rows.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.push(b'[');
-        for (j, field) in row.into_iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            write_opt(out, field);
-        }
-        out.push(b']');
+    if size >= DETACH_AT {
+        py.detach(work)
+    } else {
+        work()
     }
-    out.push(b']');
 }
 
 #[pymethods]
@@ -199,74 +180,51 @@ impl Findings {
         self.rows.iter().any(|row| self.verdict(row).action.as_deref() == Some(action))
     }
 
-    /// The rows as the store keeps them, JSON `[[direction, path, label, level, action,
-    /// fingerprint], ...]` in order, each path placed inside the message at `location`.
+    /// The rows as the store keeps them, `[direction, path, label, level, action,
+    /// fingerprint]` in order, each path placed inside the message at `location`, in the binary
+    /// encoding `FindingTable` reads (see `finding_rows`).
     fn encode<'py>(&self, py: Python<'py>, location: &str) -> PyResult<Bound<'py, PyBytes>> {
         let direction = self.direction.bind(py).to_str()?;
-        let paths: Vec<Cow<'_, str>> = self.rows.iter().map(|row| placed(location, &row.path)).collect();
-        let mut out = Vec::with_capacity(self.rows.len() * 128);
-        write_rows(
-            &mut out,
-            self.rows.iter().zip(&paths).map(|(row, path)| {
-                let verdict = self.verdict(row);
-                [
-                    Some(direction),
-                    Some(path.as_ref()),
-                    Some(verdict.name.as_str()),
-                    verdict.level.as_deref(),
-                    verdict.action.as_deref(),
-                    Some(row.fingerprint.as_str()),
-                ]
-            }),
-        );
-        Ok(PyBytes::new(py, &out))
+        let rows = self.rows.iter().map(|row| {
+            let verdict = self.verdict(row);
+            [
+                Some(whole(direction)),
+                Some(placed(location, &row.path)),
+                Some(whole(&verdict.name)),
+                verdict.level.as_deref().map(whole),
+                verdict.action.as_deref().map(whole),
+                Some(whole(&row.fingerprint)),
+            ]
+        });
+        encoded(py, rows)
     }
 }
 
-/// direction, path, label, level, action, fingerprint.
-type StoreRow = [Option<String>; 6];
-pub const STORE_COLUMNS: [&str; 6] = ["direction", "path", "label", "level", "action", "fingerprint"];
-
-/// The order `hashchain.finding_key` gives: field by field, strings in code point order (UTF-8
-/// byte order is the same), None after every string.
-fn canonical_order(a: &StoreRow, b: &StoreRow) -> Ordering {
-    fn key(field: &Option<String>) -> (bool, &str) {
-        (field.is_none(), field.as_deref().unwrap_or(""))
-    }
-    a.iter().map(key).cmp(b.iter().map(key))
+/// `rows` in the encoding (`finding_rows::encode`), written in place: a large body's is half a
+/// megabyte.
+fn encoded<'py, 'a, I>(py: Python<'py>, rows: I) -> PyResult<Bound<'py, PyBytes>>
+where
+    I: ExactSizeIterator<Item = [Parts<'a>; FIELDS]> + Clone + Send,
+{
+    let len = finding_rows::encoded_len(rows.clone()).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    PyBytes::new_with(py, len, |out| {
+        detached(py, len, || finding_rows::encode_into(rows, out));
+        Ok(())
+    })
 }
 
 /// One Arrow string column: (validity bitmap or None, int32 offsets, UTF-8 data, null count).
 type ArrowColumn<'py> = (Option<Bound<'py, PyBytes>>, Bound<'py, PyBytes>, Bound<'py, PyBytes>, usize);
 
-fn arrow_column<'py, 'a>(
-    py: Python<'py>,
-    len: usize,
-    values: impl Iterator<Item = Option<&'a str>>,
-) -> PyResult<ArrowColumn<'py>> {
-    let mut offsets: Vec<u8> = Vec::with_capacity((len + 1) * 4);
-    let mut data: Vec<u8> = Vec::new();
-    let mut validity = vec![0u8; len.div_ceil(8)];
-    let mut nulls = 0;
-    offsets.extend_from_slice(&0i32.to_le_bytes());
-    for (i, value) in values.enumerate() {
-        match value {
-            Some(text) => {
-                data.extend_from_slice(text.as_bytes());
-                validity[i / 8] |= 1 << (i % 8);
-            }
-            None => nulls += 1,
-        }
-        let end = i32::try_from(data.len()).map_err(|_| PyValueError::new_err("findings too large for one column"))?;
-        offsets.extend_from_slice(&end.to_le_bytes());
-    }
-    let validity = if nulls > 0 { Some(PyBytes::new(py, &validity)) } else { None };
-    Ok((validity, PyBytes::new(py, &offsets), PyBytes::new(py, &data), nulls))
+/// An item of `FindingTable`'s, read with the GIL held and appended without it.
+enum Item<'a> {
+    Encoded(&'a [u8]),
+    Row([Option<PyBackedStr>; FIELDS]),
 }
 
 #[pyclass(frozen, module = "toolgate.rules._core")]
 pub struct FindingTable {
-    rows: Vec<StoreRow>,
+    rows: FindingRows,
 }
 
 #[pymethods]
@@ -275,18 +233,36 @@ impl FindingTable {
     /// 6-tuple.
     #[new]
     #[pyo3(signature = (items = Vec::new()))]
-    fn new(items: Vec<Bound<'_, PyAny>>) -> PyResult<Self> {
-        let mut rows: Vec<StoreRow> = Vec::new();
+    fn new(py: Python<'_>, items: Vec<Bound<'_, PyAny>>) -> PyResult<Self> {
+        let mut read = Vec::with_capacity(items.len());
+        let mut size = 0;
         for item in &items {
             if let Ok(encoded) = item.cast::<PyBytes>() {
-                let parsed: Vec<StoreRow> = serde_json::from_slice(encoded.as_bytes())
-                    .map_err(|e| PyValueError::new_err(format!("encoded findings are not valid: {e}")))?;
-                rows.extend(parsed);
+                // immutable, and alive while `items` holds it: readable without the GIL
+                let bytes = encoded.as_bytes();
+                size += bytes.len();
+                read.push(Item::Encoded(bytes));
             } else {
                 let (a, b, c, d, e, f) = item.extract()?;
-                rows.push([a, b, c, d, e, f]);
+                read.push(Item::Row([a, b, c, d, e, f]));
             }
         }
+        let rows = detached(py, size, || -> Result<FindingRows, String> {
+            let mut rows = FindingRows::default();
+            rows.reserve(size);
+            for item in &read {
+                match item {
+                    Item::Encoded(bytes) => {
+                        rows.decode(bytes).map_err(|e| format!("encoded findings are not valid: {e}"))?
+                    }
+                    Item::Row(fields) => {
+                        rows.push(fields.each_ref().map(|f| f.as_deref())).map_err(|e| e.to_string())?
+                    }
+                }
+            }
+            Ok(rows)
+        })
+        .map_err(PyValueError::new_err)?;
         Ok(FindingTable { rows })
     }
 
@@ -296,61 +272,45 @@ impl FindingTable {
 
     /// The rows of one direction.
     fn only(&self, direction: &str) -> FindingTable {
-        FindingTable { rows: self.rows.iter().filter(|r| r[0].as_deref() == Some(direction)).cloned().collect() }
+        FindingTable { rows: self.rows.only(direction) }
     }
 
     /// Every row as a 6-tuple, in order (for tools and tests).
     #[allow(clippy::type_complexity)]
     fn rows(&self) -> Vec<(Option<&str>, Option<&str>, Option<&str>, Option<&str>, Option<&str>, Option<&str>)> {
-        self.rows
-            .iter()
-            .map(|r| {
-                (r[0].as_deref(), r[1].as_deref(), r[2].as_deref(), r[3].as_deref(), r[4].as_deref(), r[5].as_deref())
-            })
-            .collect()
+        self.rows.iter().map(|[a, b, c, d, e, f]| (a, b, c, d, e, f)).collect()
     }
 
-    /// What the hash chain covers: the rows in canonical order, as compact JSON.
+    /// The rows in order, in the encoding `Findings.encode` makes: `FindingTable([t.encode()])`
+    /// has the rows of `t`.
+    fn encode<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        encoded(py, self.rows.iter().map(|row| row.map(|field| field.map(whole))))
+    }
+
+    /// What the hash chain covers: the rows in canonical order, as compact JSON (byte for byte
+    /// `hashchain.findings_json`).
     fn canonical<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        let mut order: Vec<&StoreRow> = self.rows.iter().collect();
-        order.sort_by(|a, b| canonical_order(a, b));
-        let mut out = Vec::with_capacity(self.rows.len() * 128);
-        write_rows(&mut out, order.iter().map(|row| row.iter().map(|f| f.as_deref())));
-        PyBytes::new(py, &out)
+        let json = detached(py, self.rows.text_len(), || self.rows.canonical());
+        PyBytes::new(py, json.as_bytes())
     }
 
     /// The rows as a JSON list of objects (the `pending` row's `findings`), in order.
-    fn objects(&self) -> String {
-        let mut out = Vec::with_capacity(self.rows.len() * 192);
-        out.push(b'[');
-        for (i, row) in self.rows.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.push(b'{');
-            for (j, (name, value)) in STORE_COLUMNS.iter().zip(row).enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                write_str(&mut out, name);
-                out.push(b':');
-                write_opt(&mut out, value.as_deref());
-            }
-            out.push(b'}');
-        }
-        out.push(b']');
-        String::from_utf8(out).expect("JSON of strings is UTF-8")
+    fn objects(&self, py: Python<'_>) -> String {
+        detached(py, self.rows.text_len(), || self.rows.objects())
     }
 
     /// The `findings` table's columns for call `call_id`, in its order (call_id, then the six),
     /// as Arrow string buffers (see `ArrowColumn`).
     fn arrow<'py>(&self, py: Python<'py>, call_id: &str) -> PyResult<Vec<ArrowColumn<'py>>> {
-        let len = self.rows.len();
-        let mut columns = vec![arrow_column(py, len, std::iter::repeat_n(Some(call_id), len))?];
-        for field in 0..STORE_COLUMNS.len() {
-            columns.push(arrow_column(py, len, self.rows.iter().map(|r| r[field].as_deref()))?);
-        }
-        Ok(columns)
+        let columns = detached(py, self.rows.text_len(), || self.rows.arrow(call_id))
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(columns
+            .into_iter()
+            .map(|c| {
+                let validity = c.validity.map(|v| PyBytes::new(py, &v));
+                (validity, PyBytes::new(py, &c.offsets), PyBytes::new(py, &c.data), c.nulls)
+            })
+            .collect())
     }
 }
 
@@ -360,31 +320,13 @@ mod tests {
 
     #[test]
     fn placed_paths() {
-        assert_eq!(placed("$", "$.a"), "$.a");
-        assert_eq!(placed("$", ""), "$");
-        assert_eq!(placed("$.params.arguments", "$.a[0]"), "$.params.arguments.a[0]");
-        assert_eq!(placed("$.params.arguments", "$"), "$.params.arguments");
-        assert_eq!(placed("$.params.arguments", ""), "$.params.arguments");
-        assert_eq!(placed("headers", "?x-name"), "headers?x-name");
-    }
-
-    #[test]
-    fn rows_as_json() {
-        let mut out = Vec::new();
-        write_rows(&mut out, [[Some("a\"\\\n\u{1}é"), None]]);
-        assert_eq!(out, b"[[\"a\\\"\\\\\\n\\u0001\xc3\xa9\",null]]");
-        let mut empty = Vec::new();
-        write_rows(&mut empty, Vec::<[Option<&str>; 1]>::new());
-        assert_eq!(empty, b"[]");
-    }
-
-    #[test]
-    fn none_sorts_after_strings() {
-        let row = |level: Option<&str>| -> StoreRow {
-            [Some("a".into()), Some("b".into()), Some("c".into()), level.map(Into::into), None, None]
-        };
-        assert_eq!(canonical_order(&row(Some("z")), &row(None)), Ordering::Less);
-        assert_eq!(canonical_order(&row(Some("")), &row(Some("a"))), Ordering::Less);
-        assert_eq!(canonical_order(&row(None), &row(None)), Ordering::Equal);
+        let joined = |location, path| placed(location, path).concat();
+        assert_eq!(joined("$", "$.a"), "$.a");
+        assert_eq!(joined("$", ""), "$");
+        assert_eq!(joined("$", "?x-name"), "?x-name");
+        assert_eq!(joined("$.params.arguments", "$.a[0]"), "$.params.arguments.a[0]");
+        assert_eq!(joined("$.params.arguments", "$"), "$.params.arguments");
+        assert_eq!(joined("$.params.arguments", ""), "$.params.arguments");
+        assert_eq!(joined("headers", "?x-name"), "headers?x-name");
     }
 }

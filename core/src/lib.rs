@@ -7,6 +7,7 @@ pub mod checksums;
 pub mod classified;
 pub mod detectors;
 pub mod document;
+pub mod finding_rows;
 pub mod findings;
 pub mod fingerprint;
 pub mod json_keys;
@@ -194,7 +195,7 @@ fn _panic_for_tests() {
 }
 
 /// What the Python side (`toolgate/rules/core.py`) expects; it refuses any other build.
-const INTERFACE: u32 = 5;
+const INTERFACE: u32 = 6;
 
 /// The JWT detector's header check (`detectors::secrets::JWT_HEADER_CHECK`): Python's own
 /// `json.loads` of the decoded header gives a dict whose `alg` is a str. Every exception is
@@ -243,6 +244,9 @@ fn raise_pending() -> PyResult<()> {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let _ = detectors::secrets::JWT_HEADER_CHECK.set(jwt_header_check);
     m.add("INTERFACE", INTERFACE)?;
+    // what `Findings.encode` makes of no findings (`rules.decision.Findings` has no native rows then)
+    let none = finding_rows::encode(std::iter::empty()).expect("no rows fit");
+    m.add("NO_FINDINGS_ENCODED", pyo3::types::PyBytes::new(m.py(), &none))?;
     m.add("PanicException", m.py().get_type::<pyo3::panic::PanicException>())?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(duplicate_key, m)?)?;

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import struct
 
 import orjson
 import pyarrow as pa
@@ -17,7 +18,7 @@ from mitmproxy.test import taddons, tflow
 
 from toolgate.addons.policy.outcome import _field
 from toolgate.addons.recording.addon import Recorder
-from toolgate.rules import Call, evaluate, load_rules
+from toolgate.rules import Call, Findings, evaluate, load_rules
 from toolgate.rules.protocols import Unit
 from toolgate.sessions import hashchain
 from toolgate.sessions.records import FindingRow, FindingTable, finding_dicts, finding_table
@@ -32,8 +33,26 @@ TEXT = st.one_of(
     st.sampled_from(["", "a", "ab", "b", "$.x", "$.x[1]", "ssn", "mask", "é", "\U0001f600"]),
     st.text(st.characters(blacklist_categories=("Cs",)), max_size=12),
 )
-FIELD = st.one_of(st.none(), TEXT)
+# Characters at the edges of JSON's escaping: every one that orjson escapes, and DEL and the
+# line separators, which it writes as they are.
+ESCAPED = [chr(c) for c in range(0x20)] + ['"', "\\", "\x7f", "\u2028", "\u2029", "/", " "]
+EDGY = st.one_of(
+    st.sampled_from(ESCAPED),
+    st.text(st.sampled_from(ESCAPED + ["a", "é", "\U0001f600"]), min_size=1, max_size=8),
+)
+FIELD = st.one_of(st.none(), TEXT, EDGY)
 ROWS = st.lists(st.tuples(FIELD, FIELD, FIELD, FIELD, FIELD, FIELD), max_size=40)
+
+# The encoding `Findings.encode` makes (core/src/finding_rows.rs): magic and version, the row
+# count, each field's length (u32 little-endian, 0xFFFFFFFF for None), then the fields' text.
+ABSENT = 0xFFFFFFFF
+
+
+def encoded(rows, version=1):
+    fields = [f for row in rows for f in row]
+    lengths = [ABSENT if f is None else len(f.encode()) for f in fields]
+    text = b"".join(f.encode() for f in fields if f is not None)
+    return b"TGF" + bytes([version]) + struct.pack(f"<I{len(lengths)}I", len(rows), *lengths) + text
 
 
 @settings(max_examples=300, deadline=None)
@@ -48,6 +67,15 @@ def test_the_chain_json_is_the_verifiers_byte_for_byte(rows):
     assert table.objects() == orjson.dumps([FindingRow(*row).as_dict() for row in rows]).decode()
     request = [row for row in rows if row[0] == "request"]
     assert table.only("request").rows() == request
+    assert FindingTable([encoded(rows)]).rows() == rows
+    assert table.encode() == encoded(rows)
+
+
+@pytest.mark.parametrize("text", ESCAPED + ["a\x7fb", "\u2028\u2029", "\x00\x1f\"\\", "é\U0001f600\n"])
+def test_each_character_is_escaped_as_orjson_escapes_it(text):
+    rows = [("request", text, "label", None, text, "f")]
+    assert FindingTable(rows).canonical() == hashchain.findings_json(rows)
+    assert FindingTable(rows).objects() == orjson.dumps([FindingRow(*row).as_dict() for row in rows]).decode()
 
 
 @settings(max_examples=100, deadline=None)
@@ -95,6 +123,7 @@ def test_encoded_rows_are_the_findings_placed_as_the_policy_places_them(tmp_path
         for f in decision.findings
     ]
     assert FindingTable([decision.findings.encode(location)]).rows() == expected
+    assert decision.findings.encode(location) == encoded(expected)
     assert [row[4] for row in expected] == ["allow", "mask", "mask"]
     assert decision.findings.any_action("mask") and not decision.findings.any_action("block")
 
@@ -108,9 +137,59 @@ def test_items_of_both_kinds_keep_their_order(tmp_path):
     assert rows[1]["path"] == "$.ssn" and rows[1]["fingerprint"] == decision.findings[0].fingerprint
 
 
-@pytest.mark.parametrize("item", [b"not json", b'[["a", "b"]]', b'[[1, 2, 3, 4, 5, 6]]', b"{}", 42, "text",
-                                  ("too", "short")])
-def test_what_is_not_findings_is_refused(item):
+def test_no_findings_encode_as_no_rows():
+    assert FindingTable([Findings().encode("$")]).rows() == []
+    assert Findings().encode() == encoded([])
+
+
+ROW = ("response", "$.a", "email", "confidential", "mask", "ab" * 32)
+GOOD = encoded([ROW, ROW])
+# what is not an encoding of findings, and what the error says
+BROKEN = {
+    "empty": (b"", "truncated"),
+    "cut in the header": (GOOD[:6], "truncated"),
+    "cut in the lengths": (GOOD[:20], "truncated"),
+    "cut in the text": (GOOD[:-1], "past the end"),
+    "the former JSON": (b'[["request", "$", "a", null, null, null]]', "do not start with"),
+    "no magic": (b"not findings", "do not start with"),
+    "version 2": (encoded([ROW], version=2), "version 2, this build reads version 1"),
+    "version 0": (encoded([ROW], version=0), "version 0"),
+    "trailing garbage": (GOOD + b"x", r"trailing bytes after the last field \(1\)"),
+    "two encodings in one": (encoded([ROW]) + encoded([ROW]), "trailing bytes"),
+    "not UTF-8": (GOOD[:-1] + b"\xff", "not UTF-8"),
+    "a split character": (b"TGF\x01" + struct.pack("<I6I", 1, 1, 2, 0, 0, 0, 0) + "éa".encode(),
+                          "row 0's direction ends inside a character"),
+    "a length past the end": (b"TGF\x01" + struct.pack("<I6I", 1, 1 << 30, 0, 0, 0, 0, 0) + b"abc",
+                              "the length of row 0's direction runs past the end"),
+    "more rows than bytes": (b"TGF\x01" + struct.pack("<I", 0xFFFFFFFF), "truncated"),
+}
+
+
+@pytest.mark.parametrize("item, message", BROKEN.values(), ids=BROKEN.keys())
+def test_what_is_not_encoded_findings_is_refused(item, message):
+    with pytest.raises(ValueError, match="encoded findings are not valid: .*" + message):
+        FindingTable([item])
+    with pytest.raises(ValueError):  # whatever comes with it
+        FindingTable([GOOD, item, GOOD])
+
+
+@settings(max_examples=300, deadline=None)
+@given(ROWS, st.data())
+def test_damaged_encodings_are_refused_or_read_as_they_read(rows, data):
+    good = encoded(rows)
+    at = data.draw(st.integers(0, len(good)))
+    cut = data.draw(st.integers(0, 8))
+    damaged = good[:at] + data.draw(st.binary(max_size=8)) + good[at + cut:]
+    try:
+        table = FindingTable([damaged])
+    except ValueError as exc:
+        assert str(exc).startswith("encoded findings are not valid: ")
+        return
+    assert encoded(table.rows()) == damaged  # what was read is what the bytes say
+
+
+@pytest.mark.parametrize("item", [42, "text", ("too", "short"), (1, 2, 3, 4, 5, 6)])
+def test_what_is_not_a_finding_is_refused(item):
     with pytest.raises((ValueError, TypeError)):
         finding_table([item])
 
@@ -153,8 +232,10 @@ def test_a_flow_saved_from_mitmweb_keeps_its_findings_and_records_them(tmp_path)
     assert [row[1] for row in stored] == ["$.result.a", "$.result.ssn"]
 
 
-def test_findings_that_cannot_be_read_withhold_the_answer(tmp_path):
-    f, stored = _recorded(tmp_path, [b"[[broken"])
+@pytest.mark.parametrize("case", ["cut in the lengths", "cut in the text", "version 2", "not UTF-8",
+                                  "trailing garbage", "a length past the end", "the former JSON"])
+def test_findings_that_cannot_be_read_withhold_the_answer(tmp_path, case):
+    f, stored = _recorded(tmp_path, [BROKEN[case][0]])
     # the fail-closed answer of a hook that threw (500), never the backend's
     assert f.response.status_code == 500 and b"from the backend" not in f.response.content
     assert stored == []
