@@ -60,6 +60,17 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10, interval: float 
         time.sleep(interval)
 
 
+def store_files(db: Path) -> list[Path]:
+    """Every file the session store `db` keeps that exists: the DuckDB file, its WAL, and the
+    write-ahead journal (what a crash leaves holds recent calls only there)."""
+    return [p for p in (db, Path(f"{db}.wal"), Path(f"{db}.journal")) if p.exists()]
+
+
+def store_bytes(db: Path) -> bytes:
+    """The bytes of `store_files(db)`, to search for what must never be stored."""
+    return b"".join(p.read_bytes() for p in store_files(db))
+
+
 # -- mitmdump processes ------------------------------------------------------------------------
 
 @dataclass

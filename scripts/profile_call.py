@@ -134,16 +134,18 @@ class HookTimer:
         return timed
 
     def _time_writer(self) -> None:
-        """The store writer's thread: whole commits, and the Python work of building each
-        call's row (its values, the chain hash, its findings) and the Arrow tables; the rest of
-        a commit is DuckDB's statements and the chain head file."""
+        """The store's threads: the journal's (audit: each batch of records made, appended and
+        fsynced), and DuckDB's (whole commits, the Python work of building each call's row: its
+        values, the chain hash, its findings; and the Arrow tables; the rest of a commit is
+        DuckDB's statements and the chain head file)."""
         try:
             from toolgate.sessions import writer
         except ImportError:
             return
         for owner, name, key in ((writer.Writer, "_commit", "writer: whole commits"),
                                  (writer.Writer, "_add_call", "writer: a call's row and findings"),
-                                 (writer.Writer, "_pending_values", "writer: a pending row"),
+                                 (writer.Writer, "_accept", "writer: journaling (audit), batches"),
+                                 (writer._Entry, "encode", "writer: journal records made"),
                                  (writer._Columns, "table", "writer: Arrow tables")):
             original = getattr(owner, name)
             if isinstance(original, staticmethod):

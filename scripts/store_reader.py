@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from toolgate.scripts.admin_http import AdminRefused, AdminUnreachable, admin_json
+from toolgate.sessions.journal import journal_path
 from toolgate.sessions.readonly import ReadOnlyStore, StoreHeld, StoreUnreadable, open_read_only
 
 
@@ -102,7 +103,7 @@ def open_reader(db: Path, admin: str, token: str | None, *, db_given: bool = Tru
     store at the default path: ask the admin API (a gateway's store may be anywhere)."""
     if admin_given and not db_given:
         return AdminReader(admin, token)
-    if not db.exists():
+    if not db.exists() and not journal_path(db).exists():
         if db_given:
             raise ReaderError(
                 f"there is no session store at {db}: pass --db PATH (the gateway's toolgate_db)"

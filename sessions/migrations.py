@@ -105,6 +105,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE pending ADD COLUMN held_at TIMESTAMPTZ;
         """,
     ),
+    (
+        3,
+        "journal_applied: how far the store has taken the write-ahead journal",
+        """
+        -- One row: the journal's generation and the offset just past its last record that is
+        -- in this store, updated in the transaction that adds the records (sessions.journal).
+        CREATE TABLE journal_applied (generation VARCHAR NOT NULL, position BIGINT NOT NULL);
+        INSERT INTO journal_applied VALUES ('', 0);
+        """,
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

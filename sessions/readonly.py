@@ -3,12 +3,15 @@ admin API's session routes (`api.handle`) answered on the file itself.
 
 Opening says why it cannot: `StoreHeld` when another process (a running gateway) holds the
 file, `StoreUnreadable` (its message says what to do) when it is not a store of this version.
+A store behind its write-ahead journal (a gateway that died before DuckDB took every record)
+first gets the journal applied, as the gateway's next start would.
 
 `open_store` and `query` read a store's file directly, for the tests, the benches and the soak
 (`scripts/harness.py`) that check what was recorded."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,8 +20,12 @@ from typing import Any
 import duckdb
 
 from toolgate.sessions import api, hashchain
+from toolgate.sessions.journal import JournalCorrupt, journal_path
+from toolgate.sessions.journal import scan as journal_scan
 from toolgate.sessions.migrations import LATEST, current_version
-from toolgate.sessions.writer import CONNECTION_CONFIG
+from toolgate.sessions.writer import CONNECTION_CONFIG, Writer
+
+logger = logging.getLogger(__name__)
 
 
 class StoreHeld(Exception):
@@ -45,6 +52,8 @@ class ReadOnlyStore:
 
 def open_read_only(db: Path) -> ReadOnlyStore:
     """The store at `db`, opened read-only, at the latest schema version."""
+    if not db.exists() and journal_path(db).exists():  # a gateway died before DuckDB took any
+        _apply_journal(db)
     try:
         con = duckdb.connect(str(db), read_only=True, config=CONNECTION_CONFIG)
     except (duckdb.IOException, duckdb.ConnectionException) as exc:
@@ -67,7 +76,39 @@ def open_read_only(db: Path) -> ReadOnlyStore:
             f"{db} has schema version {version}; start the gateway once on it to migrate it to "
             f"version {LATEST}"
         )
+    try:
+        behind = _behind_its_journal(con, db)
+    except JournalCorrupt as exc:
+        con.close()
+        raise StoreUnreadable(str(exc)) from None
+    if behind:
+        # The gateway stopped with records in its journal that the store lacks (a crash): what
+        # its next start would do first, so that a read sees every call anyone was answered.
+        con.close()
+        _apply_journal(db)
+        return open_read_only(db)
     return ReadOnlyStore(con, db)
+
+
+def _behind_its_journal(con: duckdb.DuckDBPyConnection, db: Path) -> bool:
+    found = journal_scan(journal_path(db))
+    if found is None or not found.records:
+        return False
+    row = con.execute("SELECT generation, position FROM journal_applied").fetchone()
+    return not row or row[0] != found.generation or int(row[1]) < found.records[-1][1]
+
+
+def _apply_journal(db: Path) -> None:
+    writer = Writer(db).start()
+    try:
+        writer.wait_ready(600)
+        if writer.fatal or writer.store_healthy is False:
+            raise StoreUnreadable(writer.fatal or writer.store_error or f"cannot open {db}")
+        logger.warning("toolgate: applied the journal %s to the session store (the gateway "
+                       "stopped before it could)", journal_path(db))
+    finally:
+        writer.stop()
+        writer.join(600)
 
 
 @contextmanager

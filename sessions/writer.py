@@ -1,24 +1,35 @@
-"""The one writer: a thread that owns the store's DuckDB connection.
+"""The one writer: the threads that own the store's journal and its DuckDB connection.
 
 Everything that changes the store goes through `Writer`: the request of a call let through
 under audit durability (`submit_request`, a `pending` row), a call held for approval
 (`submit_held`, a `pending` row marked held), a finished call (`submit_call`: its
 `calls` row and its findings, in one transaction), an approval decision (`record_approval`).
-Each returns a `concurrent.futures.Future` that resolves once the transaction holding the
-record has committed, and fails (with `RecordingError`) if it did not; the event loop awaits
-it with `asyncio.wrap_future` and never touches DuckDB itself.
+Each returns a `concurrent.futures.Future`; the event loop awaits it with
+`asyncio.wrap_future` and never touches the files itself.
+
+Two threads, in a line. The journal thread takes what was submitted, makes each record's
+values (checked against the columns: once acknowledged, a record must fit the store), and,
+for records submitted under audit durability (`journaled`), appends them to the write-ahead
+journal beside the store (`sessions.journal`) in one synchronous write: their futures resolve
+once it returned, all the records that arrived while the last write ran sharing it (group
+commit). Then it hands every record, in that order, to the store thread, which inserts them into
+DuckDB as Arrow tables in large transactions (at most one every `commit_interval`), with the
+journal's position in the same transaction (`journal_applied`), and resolves the futures of
+records that were not journaled (async durability) once they are committed. The hash chain is
+computed there, in journal order. Reads (`run_query`) wait until DuckDB has every record
+accepted before they were asked.
+
+At start the journal is checked (a torn last record is cut off, damage elsewhere stops the
+writer: `fatal`), the records DuckDB lacks are applied before anything new, and then calls
+interrupted by a crash are recovered (`pending` rows without a `calls` row). If DuckDB cannot be
+written, journaled records wait (and are retried) while the journal takes new ones, up to
+`journal_max` bytes of backlog; records that are not journaled fail with the commit. Once DuckDB
+has every record of a journal that has grown past `ROTATE_AT`, the journal is replaced by an
+empty one of a new generation.
 
 A `pending` row whose call has its `calls` row is a leftover: such rows are deleted in bulk
 (`ANSWERED_BATCH` at a time, or when the writer is idle) rather than by every commit, where the
 statement would add to the latency each caller waits for; recovery ignores them.
-
-Records that arrive while a commit is running are committed together in the next one (group
-commit), inserted as Arrow tables rather than row by row: one fsync serves many calls. With a
-`commit_interval` (async durability: nobody waits), commits are spaced out to carry more.
-
-If the store cannot be written (disk full, file unwritable, a broken connection) the batch
-fails, the connection is dropped, and the next batch tries to open the store again: recording
-resumes by itself once the file is writable.
 """
 
 from __future__ import annotations
@@ -41,13 +52,25 @@ import pyarrow as pa
 
 from toolgate.sessions import hashchain
 from toolgate.sessions.hashchain import ChainHead, Position
+from toolgate.sessions.journal import HEADER_SIZE, Journal, JournalCorrupt, journal_path
+from toolgate.sessions.journal import scan as journal_scan
 from toolgate.sessions.migrations import migrate
-from toolgate.sessions.records import INTERRUPTED, ApprovalRecord, CallRecord, FindingRow
+from toolgate.sessions.records import (
+    INTERRUPTED, ApprovalRecord, CallRecord, FindingRow, finding_table,
+)
 from toolgate.sessions.schema import (
+    APPROVAL_CONTENT,
+    BLOB,
+    BOOL,
+    CALL_CONTENT,
     CHAIN_PREFIX,
     CHAINED,
     FINDING_COLUMNS,
+    INT,
     PENDING_COLUMNS,
+    STR,
+    STRLIST,
+    TS,
     arrow_schema,
     chained_columns,
 )
@@ -57,6 +80,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_BATCH = 4096
+# The journal may hold this many bytes the store has not taken yet; past it, calls are refused
+# (503 `unrecorded`) rather than the disk filled (the option `toolgate_journal_max`).
+JOURNAL_MAX = 256 << 20
+# How long a read waits for the records accepted before it to be in DuckDB.
+READ_WAIT = 10.0
 ANSWERED_BATCH = 512  # leftover pending rows deleted together
 # Never resolve an unknown table name to a Python variable of the caller (DuckDB's default).
 CONNECTION_CONFIG = {"python_enable_replacements": False}
@@ -77,6 +105,7 @@ class _Item:
     kind: str  # request | call | approval
     record: Any
     future: Future
+    durable: bool = False  # made durable in the journal before its future resolves
 
 
 _STOP = object()
@@ -179,20 +208,114 @@ class _FindingBatches:
         return pa.Table.from_batches(self.batches, schema=self.schema)
 
 
+# What each kind of value may be in the store's columns (checked before a record is journaled:
+# once acknowledged, a record must go into DuckDB, so it cannot be refused there).
+_KINDS: dict[str, tuple[type, ...]] = {
+    STR: (str,), TS: (int,), INT: (int,), BOOL: (bool,), BLOB: (bytes,), STRLIST: (list,),
+}
+_NOT_NULL = {"call_id", "started_at"}
+_COLUMNS = {"request": PENDING_COLUMNS, "call": CALL_CONTENT, "approval": APPROVAL_CONTENT}
+# Blobs travel beside a record's JSON in the journal.
+_BLOBS = ("request_body", "response_body")
+# The journal is replaced by an empty one once all of it is in the store and it is this big.
+ROTATE_AT = 8 << 20
+# How long the applier waits before it tries the store again after a failed commit.
+RETRY_AFTER = 0.5
+
+
+def _check(kind: str, values: dict[str, Any]) -> None:
+    for name, column in _COLUMNS[kind]:
+        value = values[name]
+        if value is None:
+            if name in _NOT_NULL:
+                raise ValueError(f"{name} is missing")
+        elif not isinstance(value, _KINDS[column]) or (column == INT and isinstance(value, bool)):
+            raise ValueError(f"{name} is a {type(value).__name__}, not a {column}")
+        elif column == STRLIST and not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{name} holds something other than strings")
+
+
+@dataclass(slots=True)
+class _Entry:
+    """A record in the store's terms, on its way through the journal to DuckDB."""
+
+    kind: str  # request | call | approval
+    values: dict[str, Any]
+    findings: Any = None  # a call's FindingTable
+    future: Future | None = None  # resolved once in DuckDB: a record that is not journaled
+    position: int = 0  # the journal's end just past this record (0: not journaled)
+
+    def encode(self) -> list[bytes]:
+        """The journal's payload, in parts: u32 length, JSON (the values, the blobs' lengths),
+        the blobs (bodies, findings) as they are, never copied together."""
+        values = dict(self.values)
+        blobs = [values.pop(name, None) for name in _BLOBS]
+        if self.findings is not None:
+            blobs.append(self.findings.encode())
+        head = orjson.dumps({"kind": self.kind, "values": values,
+                             "blobs": [None if b is None else len(b) for b in blobs]})
+        return [len(head).to_bytes(4, "little"), head, *(b for b in blobs if b)]
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "_Entry":
+        size = int.from_bytes(payload[:4], "little")
+        head = orjson.loads(payload[4:4 + size])
+        kind, values, at = head["kind"], head["values"], 4 + size
+        blobs: list[bytes | None] = []
+        for length in head["blobs"]:
+            blobs.append(None if length is None else payload[at:at + length])
+            at += length or 0
+        if kind not in _COLUMNS or at != len(payload) or len(blobs) != len(_BLOBS) + (kind == "call"):
+            raise ValueError("not a journal record of the session store")
+        if kind != "approval":
+            values["request_body"] = blobs[0]
+        if kind == "call":
+            values["response_body"] = blobs[1]
+        findings = finding_table([blobs[len(_BLOBS)]]) if kind == "call" else None
+        _check(kind, values)
+        return cls(kind, values, findings)
+
+
+def _entry(item: _Item) -> _Entry:
+    rec = item.record
+    findings = None
+    if item.kind == "request":
+        values = call_values(rec)
+        values["findings"] = rec.findings.objects()
+        values["held_at"] = _us(rec.held_at)
+    elif item.kind == "call":
+        values, findings = call_values(rec), rec.findings
+    elif item.kind == "approval":
+        values = approval_values(rec)
+    else:
+        raise ValueError(f"unknown record kind {item.kind!r}")
+    _check(item.kind, values)
+    return _Entry(item.kind, {name: values[name] for name, _ in _COLUMNS[item.kind]}, findings)
+
+
 class Writer:
     """Owns the store at `path`; see the module's docstring."""
 
-    def __init__(self, path: str | os.PathLike[str], max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, path: str | os.PathLike[str], max_batch: int = MAX_BATCH,
+                 journal: bool = True, journal_max: int = JOURNAL_MAX) -> None:
         self.path = str(Path(path).expanduser().resolve())
         self.head_file = hashchain.head_path(self.path)
         self.max_batch = max_batch
-        # The shortest time between two commits. 0 under audit durability, where callers wait
-        # for each commit; records nobody waits for (async) are cheaper in fewer, larger
-        # transactions: DuckDB spends about a millisecond of CPU per statement.
+        # The shortest time between two commits to DuckDB. Records nobody waits for (async)
+        # are cheaper in fewer, larger transactions: DuckDB spends about a millisecond of CPU
+        # per statement. Under audit the journal makes them durable, and commits are spaced
+        # the same way.
         self.commit_interval = 0.0
+        # Whether records submitted now are made durable in the journal before their futures
+        # resolve (audit), or only once in DuckDB (async). Without a journal, always the latter.
+        self.journaled = journal
+        self.journal_max = journal_max
+        self._journal = Journal(journal_path(self.path)) if journal else None
         self._last_commit = 0.0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._apply: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="toolgate-writer")
+        self._applier = threading.Thread(target=self._run_applier, name="toolgate-store")
         self._queries = ThreadPoolExecutor(1, thread_name_prefix="toolgate-query")
         self._con: duckdb.DuckDBPyConnection | None = None
         self._reader: duckdb.DuckDBPyConnection | None = None
@@ -206,13 +329,25 @@ class Writer:
         self._pending: set[str] = set()
         self._stopping = False
         self._first_open = threading.Event()  # set once the store was first tried
-        self._resolved: queue.SimpleQueue[list[_Item] | None] = queue.SimpleQueue()
+        self._resolved: queue.SimpleQueue[list[Future] | None] = queue.SimpleQueue()
         self._resolver = threading.Thread(target=self._resolve, name="toolgate-writer-done",
                                           daemon=True)
         self._previous: Writer | None = None
-        self.healthy: bool | None = None  # None until the store was first opened
+        # The journal's records of the last run, still to be applied when the store opens.
+        self._backlog: list[_Entry] = []
+        self._generation = ""
+        # How far the records handed to the applier, and those in DuckDB, go (for readers).
+        self._progress = threading.Condition()
+        self._handed = 0
+        self._applied = 0
+        self._applied_position = 0  # the journal's offset up to which DuckDB has every record
+        self.fatal: str | None = None  # the journal is damaged: the gateway must not start
+        self.healthy: bool | None = None  # None until records were first accepted or refused
         self.last_error: str | None = None
-        self.stats = {"commits": 0, "calls": 0, "requests": 0, "approvals": 0, "failures": 0}
+        self.store_healthy: bool | None = None  # DuckDB itself (behind the journal)
+        self.store_error: str | None = None
+        self.stats = {"commits": 0, "calls": 0, "requests": 0, "approvals": 0, "failures": 0,
+                      "journaled": 0, "journal_appends": 0}
 
     # -- the API (any thread) ---------------------------------------------------------------
 
@@ -225,6 +360,26 @@ class Writer:
         self._resolver.start()
         self._thread.start()
         return self
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the store was first tried (and the journal of the last run applied, if
+        it could be): what the gateway waits for before it lets calls through."""
+        return self._first_open.wait(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return self._first_open.is_set()
+
+    def backlog(self) -> dict[str, Any]:
+        """What is accepted but not yet in DuckDB: records, and journal bytes."""
+        with self._progress:
+            records = self._handed - self._applied
+        journal = self._journal
+        return {
+            "records": records + len(self._backlog),
+            "journal_bytes": 0 if journal is None else max(0, journal.end - self._applied_position),
+            "journal_max": self.journal_max if journal is not None else None,
+        }
 
     def submit_request(self, record: CallRecord) -> Future:
         """Record that `record`'s request is being let through (a `pending` row)."""
@@ -262,10 +417,20 @@ class Writer:
                            reason, scope)
         )
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record accepted so far is in DuckDB (False: not within `timeout`)."""
+        with self._progress:
+            target = self._handed
+            return self._progress.wait_for(lambda: self._applied >= target, timeout)
+
     def run_query(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> "Future[T]":
         """Run `fn(connection)` on a reading connection to the store, off the caller's thread
-        and off the writer's: a long query never holds up a commit. It sees committed data."""
-        return self._queries.submit(self._query, fn)
+        and off the writer's: a long query never holds up a commit. It sees every record
+        accepted before it was asked, journaled ones included (it waits for them to be in
+        DuckDB, `READ_WAIT` at most)."""
+        with self._progress:
+            target = self._handed
+        return self._queries.submit(self._query, fn, target)
 
     def stop(self) -> None:
         """Commit what was submitted, then close the store (without waiting for it)."""
@@ -279,14 +444,14 @@ class Writer:
             self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    # -- the writer thread ------------------------------------------------------------------
+    # -- the journal thread: accepts records --------------------------------------------------
 
     def _submit(self, kind: str, record: Any) -> Future:
         future: Future = Future()
         if self._stopping:
             future.set_exception(RecordingError("the session store is closing"))
         else:
-            self._queue.put(_Item(kind, record, future))
+            self._queue.put(_Item(kind, record, future, self.journaled))
         return future
 
     def _run(self) -> None:
@@ -296,33 +461,31 @@ class Writer:
             self._previous = None
         stop = False
         try:
-            try:  # open at once: interrupted calls are recovered before the first new one
-                self._ensure_open()
-                self.healthy = True
-            except Exception as exc:  # noqa: BLE001 - retried by every batch
-                # A warning, not an error: mitmdump exits on an error logged while it starts,
-                # and a gateway that answers 503 until its store is back is the better outcome.
-                self.healthy = False
-                self.last_error = f"cannot open the session store {self.path}: {exc}"
-                logger.warning("toolgate: %s; calls are refused until it can be opened "
-                               "(toolgate_durability=audit)", self.last_error)
-            finally:
-                self._first_open.set()
+            if self._journal is not None:
+                try:
+                    self._open_journal()
+                except (JournalCorrupt, OSError) as exc:
+                    message = str(exc) if isinstance(exc, JournalCorrupt) else (
+                        f"cannot open the journal {self._journal.path}: {exc}")
+                    self.fatal = self.last_error = message
+                    self.healthy = False
+                    logger.error("toolgate: the gateway cannot start: %s", message)
+                    return
+                self.healthy = True  # records can be made durable
+            self._applier.start()
             while not stop:
                 try:
                     first = self._queue.get(timeout=1.0)
                 except queue.Empty:
                     # A program that forgot to stop its writer must still be able to exit.
                     stop = not threading.main_thread().is_alive()
+                    self._maybe_rotate()
                     continue
                 batch: list[_Item] = []
                 if first is _STOP:
                     stop = True
                 else:
                     batch.append(first)
-                    wait = self._last_commit + self.commit_interval - time.monotonic()
-                    if wait > 0:
-                        time.sleep(wait)
                 while len(batch) < self.max_batch and not stop:
                     try:
                         item = self._queue.get_nowait()
@@ -333,9 +496,186 @@ class Writer:
                     else:
                         batch.append(item)
                 if batch:
-                    self._commit_batch(batch)
+                    self._accept(batch)
+        except BaseException:  # noqa: BLE001 - the thread must not die with futures unresolved
+            logger.exception("toolgate: the session store's writer failed")
+        finally:
+            self._fail_queued(self._queue, RecordingError("the session store's writer stopped"))
+            if self._applier.is_alive():
+                self._apply.put(_STOP)
+                self._applier.join()
+            else:
+                self._first_open.set()
+                self._resolved.put(None)
+            self._resolver.join()
+            if self._journal is not None:
+                self._journal.close()
+
+    def _open_journal(self) -> None:
+        """Check the journal; keep the records of the last run for the applier (it applies
+        those DuckDB lacks before anything new); cut off a torn last record."""
+        assert self._journal is not None
+        found = journal_scan(self._journal.path)
+        if found is not None and found.torn_at is not None:
+            logger.warning(
+                "toolgate: the journal %s ends in a record cut off while it was written (at byte "
+                "%d, %d bytes); it was never acknowledged: dropped", self._journal.path,
+                found.torn_at, self._journal.path.stat().st_size - found.torn_at)
+        self._journal.open(found)
+        if found is not None and found.records:
+            start = HEADER_SIZE
+            for number, (payload, end) in enumerate(found.records, 1):
+                try:
+                    entry = _Entry.decode(payload)
+                except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
+                    raise JournalCorrupt(self._journal.path, start, f"record {number} passed "
+                                         f"its checksum but is not a record of ours ({exc})")
+                entry.position, start = end, end
+                self._backlog.append(entry)
+        self._generation = self._journal.generation
+
+    def _accept(self, batch: list[_Item]) -> None:
+        self._maybe_rotate()  # before appending: the store may have every record so far
+        # A future whose waiter gave up (cancelled) before we got to it is not recorded.
+        items = [i for i in batch if i.future.set_running_or_notify_cancel()]
+        entries: list[_Entry] = []
+        durable: list[tuple[_Item, _Entry]] = []
+        for item in items:
+            try:  # a record that cannot be stored fails alone, not its whole batch
+                entry = _entry(item)
+            except Exception as exc:  # noqa: BLE001
+                item.future.set_exception(RecordingError(f"the record is not valid: {exc!r}"))
+                continue
+            if item.durable and self._journal is not None:
+                durable.append((item, entry))
+            else:
+                entry.future = item.future
+            entries.append(entry)
+        if durable:
+            refused = self._journal_append(durable)
+            if refused:
+                entries = [e for e in entries if id(e) not in refused]
+        if not entries:
+            return
+        with self._progress:
+            self._handed += len(entries)
+        self._apply.put(entries)
+        if durable:  # only now: a reader asked after this sees them (see run_query)
+            self._resolved.put([item.future for item, entry in durable if id(entry) not in refused])
+
+    def _journal_append(self, durable: list[tuple[_Item, _Entry]]) -> set[int]:
+        """Append the records to the journal, durably; those refused (journal full, disk
+        full) have their futures failed: ids of their entries."""
+        journal = self._journal
+        assert journal is not None
+        backlog = journal.end - self._applied_position
+        if backlog > self.journal_max:
+            message = (f"the journal {journal.path} holds {backlog} bytes the session store has "
+                       f"not taken yet (toolgate_journal_max: {self.journal_max}); "
+                       f"{self.store_error or 'the store is behind'}")
+            self._refuse(durable, message)
+            return {id(entry) for _, entry in durable}
+        try:
+            payloads = [entry.encode() for _, entry in durable]
+        except Exception as exc:  # noqa: BLE001
+            for item, _ in durable:
+                item.future.set_exception(RecordingError(f"the record is not valid: {exc!r}"))
+            return {id(entry) for _, entry in durable}
+        try:
+            ends = journal.append(payloads)
+        except OSError as exc:
+            self._refuse(durable, f"cannot append to the journal {journal.path}: {exc}")
+            return {id(entry) for _, entry in durable}
+        for (_, entry), end in zip(durable, ends):
+            entry.position = end
+        if self.healthy is False:
+            logger.warning("toolgate: the session store %s records again", self.path)
+        self.healthy, self.last_error = True, None
+        self.stats["journaled"] += len(durable)
+        self.stats["journal_appends"] += 1
+        return set()
+
+    def _refuse(self, durable: list[tuple[_Item, _Entry]], message: str) -> None:
+        if self.healthy is not False or message != self.last_error:
+            logger.error("toolgate: %s", message)
+        self.healthy, self.last_error = False, message
+        self.stats["failures"] += 1
+        error = RecordingError(message)
+        for item, _ in durable:
+            item.future.set_exception(error)
+
+    def _maybe_rotate(self) -> None:
+        """Start an empty journal once every record of this one is in the store."""
+        journal = self._journal
+        if journal is None or journal.end < ROTATE_AT or self._applied_position < journal.end:
+            return
+        try:
+            journal.start_new()
+        except OSError as exc:
+            logger.warning("toolgate: could not start a new journal %s: %s", journal.path, exc)
+            return
+        self._generation = journal.generation
+        self._applied_position = journal.end
+
+    def _resolve(self) -> None:
+        # Waking each waiter costs a syscall per future (asyncio's self-pipe): this thread does
+        # it while the others go on.
+        while (futures := self._resolved.get()) is not None:
+            for future in futures:
+                future.set_result(None)
+
+    @staticmethod
+    def _fail_queued(source: queue.SimpleQueue, error: Exception) -> None:
+        while True:
+            try:
+                item = source.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Item) and item.future.set_running_or_notify_cancel():
+                item.future.set_exception(error)
+
+    # -- the applier thread: DuckDB -----------------------------------------------------------
+
+    def _run_applier(self) -> None:
+        stop = False
+        waiting: list[_Entry] = []  # accepted, not yet in DuckDB (a failed commit keeps them)
+        retry_at = 0.0
+        try:
+            self._first_store_open()
+            while True:
+                try:
+                    first = self._apply.get(timeout=RETRY_AFTER if waiting else 1.0)
+                except queue.Empty:
+                    first = None
+                    # A program that forgot to stop its writer must still be able to exit.
+                    stop = stop or not threading.main_thread().is_alive()
+                if first is _STOP:
+                    stop = True
+                elif first is not None:
+                    waiting.extend(first)
+                    wait = self._last_commit + self.commit_interval - time.monotonic()
+                    if wait > 0:
+                        time.sleep(wait)
+                while not stop:
+                    try:
+                        more = self._apply.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is _STOP:
+                        stop = True
+                    else:
+                        waiting.extend(more)
+                if waiting and (stop or time.monotonic() >= retry_at):
+                    while waiting:
+                        applied = self._store(waiting[: self.max_batch])
+                        if not applied:
+                            break
+                        del waiting[:applied]
                     self._last_commit = time.monotonic()
-                idle = self._queue.empty()
+                    if waiting:  # the store failed: keep what was journaled, try again later
+                        waiting = [e for e in waiting if e.future is None or not e.future.done()]
+                        retry_at = time.monotonic() + RETRY_AFTER
+                idle = stop or self._apply.empty()
                 if self._answered and (idle or len(self._answered) >= ANSWERED_BATCH):
                     self._forget_answered()
                 if idle and not self._settled and self._con is not None:
@@ -345,65 +685,100 @@ class Writer:
                         # The unsettled head still accepts the store; a later commit settles it.
                         logger.warning("toolgate: could not settle the chain head file %s: %s",
                                        self.head_file, exc)
+                if stop:
+                    if waiting:
+                        logger.error(
+                            "toolgate: stopping with %d journaled record(s) not yet in the "
+                            "session store; the next start applies them from the journal",
+                            len(waiting))
+                    break
         except BaseException:  # noqa: BLE001 - the thread must not die with futures unresolved
             logger.exception("toolgate: the session store's writer failed")
         finally:
             self._first_open.set()
-            self._fail_queued(RecordingError("the session store's writer stopped"))
+            for entry in waiting:
+                if entry.future is not None and not entry.future.done():
+                    entry.future.set_exception(RecordingError("the session store's writer stopped"))
             self._close()
             self._resolved.put(None)
-            self._resolver.join()
 
-    def _resolve(self) -> None:
-        while (items := self._resolved.get()) is not None:
-            for item in items:
-                item.future.set_result(None)
+    @staticmethod
+    def _journaled(entries: list[_Entry]) -> bool:
+        return any(e.position for e in entries)
 
-    def _fail_queued(self, error: Exception) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, _Item) and item.future.set_running_or_notify_cancel():
-                item.future.set_exception(error)
-
-    def _commit_batch(self, batch: list[_Item]) -> None:
-        # A future whose waiter gave up (cancelled) before we got to it is not recorded.
-        items = [i for i in batch if i.future.set_running_or_notify_cancel()]
-        if not items:
-            return
+    def _first_store_open(self) -> None:
+        """Open the store at once: the journal's records of the last run are applied and
+        interrupted calls recovered before the first new record."""
         try:
             self._ensure_open()
-        except Exception as exc:  # noqa: BLE001
-            self._failed(items, f"cannot open the session store {self.path}: {exc}")
-            return
-        try:
-            done = self._commit(items)
-        except Exception as exc:  # noqa: BLE001
-            self._failed(items, f"cannot write to the session store {self.path}: {exc}")
-            self._close()  # reopened (and the chain re-read) by the next batch
-            return
-        if self.healthy is False:
-            logger.warning("toolgate: the session store %s records again", self.path)
-        self.healthy, self.last_error = True, None  # before any waiter wakes up
-        # Waking each waiter costs a syscall per future (asyncio's self-pipe): a helper
-        # thread does it while this one starts the next commit.
-        self._resolved.put(done)
+            self._store_ok()
+            if self.healthy is None:
+                self.healthy = True
+        except Exception as exc:  # noqa: BLE001 - retried by every batch
+            # A warning, not an error: mitmdump exits on an error logged while it starts,
+            # and a gateway that answers 503 until its store is back is the better outcome.
+            message = f"cannot open the session store {self.path}: {exc}"
+            self.store_healthy, self.store_error = False, message
+            if self._journal is None:
+                self.healthy, self.last_error = False, message
+            logger.warning("toolgate: %s; %s", message,
+                           "calls are journaled until it can be opened" if self._journal
+                           else "calls are refused until it can be opened (toolgate_durability=audit)")
+        finally:
+            self._first_open.set()
 
-    def _failed(self, items: Iterable[_Item], message: str) -> None:
-        if self.healthy is not False or message != self.last_error:
-            logger.error("toolgate: %s", message)
-        self.healthy, self.last_error = False, message
+    def _store(self, entries: list[_Entry]) -> int:
+        """Commit `entries` to DuckDB in one transaction: how many were (all, or none)."""
+        try:
+            self._ensure_open()
+            self._commit(entries)
+        except Exception as exc:  # noqa: BLE001
+            message = f"cannot write to the session store {self.path}: {exc}"
+            if self._con is None and "cannot open" not in message:
+                message = f"cannot open the session store {self.path}: {exc}"
+            self._store_failed(entries, message)
+            self._close()  # reopened (and the chain re-read) by the next batch
+            return 0
+        self._store_ok()
+        with self._progress:
+            self._applied += len(entries)
+            position = max((e.position for e in entries), default=0)
+            if position:
+                self._applied_position = position
+            self._progress.notify_all()
+        self._resolved.put([e.future for e in entries if e.future is not None])
+        return len(entries)
+
+    def _store_ok(self) -> None:
+        if self.store_healthy is False:
+            logger.warning("toolgate: the session store %s records again", self.path)
+        self.store_healthy, self.store_error = True, None
+        if self._journal is None:
+            self.healthy, self.last_error = True, None
+
+    def _store_failed(self, entries: list[_Entry], message: str) -> None:
+        if self.store_healthy is not False or message != self.store_error:
+            if self._journal is not None and self._journaled(entries):
+                logger.error("toolgate: %s; %d journaled record(s) wait in %s", message,
+                             len(entries), self._journal.path)
+            else:
+                logger.error("toolgate: %s", message)
+        self.store_healthy, self.store_error = False, message
         self.stats["failures"] += 1
         error = RecordingError(message)
-        for item in items:
-            if not item.future.done():
-                item.future.set_exception(error)
+        unjournaled = [e for e in entries if e.future is not None]
+        for entry in unjournaled:  # records nobody journaled are not kept: their waiters are told
+            if not entry.future.done():
+                entry.future.set_exception(error)
+        if self._journal is None:
+            self.healthy, self.last_error = False, message
+        if unjournaled:
+            with self._progress:
+                self._applied += len(unjournaled)
+                self._progress.notify_all()
 
-    def _commit(self, items: list[_Item]) -> list[_Item]:
-        """Write `items` in one transaction; the ones committed are returned (a record that
-        cannot be stored has its future failed here and is left out)."""
+    def _commit(self, entries: list[_Entry]) -> None:
+        """Write `entries` in one transaction."""
         con = self._con
         assert con is not None
         pending = _Columns(PENDING_COLUMNS)
@@ -411,26 +786,14 @@ class Writer:
         findings = _FindingBatches()
         approvals = _Columns(chained_columns("approvals"))
         positions = dict(self._positions)
-        done: list[_Item] = []
-        for item in items:
-            try:  # a record that cannot be stored fails alone, not its whole batch
-                if item.kind == "request":
-                    pending.add(self._pending_values(item.record))
-                elif item.kind == "call":
-                    positions["calls"] = self._add_call(item.record, positions["calls"],
-                                                        calls, findings)
-                elif item.kind == "approval":
-                    positions["approvals"] = self._add_chained(
-                        "approvals", approval_values(item.record), positions["approvals"],
-                        approvals)
-                else:
-                    raise ValueError(f"unknown record kind {item.kind!r}")
-            except Exception as exc:  # noqa: BLE001
-                item.future.set_exception(RecordingError(f"the record is not valid: {exc!r}"))
-                continue
-            done.append(item)
-        if not done:
-            return done
+        for entry in entries:
+            if entry.kind == "request":
+                pending.add(entry.values)
+            elif entry.kind == "call":
+                positions["calls"] = self._add_call(entry, positions["calls"], calls, findings)
+            else:
+                positions["approvals"] = self._add_chained(
+                    "approvals", entry.values, positions["approvals"], approvals)
         # The head file first: if we crash before the commit, it still accepts the store.
         hashchain.write_head(self.head_file, {
             table: ChainHead(self._positions[table], positions[table]) for table in CHAINED
@@ -439,11 +802,15 @@ class Writer:
         batch = [(name, columns) for name, columns in (
             ("pending", pending), ("calls", calls), ("findings", findings),
             ("approvals", approvals)) if columns.rows]
+        position = max((e.position for e in entries), default=0)
         try:
             con.execute("BEGIN TRANSACTION")
             for name, columns in batch:
                 con.register(f"_batch_{name}", columns.table())
                 con.execute(self._insert_statement(name, columns))
+            if position:
+                con.execute("UPDATE journal_applied SET generation = ?, position = ?",
+                            [self._generation, position])
             con.execute("COMMIT")
         except BaseException:
             try:
@@ -466,7 +833,6 @@ class Writer:
         self.stats["requests"] += pending.rows
         self.stats["calls"] += calls.rows
         self.stats["approvals"] += approvals.rows
-        return done
 
     def _forget_answered(self) -> None:
         """Delete the pending rows of calls that have their `calls` row (see the module)."""
@@ -484,20 +850,13 @@ class Writer:
         names = ", ".join(name for name, _ in columns.columns)
         return f"INSERT INTO {table} ({names}) SELECT {names} FROM _batch_{table}"
 
-    @staticmethod
-    def _pending_values(rec: CallRecord) -> dict[str, Any]:
-        values = call_values(rec)
-        values["findings"] = rec.findings.objects()
-        values["held_at"] = _us(rec.held_at)
-        return values
-
     def _add_call(
-        self, rec: CallRecord, position: Position, calls: _Columns, findings: _FindingBatches
+        self, entry: _Entry, position: Position, calls: _Columns, findings: _FindingBatches
     ) -> Position:
-        values = call_values(rec)
+        values = entry.values
         position = self._add_chained("calls", values, position, calls,
-                                     findings_json=rec.findings.canonical())
-        findings.add(rec.call_id, rec.findings)
+                                     findings_json=entry.findings.canonical())
+        findings.add(values["call_id"], entry.findings)
         return position
 
     @staticmethod
@@ -526,6 +885,8 @@ class Writer:
             migrate(con)
             self._positions = self._chain_positions(con)
             self._con = con
+            if self._backlog:
+                self._apply_backlog(con)
             if self.path not in _recovered:
                 self._recover_pending(con)
                 _recovered.add(self.path)
@@ -536,6 +897,19 @@ class Writer:
             self._con = None
             con.close()
             raise
+
+    def _apply_backlog(self, con: duckdb.DuckDBPyConnection) -> None:
+        """The journal's records of the last run that DuckDB does not have, in journal order."""
+        row = con.execute("SELECT generation, position FROM journal_applied").fetchone()
+        done = int(row[1]) if row and row[0] == self._generation else 0
+        todo = [e for e in self._backlog if e.position > done]
+        for start in range(0, len(todo), self.max_batch):
+            self._commit(todo[start:start + self.max_batch])
+        if todo:
+            logger.warning("toolgate: applied %d record(s) from the journal %s to the session "
+                           "store", len(todo), self._journal.path if self._journal else "?")
+        self._applied_position = max((e.position for e in self._backlog), default=0)
+        self._backlog = []
 
     def _chain_positions(self, con: duckdb.DuckDBPyConnection) -> dict[str, Position]:
         """Where each chain goes on: its last row, unless the head file shows rows were cut
@@ -618,10 +992,8 @@ class Writer:
                     held[0]["call_id"], held[0]["held_at"] / 1_000_000, now, "expired",
                     None, "gateway", "the gateway stopped while the call was held", "call",
                 ), Future()))
-        for item in items:
-            item.future.set_running_or_notify_cancel()
         self._pending.update(by_call)  # their pending rows go once they are recorded
-        self._commit(items)
+        self._commit([_entry(item) for item in items])
         self._forget_answered()  # now, not when idle: the store opens with no leftovers
         if finished:  # already recorded: only the leftover pending rows go
             con.execute("DELETE FROM pending WHERE call_id IN (SELECT call_id FROM calls)")
@@ -636,8 +1008,14 @@ class Writer:
         }, sync=False)
         self._settled = True
 
-    def _query(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    def _query(self, fn: Callable[[duckdb.DuckDBPyConnection], T], target: int = 0) -> T:
         self._first_open.wait(30)
+        with self._progress:
+            if not self._progress.wait_for(lambda: self._applied >= target, READ_WAIT):
+                raise RecordingError(
+                    f"the session store {self.path} is behind the journal "
+                    f"({target - self._applied} record(s) not in it yet): "
+                    f"{self.store_error or 'still applying'}")
         with self._reader_lock:
             if self._reader is None:
                 raise RecordingError(

@@ -204,7 +204,11 @@ class Admin:
                      "store": health() if callable(health) else None}
 
     async def _metrics(self, request: AdminRequest) -> Answer:
-        return 200, metrics_text(self._approvals(), self.requests, time.time())
+        recorder = ctx.master.addons.get("recorder")
+        health = getattr(recorder, "health", None)
+        store = health() if callable(health) else None
+        return 200, (metrics_text(self._approvals(), self.requests, time.time())
+                     + store_metrics_text(store))
 
     async def _list(self, request: AdminRequest) -> Answer:
         return 200, {"approvals": [h.summary() for h in self._approvals().held.pending()]}
@@ -328,6 +332,26 @@ def metrics_text(approvals: Any, requests: Mapping[int, int], now: float) -> str
     ]
     for status, n in sorted(requests.items()):
         lines.append(f'toolgate_admin_requests_total{{code="{status}"}} {n}')
+    return "\n".join(lines) + "\n"
+
+
+def store_metrics_text(store: Mapping[str, Any] | None) -> str:
+    """Prometheus text exposition of the session store's state: whether it records, and what
+    the journal holds that DuckDB has not taken yet."""
+    if not store:
+        return ""
+    backlog = store.get("backlog") or {}
+    lines = [
+        "# HELP toolgate_store_recording Whether calls can be recorded now (1) or are refused.",
+        "# TYPE toolgate_store_recording gauge",
+        f"toolgate_store_recording {1 if store.get('recording') else 0}",
+        "# HELP toolgate_store_backlog_records Records accepted and not yet in the DuckDB store.",
+        "# TYPE toolgate_store_backlog_records gauge",
+        f"toolgate_store_backlog_records {int(backlog.get('records') or 0)}",
+        "# HELP toolgate_store_backlog_bytes Journal bytes not yet in the DuckDB store.",
+        "# TYPE toolgate_store_backlog_bytes gauge",
+        f"toolgate_store_backlog_bytes {int(backlog.get('journal_bytes') or 0)}",
+    ]
     return "\n".join(lines) + "\n"
 
 

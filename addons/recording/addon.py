@@ -1,16 +1,18 @@
 """The recorder: writes every call to the DuckDB session store, last in the chain.
 
 Thin glue between mitmproxy's events and `sessions.Writer`, which owns the store on its own
-thread. Under `toolgate_durability=audit` the recorder awaits the writer's commit (never
-blocking the event loop) at two points:
+thread. Under `toolgate_durability=audit` the recorder awaits the writer's word that a record
+is durable (appended to the write-ahead journal beside the store and fsynced; DuckDB takes it
+from there in the background: `sessions.journal`), never blocking the event loop, at two points:
 
-- `request`: a call about to be forwarded first gets a committed `pending` row; if the store
-  cannot record it, the call is answered 503 `unrecorded` and never forwarded;
-- `response` / `error`: the answer is released only once the call's `calls` row is committed;
+- `request`: a call about to be forwarded first gets a durable `pending` record; if it cannot
+  be recorded (disk full, journal full), the call is answered 503 `unrecorded`, never forwarded;
+- `response` / `error`: the answer is released only once the call's `calls` record is durable;
   if that fails, the caller gets 503 `unrecorded` instead of the answer.
 
-A gateway killed between the two leaves the `pending` row, which the next start records as an
-`interrupted` call: no call that reached a backend or a caller goes unrecorded. A call held for
+Until the store was opened at start (the journal's records of the last run applied), calls are
+answered 503 `unavailable`. A gateway killed between the two leaves the `pending` record, which
+the next start records as an `interrupted` call: no call that reached a backend or a caller goes unrecorded. A call held for
 approval gets its `pending` row when it is held (`record_held`, awaited by the approvals addon),
 so one that a killed gateway was holding is recorded too: interrupted, never forwarded. Under
 `async` the same records are written in the background and nothing waits.
@@ -44,7 +46,7 @@ from toolgate.sessions.records import (
     REDACTED, ApprovalRecord, CallRecord, final_decision, finding_table,
 )
 from toolgate.sessions.sessionize import MCP_SESSION_HEADER, SESSION_HEADER, Sessionizer
-from toolgate.sessions.writer import RecordingError, Writer
+from toolgate.sessions.writer import JOURNAL_MAX, RecordingError, Writer
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +54,19 @@ DURABILITIES = ("audit", "async")
 # Refusals that come after the policy read the request: its record version covers it.
 CHECKED_REFUSALS = ("blocked", "denied", "approval_timeout", "unrecorded")
 
+DEFAULT_JOURNAL_MAX = "256MiB"
+# How long the gateway's start waits for the journal's check (it reads the whole file), and
+# how long a call waits for a store opened later (a new toolgate_db) before it gets 503.
+JOURNAL_CHECK_WAIT = 60.0
+READY_WAIT = 5.0
+
 # How long a call waits for its record before it is refused as unrecorded.
 COMMIT_TIMEOUT = 30.0
 
-# Under async durability nobody waits for a commit: one every 50 ms at most carries many calls
-# (bench.py: the writer's DuckDB CPU otherwise takes a fifth of the gateway's throughput).
-ASYNC_COMMIT_INTERVAL = 0.05
+# Nobody waits for a DuckDB commit (async: nobody at all; audit: the journal made the records
+# durable): one every 50 ms at most carries many calls (bench.py: the writer's DuckDB CPU
+# otherwise takes a fifth of the gateway's throughput).
+COMMIT_INTERVAL = 0.05
 
 UNRECORDED = (
     "the session store cannot record calls right now, so this call was not {what}; "
@@ -70,15 +79,21 @@ class Recorder:
         self.writer: Writer | None = None
         self.db_path: str | None = None
         self.durability = "audit"
+        self.journal_max = JOURNAL_MAX
         self.sessions = Sessionizer()
 
     def load(self, loader) -> None:
         loader.add_option("toolgate_db", str, "toolgate.duckdb", "The session store (DuckDB file).")
         loader.add_option(
             "toolgate_durability", str, "audit",
-            "audit: nothing is forwarded or answered before its record is committed; "
-            "async: calls are recorded in the background.",
+            "audit: nothing is forwarded or answered before its record is durable (in the "
+            "write-ahead journal beside the store); async: calls are recorded in the background.",
             choices=DURABILITIES,
+        )
+        loader.add_option(
+            "toolgate_journal_max", str, DEFAULT_JOURNAL_MAX,
+            "audit: how much of the write-ahead journal may wait for the session store (a size: "
+            "256MiB, 1GiB); past it, calls are refused 503 unrecorded rather than fill the disk.",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -90,7 +105,14 @@ class Recorder:
             except ValueError as exc:
                 raise exceptions.OptionsError(str(exc)) from None
             if self.writer is not None:
-                self.writer.commit_interval = self._commit_interval()
+                self.writer.journaled = self.durability == "audit"
+        if "toolgate_journal_max" in updated:
+            try:
+                self.journal_max = settings.parse_size(ctx.options.toolgate_journal_max)
+            except ValueError as exc:
+                raise exceptions.OptionsError(f"toolgate_journal_max: {exc}") from None
+            if self.writer is not None:
+                self.writer.journal_max = self.journal_max
         if "toolgate_db" in updated:
             path = Path(ctx.options.toolgate_db).expanduser().resolve()
             if not path.parent.is_dir():
@@ -103,7 +125,12 @@ class Recorder:
                     self.writer = None
 
     def running(self) -> None:
-        self._writer()  # open the store (and recover interrupted calls) before the first call
+        # Open the store (the journal checked, its records applied, interrupted calls
+        # recovered) before the first call; calls that come sooner wait or get 503.
+        writer = self._writer()
+        writer.wait_ready(JOURNAL_CHECK_WAIT)
+        if writer.fatal:  # a damaged journal: no gateway that could silently drop a record
+            ctx.master.shutdown()
 
     def done(self) -> None:
         if self.writer is not None:
@@ -133,8 +160,13 @@ class Recorder:
         return {
             "store": self.db_path,
             "durability": self.durability,
+            # whether calls can be recorded now (under audit: in the journal)
             "recording": None if writer is None else writer.healthy,
             "error": None if writer is None else writer.last_error,
+            # the DuckDB file itself, which may be behind the journal
+            "store_ok": None if writer is None else writer.store_healthy,
+            "store_error": None if writer is None else writer.store_error,
+            "backlog": None if writer is None else writer.backlog(),
             "stats": {} if writer is None else dict(writer.stats),
         }
 
@@ -144,6 +176,13 @@ class Recorder:
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or flow.error is not None:
             return  # answered by the gateway: recorded with its answer
+        writer = self._writer()
+        if not writer.ready:  # a store just (re)opened: its journal is being applied
+            await asyncio.get_running_loop().run_in_executor(None, writer.wait_ready, READY_WAIT)
+        if not writer.ready or writer.fatal:
+            refuse(flow, Refusal("unavailable", writer.fatal or (
+                "the gateway is applying its journal to the session store; try again shortly")))
+            return
         if self.durability == "audit":
             record = self._record(flow, final=False)
             if not await self._committed(self._writer().submit_request(record)):
@@ -180,13 +219,12 @@ class Recorder:
 
     def _writer(self) -> Writer:
         if self.writer is None:
-            self.writer = Writer(self.db_path or ctx.options.toolgate_db)
-            self.writer.commit_interval = self._commit_interval()
+            self.writer = Writer(self.db_path or ctx.options.toolgate_db,
+                                 journal_max=self.journal_max)
+            self.writer.commit_interval = COMMIT_INTERVAL
+            self.writer.journaled = self.durability == "audit"
             self.writer.start()
         return self.writer
-
-    def _commit_interval(self) -> float:
-        return ASYNC_COMMIT_INTERVAL if self.durability == "async" else 0.0
 
     @staticmethod
     async def _committed(future: Future) -> bool:

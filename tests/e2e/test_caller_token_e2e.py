@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from toolgate.scripts.harness import open_store
+from toolgate.scripts.harness import open_store, store_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -86,7 +86,7 @@ def raw_backend():
 def stored(db: Path) -> tuple[bytes, list[str], str]:
     """The store's files as bytes, the subjects of its calls, and every row of every table as
     text (DuckDB compresses strings: the bytes alone could hide a value)."""
-    data = b"".join(p.read_bytes() for p in (db, Path(f"{db}.wal")) if p.exists())
+    data = store_bytes(db)
     with open_store(db) as con:
         subjects = [row[0] for row in con.execute("SELECT subject FROM calls ORDER BY started_at").fetchall()]
         tables = [row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]

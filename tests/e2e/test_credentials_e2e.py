@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from harness import MITMWEB, wait_until
 
 from toolgate.scripts.cli import cli
-from toolgate.scripts.harness import free_port, open_store
+from toolgate.scripts.harness import free_port, open_store, store_files
 
 pytestmark = pytest.mark.e2e
 
@@ -87,8 +87,7 @@ def test_the_backend_gets_the_credential_and_nobody_else_does(start_gateway, bac
     assert not secrets_in(as_bytes(vaulted) + as_bytes(passed), SECRET, KEY, token)
 
     db = tmp_path / "toolgate.duckdb"
-    wal = db.with_name(db.name + ".wal")
-    running = [path.read_bytes() for path in (db, wal) if path.exists()]  # the WAL, while it is
+    running = [path.read_bytes() for path in store_files(db)]  # the WAL and journal, while they are
     assert not any(secrets_in(data, SECRET, KEY, token) for data in running)
     gateway.stop()
     with open_store(db) as con:
@@ -104,7 +103,7 @@ def test_the_backend_gets_the_credential_and_nobody_else_does(start_gateway, bac
     result = CliRunner().invoke(cli, ["sessions", "export", SESSION, "-o", str(out), "--db", str(db)])
     assert result.exit_code == 0, result.output
     assert out.stat().st_size > 0
-    stored = [db, wal, out]
+    stored = [*store_files(db), out]
     for path in stored:
         data = path.read_bytes() if path.exists() else b""
         assert not secrets_in(data, SECRET, KEY, token), path

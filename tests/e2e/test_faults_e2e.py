@@ -20,6 +20,7 @@ from harness import AUDIENCE, wait_until
 from toolgate.scripts.cli import cli
 from toolgate.scripts.dev_issuer import DevIssuer, DevKeys
 from toolgate.scripts.harness import StubHandler, StubServer, free_port, query
+from toolgate.sessions.journal import journal_path
 
 pytestmark = pytest.mark.e2e
 
@@ -177,10 +178,10 @@ def test_a_full_disk_refuses_calls_until_the_store_can_record_again(
         assert before.status_code == 200, before.text
         backend.reset()
 
-        # mid-write: the store's write-ahead log has 100 bytes left, so a commit is cut off
-        # part way; at-once: no file may grow at all (the chain head's file is refused first).
-        wal = Path(f"{db}.wal")
-        limit = wal.stat().st_size + 100 if fills == "mid-write" else 0
+        # mid-write: the journal has 100 bytes left, so an append is cut off part way (and
+        # cut back); at-once: no file may grow at all.
+        journal = journal_path(db)
+        limit = journal.stat().st_size + 100 if fills == "mid-write" else 0
         set_file_size_limit(gateway.proc.pid, limit)
         try:
             full = [http.get("/customers/1", headers=token),
@@ -202,8 +203,7 @@ def test_a_full_disk_refuses_calls_until_the_store_can_record_again(
             assert backend.received == [], "a call the store could not record was forwarded"
             store = httpx.get(gateway.admin_url + "/healthz", timeout=10).json()["store"]
             assert store["recording"] is False and "File too large" in store["error"]
-            if fills == "mid-write":
-                assert str(wal) in store["error"], "the store's own write did not fail"
+            assert str(journal) in store["error"], "the journal's append did not fail"
         finally:
             set_file_size_limit(gateway.proc.pid, resource.RLIM_INFINITY)
 

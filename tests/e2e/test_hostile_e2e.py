@@ -13,13 +13,12 @@ from __future__ import annotations
 import gzip
 import json
 import socket
-from pathlib import Path
 
 import brotli
 import httpx
 import pytest
 
-from toolgate.scripts.harness import StubHandler, StubServer
+from toolgate.scripts.harness import StubHandler, StubServer, store_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -288,7 +287,7 @@ def test_no_disguised_raw_value_reaches_the_store_files(start_gateway, backend, 
     db = tmp_path / "toolgate.duckdb"
     gateway.proc.kill()  # read the files as a crash leaves them: the WAL holds the commits
     gateway.proc.wait(10)
-    data = b"".join(p.read_bytes() for p in (db, Path(f"{db}.wal")) if p.exists())
+    data = store_bytes(db)
     assert marker.encode() in data  # the calls are there...
     text = data.decode("utf-8", "replace")
     raw = [v for v in RAW_FORMS | {"4111\u200b1111", "4.111111111111111e15", "\\u0034\\u0031"}

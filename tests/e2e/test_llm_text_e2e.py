@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from toolgate.scripts.harness import StubHandler, StubServer, open_store
+from toolgate.scripts.harness import StubHandler, StubServer, open_store, store_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -158,7 +158,7 @@ def auth(issuer) -> dict[str, str]:
 def stored(db: Path) -> tuple[bytes, str, list[tuple]]:
     """The store's files as bytes, every row of every table as text (DuckDB compresses
     strings: the bytes alone could hide a value), and the findings."""
-    data = b"".join(p.read_bytes() for p in (db, Path(f"{db}.wal")) if p.exists())
+    data = store_bytes(db)
     with open_store(db) as con:
         tables = [row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
         rows = "\n".join(repr(con.execute(f'SELECT * FROM "{table}"').fetchall()) for table in tables)

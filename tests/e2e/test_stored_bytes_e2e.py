@@ -6,13 +6,12 @@ streamed events) are stored redacted too. The DuckDB files and a `.mitm` export 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from toolgate.scripts.cli import cli
-from toolgate.scripts.harness import StubHandler, StubServer, query
+from toolgate.scripts.harness import StubHandler, StubServer, query, store_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -115,7 +114,7 @@ def test_header_values_and_uncovered_body_parts_never_reach_the_store(
     gateway.stop()
 
     db = tmp_path / "toolgate.duckdb"
-    data = b"".join(p.read_bytes() for p in (db, Path(f"{db}.wal")) if p.exists())
+    data = store_bytes(db)
     assert b"/profile" in data and b"REDACTED:ssn" in data  # the calls are there...
     assert leaked(data) == []  # ... and no raw value
 

@@ -21,10 +21,12 @@ def open_writer(db: Path, monkeypatch) -> Iterator:
     """Starts writers (as if each were a new gateway process) and stops them at the end."""
     started: list[Writer] = []
 
-    def start(path: Path = db, new_process: bool = True, **kwargs) -> Writer:
+    def start(path: Path = db, new_process: bool = True, journal: bool = False, **kwargs) -> Writer:
         if new_process:  # pending rows are recovered once per process
             monkeypatch.setattr(writer_module, "_recovered", set())
-        w = Writer(path, **kwargs).start()
+        # Without the journal unless asked: a future then resolves once its record is in
+        # DuckDB, which most of these tests look at (test_journal_writer.py: with it).
+        w = Writer(path, journal=journal, **kwargs).start()
         started.append(w)
         return w
 

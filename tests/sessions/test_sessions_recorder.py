@@ -4,6 +4,7 @@ durability refuses calls it cannot record, and that it leaves non-live flows alo
 from __future__ import annotations
 
 import asyncio
+import errno
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from mitmproxy.test import taddons, tflow
 
 from toolgate.addons.failclosed.hooks import unguarded_hooks
 from toolgate.addons.recording.addon import Recorder
+from toolgate.sessions import journal as journal_module
 from storekit import query
 
 
@@ -112,9 +114,17 @@ def test_a_call_refused_before_forwarding_is_recorded_once(tmp_path):
         (401, "deny", "deny", False, "identity")]
 
 
-def test_a_store_that_cannot_record_refuses_the_call_under_audit(tmp_path):
+def full_journal(monkeypatch) -> None:
+    """Every append to the journal fails, as on a full disk."""
+    def append(self, payloads):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal_module.Journal, "append", append)
+
+
+def test_a_call_that_cannot_be_journaled_is_refused_under_audit(tmp_path, monkeypatch):
     db = tmp_path / "s.duckdb"
-    db.mkdir()
+    full_journal(monkeypatch)
 
     async def scenario(recorder):
         f = flow_with_identity()
@@ -127,14 +137,14 @@ def test_a_store_that_cannot_record_refuses_the_call_under_audit(tmp_path):
     assert b'"unrecorded"' in f.response.content
 
 
-def test_an_answer_that_cannot_be_recorded_is_withheld(tmp_path):
+def test_an_answer_that_cannot_be_recorded_is_withheld(tmp_path, monkeypatch):
     db = tmp_path / "s.duckdb"
 
     async def scenario(recorder):
         f = flow_with_identity(resp=True)
         await recorder.request(tflow.tflow())  # opens the store
         f.response.content = b'{"secret": "backend answer"}'
-        await on_store(recorder, lambda con: con.execute("DROP TABLE calls"))  # the store breaks
+        full_journal(monkeypatch)  # the disk fills up
         await recorder.response(f)
         return f
 
