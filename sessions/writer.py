@@ -786,9 +786,13 @@ class Writer:
         findings = _FindingBatches()
         approvals = _Columns(chained_columns("approvals"))
         positions = dict(self._positions)
+        # A call whose final row is in this transaction needs no pending row (it would be
+        # deleted again): under audit most calls end within one `commit_interval`.
+        ended = {e.values["call_id"] for e in entries if e.kind == "call"}
         for entry in entries:
             if entry.kind == "request":
-                pending.add(entry.values)
+                if entry.values["call_id"] not in ended:
+                    pending.add(entry.values)
             elif entry.kind == "call":
                 positions["calls"] = self._add_call(entry, positions["calls"], calls, findings)
             else:

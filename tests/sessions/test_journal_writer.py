@@ -174,3 +174,19 @@ def test_concurrent_callers_share_fsyncs(open_writer, db):
     assert w.flush(20)
     assert in_store(w, "SELECT count(*) FROM calls") == [(201,)]
     assert w.stats["commits"] < 201 / 4  # DuckDB takes them in large batches
+
+
+def test_a_call_that_ends_within_one_commit_leaves_no_pending_row_to_delete(open_writer, db):
+    w = open_writer(journal=True)
+    w.commit_interval = 0.3  # both records of the call reach DuckDB in one transaction
+    w.submit_call(make_call()).result(10)
+    assert w.flush(10)
+    call = make_call()
+    w.submit_request(make_call(call_id=call.call_id, **PENDING)).result(10)
+    w.submit_call(call).result(10)
+    open_call = make_call(**PENDING)
+    w.submit_request(open_call).result(10)  # still open: its pending row must be there
+    assert w.flush(10)
+    assert w.stats["requests"] == 1
+    assert in_store(w, "SELECT call_id FROM pending") == [(open_call.call_id,)]
+    assert in_store(w, f"SELECT count(*) FROM calls WHERE call_id = '{call.call_id}'") == [(1,)]
