@@ -276,6 +276,20 @@ class _Entry:
         return cls(kind, values, findings)
 
 
+def _drain(source: queue.SimpleQueue, add: Callable[[Any], None],
+           room: Callable[[], bool]) -> bool:
+    """`add` what `source` holds now, while there is `room`; whether it held `_STOP`."""
+    while room():
+        try:
+            item = source.get_nowait()
+        except queue.Empty:
+            return False
+        if item is _STOP:
+            return True
+        add(item)
+    return False
+
+
 def _entry(item: _Item) -> _Entry:
     rec = item.record
     findings = None
@@ -486,15 +500,8 @@ class Writer:
                     stop = True
                 else:
                     batch.append(first)
-                while len(batch) < self.max_batch and not stop:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is _STOP:
-                        stop = True
-                    else:
-                        batch.append(item)
+                    stop = _drain(self._queue, batch.append,
+                                  lambda: len(batch) < self.max_batch)
                 if batch:
                     self._accept(batch)
         except BaseException:  # noqa: BLE001 - the thread must not die with futures unresolved
@@ -656,15 +663,8 @@ class Writer:
                     wait = self._last_commit + self.commit_interval - time.monotonic()
                     if wait > 0:
                         time.sleep(wait)
-                while not stop:
-                    try:
-                        more = self._apply.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is _STOP:
-                        stop = True
-                    else:
-                        waiting.extend(more)
+                if not stop:
+                    stop = _drain(self._apply, waiting.extend, lambda: True)
                 if waiting and (stop or time.monotonic() >= retry_at):
                     while waiting:
                         applied = self._store(waiting[: self.max_batch])
