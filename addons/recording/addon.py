@@ -12,10 +12,11 @@ from there in the background: `sessions.journal`), never blocking the event loop
 
 Until the store was opened at start (the journal's records of the last run applied), calls are
 answered 503 `unavailable`. A gateway killed between the two leaves the `pending` record, which
-the next start records as an `interrupted` call: no call that reached a backend or a caller goes unrecorded. A call held for
-approval gets its `pending` row when it is held (`record_held`, awaited by the approvals addon),
-so one that a killed gateway was holding is recorded too: interrupted, never forwarded. Under
-`async` the same records are written in the background and nothing waits.
+the next start records as an `interrupted` call: no call that reached a backend or a caller goes
+unrecorded. A call held for approval gets its `pending` record when it is held (`record_held`,
+awaited by the approvals addon), so one that a killed gateway was holding is recorded too:
+interrupted, never forwarded. Under `async` the same records are written to DuckDB in the
+background, without the journal, and nothing waits.
 
 For other addons and the admin server: `submit_approval(record)` records a reviewer's decision,
 `query(path, params)` answers the admin API's session routes (see `sessions.api`), each

@@ -290,3 +290,32 @@ def test_stored_headers_are_the_policys_record_versions(tmp_path):
     assert ["X-Debug", "[REDACTED]"] in stored
     assert "jane@example.com" not in request_headers + response_headers
     assert "4111" not in response_headers and "s3cr3t" not in response_headers
+
+
+@pytest.mark.parametrize("value", ["lots", "-1", "0", "12 parsecs"])
+def test_a_journal_limit_that_is_not_a_size_is_refused_at_start(tmp_path, value):
+    from mitmproxy import exceptions
+
+    recorder = Recorder()
+    with taddons.context(recorder) as tctx:
+        with pytest.raises(exceptions.OptionsError, match="toolgate_journal_max"):
+            tctx.configure(recorder, toolgate_db=str(tmp_path / "s.duckdb"),
+                           toolgate_journal_max=value)
+
+
+def test_the_journal_limit_reaches_the_writer(tmp_path):
+    async def scenario(recorder):
+        return recorder._writer().journal_max
+
+    async def main():
+        recorder = Recorder()
+        with taddons.context(recorder) as tctx:
+            tctx.configure(recorder, toolgate_db=str(tmp_path / "s.duckdb"),
+                           toolgate_journal_max="3MiB")
+            try:
+                return await scenario(recorder)
+            finally:
+                recorder.done()
+                recorder_writer_join(recorder)
+
+    assert asyncio.run(main()) == 3 << 20
