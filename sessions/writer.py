@@ -303,8 +303,10 @@ def _entry(item: _Item) -> _Entry:
         values = approval_values(rec)
     else:
         raise ValueError(f"unknown record kind {item.kind!r}")
+    if item.kind == "request":  # a pending row has some of a call's columns
+        values = {name: values[name] for name, _ in PENDING_COLUMNS}
     _check(item.kind, values)
-    return _Entry(item.kind, {name: values[name] for name, _ in _COLUMNS[item.kind]}, findings)
+    return _Entry(item.kind, values, findings)
 
 
 class Writer:
@@ -343,6 +345,7 @@ class Writer:
         self._pending: set[str] = set()
         self._stopping = False
         self._first_open = threading.Event()  # set once the store was first tried
+        self._checked = threading.Event()  # set once the journal was checked (see `fatal`)
         self._resolved: queue.SimpleQueue[list[Future] | None] = queue.SimpleQueue()
         self._resolver = threading.Thread(target=self._resolve, name="toolgate-writer-done",
                                           daemon=True)
@@ -374,6 +377,11 @@ class Writer:
         self._resolver.start()
         self._thread.start()
         return self
+
+    def wait_checked(self, timeout: float | None = None) -> bool:
+        """Wait until the journal was read and checked (a quick pass over the file; `fatal` is
+        set then if it is damaged): what the gateway's start waits for."""
+        return self._checked.wait(timeout)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until the store was first tried (and the journal of the last run applied, if
@@ -485,7 +493,10 @@ class Writer:
                     self.healthy = False
                     logger.error("toolgate: the gateway cannot start: %s", message)
                     return
+                finally:
+                    self._checked.set()
                 self.healthy = True  # records can be made durable
+            self._checked.set()
             self._applier.start()
             while not stop:
                 try:
@@ -512,6 +523,7 @@ class Writer:
                 self._apply.put(_STOP)
                 self._applier.join()
             else:
+                self._checked.set()
                 self._first_open.set()
                 self._resolved.put(None)
             self._resolver.join()
@@ -558,6 +570,7 @@ class Writer:
             else:
                 entry.future = item.future
             entries.append(entry)
+        refused: set[int] = set()
         if durable:
             refused = self._journal_append(durable)
             if refused:
@@ -731,12 +744,13 @@ class Writer:
         """Commit `entries` to DuckDB in one transaction: how many were (all, or none)."""
         try:
             self._ensure_open()
+        except Exception as exc:  # noqa: BLE001
+            self._store_failed(entries, f"cannot open the session store {self.path}: {exc}")
+            return 0
+        try:
             self._commit(entries)
         except Exception as exc:  # noqa: BLE001
-            message = f"cannot write to the session store {self.path}: {exc}"
-            if self._con is None and "cannot open" not in message:
-                message = f"cannot open the session store {self.path}: {exc}"
-            self._store_failed(entries, message)
+            self._store_failed(entries, f"cannot write to the session store {self.path}: {exc}")
             self._close()  # reopened (and the chain re-read) by the next batch
             return 0
         self._store_ok()

@@ -57,7 +57,7 @@ CHECKED_REFUSALS = ("blocked", "denied", "approval_timeout", "unrecorded")
 
 DEFAULT_JOURNAL_MAX = "256MiB"
 # How long the gateway's start waits for the journal's check (it reads the whole file), and
-# how long a call waits for a store opened later (a new toolgate_db) before it gets 503.
+# how long a call waits for the store to be opened (its journal applied) before it gets 503.
 JOURNAL_CHECK_WAIT = 60.0
 READY_WAIT = 5.0
 
@@ -126,10 +126,12 @@ class Recorder:
                     self.writer = None
 
     def running(self) -> None:
-        # Open the store (the journal checked, its records applied, interrupted calls
-        # recovered) before the first call; calls that come sooner wait or get 503.
+        # Open the store before the first call: the journal is checked now (a quick pass over
+        # the file; a damaged one stops the gateway), then its records are applied and
+        # interrupted calls recovered on the writer's threads, the event loop going on: calls
+        # that come sooner wait for it (`READY_WAIT`), then get 503 `unavailable`.
         writer = self._writer()
-        writer.wait_ready(JOURNAL_CHECK_WAIT)
+        writer.wait_checked(JOURNAL_CHECK_WAIT)
         if writer.fatal:  # a damaged journal: no gateway that could silently drop a record
             ctx.master.shutdown()
 

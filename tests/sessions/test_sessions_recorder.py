@@ -319,3 +319,23 @@ def test_the_journal_limit_reaches_the_writer(tmp_path):
                 recorder_writer_join(recorder)
 
     assert asyncio.run(main()) == 3 << 20
+
+
+def test_a_call_before_the_store_is_open_is_refused_and_not_let_through(tmp_path, monkeypatch):
+    """The journal of the last run still being applied (here: never done): after a short wait
+    the call is answered 503 `unavailable`, never let through unrecorded."""
+    from toolgate.addons.recording import addon as recording_addon
+    from toolgate.sessions.writer import Writer
+
+    monkeypatch.setattr(recording_addon, "READY_WAIT", 0.2)
+    monkeypatch.setattr(Writer, "ready", property(lambda self: False))
+
+    async def scenario(recorder):
+        f = flow_with_identity()
+        await recorder.request(f)
+        return f
+
+    f = run(tmp_path / "s.duckdb", scenario)
+    assert f.response.status_code == 503
+    assert f.metadata["toolgate.refused"] == "unavailable"
+    assert f.metadata.get("toolgate.recorded") is None  # not marked as let through
