@@ -4,13 +4,15 @@ message a user can act on (the addons turn it into mitmproxy's OptionsError)."""
 from __future__ import annotations
 
 import re
+import socket
 import urllib.parse
+from typing import Any
 
 # Secrets and the mask key file: one implementation with the command line, in rules/keys.py.
 from toolgate.rules.keys import default_mask_key_file, load_or_create_key, resolve_secret
 
-__all__ = ["check_choice", "default_mask_key_file", "load_or_create_key", "parse_http_url",
-           "parse_listen", "parse_size", "resolve_secret"]
+__all__ = ["check_choice", "default_mask_key_file", "load_or_create_key", "node_id",
+           "parse_http_url", "parse_listen", "parse_node_id", "parse_size", "resolve_secret"]
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -49,3 +51,29 @@ def parse_http_url(text: str, what: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{what} {text!r} is not an http(s) URL")
     return text.strip()
+
+
+_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def parse_node_id(text: str) -> str:
+    """A gateway's name in a fleet: it names the node's folder in the archive, so letters,
+    digits, `.`, `_` and `-` only (at most 64, not starting with a dot or dash)."""
+    if not _NODE_ID.match(text):
+        raise ValueError(f"{text!r} is not a node id: use 1-64 letters, digits, '.', '_' or "
+                         "'-', starting with a letter or digit (e.g. gw-a)")
+    return text
+
+
+def node_id(options: Any) -> str | None:
+    """This gateway's node id: `toolgate_node`, or in a fleet (`toolgate_control` or
+    `toolgate_archive` set) `<hostname>-<proxy port>`, stable across restarts; None for a
+    single gateway that names none (its rows carry no node id, as before fleets)."""
+    named = getattr(options, "toolgate_node", "") or ""
+    if named:
+        return parse_node_id(named)
+    if not (getattr(options, "toolgate_control", None) or getattr(options, "toolgate_archive",
+                                                                   None)):
+        return None
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname().split(".")[0]) or "node"
+    return parse_node_id(f"{host[:50].lstrip('.-') or 'node'}-{options.listen_port}")

@@ -94,21 +94,25 @@ def _short(value: Any, width: int = 60) -> str:
 def held_table(approvals: list[dict[str, Any]]) -> Table:
     table = Table(title=f"{len(approvals)} held call(s), oldest first", title_justify="left")
     table.add_column("ID", no_wrap=True, min_width=8)  # what you type: never cut
-    for column in ("CALLER", "FUNCTION", "RULE", "WAITING", "TIMES OUT", "ARGUMENTS"):
+    fleet = any(a.get("node") for a in approvals)  # a fleet's: which node holds each
+    columns = ["CALLER", "FUNCTION", "RULE", "WAITING", "TIMES OUT", "ARGUMENTS"]
+    for column in (["NODE"] if fleet else []) + columns:
         table.add_column(column, overflow="fold" if column == "ARGUMENTS" else "ellipsis")
     for a in approvals:
-        table.add_row(Text(a["id"], style="bold cyan"), a.get("subject") or "anonymous",
-                      a.get("function") or "-", a.get("rule") or "-",
-                      _ago(a.get("requested_at")), _ago(a.get("expires_at")),
-                      _short(a.get("arguments")))
+        table.add_row(Text(a["id"], style="bold cyan"), *([a.get("node") or "-"] if fleet else []),
+                      a.get("subject") or "anonymous", a.get("function") or "-",
+                      a.get("rule") or "-", _ago(a.get("requested_at")),
+                      _ago(a.get("expires_at")), _short(a.get("arguments")))
     return table
 
 
 def _plain_rows(approvals: list[dict[str, Any]]) -> None:
     for a in approvals:
-        click.echo("\t".join([a["id"], a.get("subject") or "anonymous", a.get("function") or "-",
-                              a.get("rule") or "-", a.get("requested_at") or "-",
-                              a.get("expires_at") or "-", _short(a.get("arguments"), 200)]))
+        node = [a["node"]] if a.get("node") else []  # in a fleet, the node that holds it
+        click.echo("\t".join([a["id"], *node, a.get("subject") or "anonymous",
+                              a.get("function") or "-", a.get("rule") or "-",
+                              a.get("requested_at") or "-", a.get("expires_at") or "-",
+                              _short(a.get("arguments"), 200)]))
 
 
 @click.group()
@@ -140,6 +144,7 @@ def show_cmd(common: ReviewerOptions, held_id: str) -> None:
         return
     fields = [
         ("id", held["id"]), ("call id", held["call_id"]),
+        *([("node", held["node"])] if held.get("node") else []),
         ("caller", f"{held.get('subject') or 'anonymous'} "
                    f"(groups: {', '.join(held.get('groups') or []) or '-'})"),
         ("request", held.get("request")), ("function", held.get("function")),

@@ -47,6 +47,7 @@ from toolgate.addons.approvals.ledger import (
     StoreDecisionLog,
 )
 from toolgate.addons.failclosed.hooks import flow_hook
+from toolgate.addons.approvals.fleet import FleetLink
 from toolgate.addons.approvals.holds import (
     Grant,
     Grants,
@@ -63,6 +64,7 @@ from toolgate.addons.approvals.holds import (
     new_held_id,
 )
 from toolgate.rules.protocols import parse_request
+from toolgate.sessions.control import ControlUnavailable, check_url
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,7 @@ class Approvals:
         self.stats: Counter[tuple[str, str]] = Counter()  # (decision, channel) -> n
         self.webhook_failures = 0
         self.admin_url: str | None = None  # set by the admin addon once it listens
+        self.fleet: FleetLink | None = None  # with toolgate_control: the shared control plane
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._webhook_pool: ThreadPoolExecutor | None = None
@@ -100,6 +103,17 @@ class Approvals:
             "A URL notified with a JSON POST of every held call (id, caller, function, rule, "
             "masked arguments, how to approve). Failures are logged; they never approve.",
         )
+        loader.add_option(
+            "toolgate_control", Optional[str], None,
+            "A fleet's control plane: postgresql://USER:PASSWORD@HOST:PORT/DB. Held calls, "
+            "decisions and grants are shared by every gateway using it; unset: this gateway "
+            "alone.",
+        )
+        loader.add_option(
+            "toolgate_node", str, "",
+            "This gateway's node id in a fleet (letters, digits, . _ -); default "
+            "<hostname>-<proxy port> when toolgate_control or toolgate_archive is set.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         try:
@@ -107,8 +121,17 @@ class Approvals:
                 raise ValueError("toolgate_approval_timeout must be 0 or more seconds")
             if "toolgate_webhook" in updated and ctx.options.toolgate_webhook:
                 settings.parse_http_url(ctx.options.toolgate_webhook, "toolgate_webhook")
+            if "toolgate_control" in updated and ctx.options.toolgate_control:
+                check_url(ctx.options.toolgate_control)
+            if updated & {"toolgate_node", "toolgate_control"}:
+                settings.node_id(ctx.options)
         except ValueError as exc:
             raise exceptions.OptionsError(str(exc)) from None
+        if (updated & {"toolgate_node", "toolgate_control"} and self.fleet is not None
+                and (self.fleet.plane.url != ctx.options.toolgate_control
+                     or self.fleet.node_id != settings.node_id(ctx.options))):
+            logger.warning("toolgate: toolgate_control and toolgate_node take effect at the "
+                           "next start")
 
     def running(self) -> None:
         # The session store, when the recorder offers it, keeps every decision too.
@@ -117,8 +140,12 @@ class Approvals:
             isinstance(log, StoreDecisionLog) for log in self.logs
         ):
             self.logs.append(StoreDecisionLog(recorder))
+        if ctx.options.toolgate_control and self.fleet is None:
+            self.fleet = FleetLink(self, ctx.options.toolgate_control,
+                                   settings.node_id(ctx.options))
+            self.fleet.start()
 
-    def done(self) -> None:
+    async def done(self) -> None:
         # A reload or a shutdown must not leave callers hanging: deny what is still held.
         now = time.time()
         for held in self.held.pending():
@@ -130,6 +157,9 @@ class Approvals:
         if self._webhook_pool is not None:
             self._webhook_pool.shutdown(wait=False, cancel_futures=True)
             self._webhook_pool = None
+        if self.fleet is not None:
+            fleet, self.fleet = self.fleet, None
+            await fleet.stop()
 
     # -- commands (mitmweb's command bar, the console) --------------------------------------
 
@@ -169,7 +199,7 @@ class Approvals:
         self._settle(held, verdict)
         if grant is not None:
             self.grants.add(grant)
-            self._release_covered(grant, now)
+            self.release_covered(grant, now)
         return verdict
 
     def deny(self, held_id: str, reviewer: dict[str, Any], reason: str,
@@ -179,6 +209,66 @@ class Approvals:
         verdict = Verdict("denied", channel, subject, reason.strip(), time.time())
         self._settle(held, verdict)
         return verdict
+
+    async def review(self, action: str, key: str, reviewer: dict[str, Any], reason: str,
+                     window: Any = None, same_args: bool = False,
+                     channel: str = "admin") -> tuple[HeldCall, Verdict]:
+        """A reviewer's decision (`action` approve or deny) from the admin API: on this
+        node's held calls, or in a fleet on any node's, through the control plane."""
+        if self.fleet is None:
+            held = self._pending(key)
+            if action == "approve":
+                return held, self.approve(key, reviewer, reason, window, same_args, channel)
+            return held, self.deny(key, reviewer, reason, channel)
+        held = await self.fleet_held(key)
+        if held is None:
+            raise ReviewError(404, "not_found", f"no held call {key}: it was decided, "
+                              "expired, or its caller left (toolgate approvals list)")
+        subject = check_reviewer(held, reviewer, action, reason)
+        now = time.time()
+        if action == "approve":
+            grant = new_grant(held, subject, reason, window, same_args, now) if window else None
+            verdict = Verdict("approved", channel, subject, reason.strip(), now, grant,
+                              held.argument_hash)
+        else:
+            grant, verdict = None, Verdict("denied", channel, subject, reason.strip(), now)
+        outcome = await self._control(self.fleet.plane.decide(
+            held.id, verdict.decision, verdict.state(), grant.state() if grant else None))
+        if not outcome["won"]:
+            first = (outcome["row"] or {}).get("status", "decided")
+            raise ReviewError(409, "conflict", f"held call {held.id} is already decided "
+                              f"({first})")
+        if local := self.held.get(held.id):
+            self.settle_claimed(local, verdict)
+        if grant is not None:
+            self.grants.add(grant)
+            self.release_covered(grant, now)
+        return held, verdict
+
+    async def fleet_pending(self) -> list[HeldCall]:
+        """Every held call of the fleet waiting for a decision (503 without the fleet)."""
+        assert self.fleet is not None
+        rows = await self._control(self.fleet.plane.pending())
+        return [_from_row(row) for row in rows]
+
+    async def fleet_held(self, key: str) -> HeldCall | None:
+        """A held call of the fleet that still waits, by held or call id."""
+        assert self.fleet is not None
+        row = await self._control(self.fleet.plane.get(key))
+        if row is None or row["status"] != "pending" or row["expires_at"] <= time.time():
+            return None
+        return _from_row(row)
+
+    @staticmethod
+    async def _control(work: Any) -> Any:
+        try:
+            return await work
+        except ControlUnavailable as exc:
+            raise ReviewError(503, "unavailable", f"{exc}; decisions need it, so none was "
+                              "taken") from None
+
+    def store_path(self) -> str | None:
+        return getattr(ctx.master.addons.get("recorder"), "db_path", None)
 
     def _pending(self, held_id: str) -> HeldCall:
         held = self.held.get(held_id)
@@ -192,7 +282,14 @@ class Approvals:
         if event := self._wake.get(held.id):
             event.set()
 
-    def _release_covered(self, grant: Grant, now: float) -> None:
+    def settle_claimed(self, held: HeldCall, verdict: Verdict) -> None:
+        """The fleet's first decision on a call held here: it wins over one taken here that
+        the control plane has not recorded yet."""
+        held.verdict, held.claimed = verdict, True
+        if event := self._wake.get(held.id):
+            event.set()
+
+    def release_covered(self, grant: Grant, now: float) -> None:
         """A new grant also releases the calls it covers that are already waiting."""
         for other in self.held.pending():
             if grant.covers(other.subject, other.function, other.rule, other.argument_hash, now):
@@ -237,6 +334,15 @@ class Approvals:
                                  "now, so this call was not held for approval; the gateway's "
                                  "log says why"))
             return
+        if self.fleet is not None:
+            try:
+                await self.fleet.hold(held)
+            except ControlUnavailable as exc:
+                logger.error("toolgate: not holding %s: %s", held.call_id, exc)
+                refuse(flow, Refusal("unavailable", "the fleet's control plane cannot be "
+                                     "reached, so this call could not be held for approval; "
+                                     "try again later", held.rule, held.field))
+                return
 
         approval.setdefault("policy_comment", flow.comment)
         self.held.add(held)
@@ -252,6 +358,9 @@ class Approvals:
                         held.call_id, held.id, held.caller, held.function, held.rule,
                         ", ".join(held.approvers) or "-")
             verdict = await self._await_verdict(flow, held)
+            if self.fleet is not None and not held.claimed:
+                verdict = held.verdict = await self.fleet.claim(held, verdict)
+                held.claimed = True
             if flow.error is not None and flow.error.msg == Error.KILLED_MESSAGE:
                 # Abort in mitmweb: revive the flow so that the caller gets our answer.
                 flow.error, flow.live = None, True
@@ -395,6 +504,12 @@ class Approvals:
             self.webhook_failures += 1
             logger.warning("toolgate: the webhook %s failed for held call %s: %s", url,
                            held.id, exc)
+
+
+def _from_row(row: dict[str, Any]) -> HeldCall:
+    held = HeldCall.from_state(row["held"])
+    held.node = row["node_id"]
+    return held
 
 
 def webhook_payload(held: HeldCall, admin_url: str | None) -> dict[str, Any]:

@@ -200,25 +200,36 @@ class Admin:
     async def _healthz(self, request: AdminRequest) -> Answer:
         recorder = ctx.master.addons.get("recorder")
         health = getattr(recorder, "health", None)
-        return 200, {"ok": True, "held": len(self._approvals().held),
-                     "store": health() if callable(health) else None}
+        approvals = self._approvals()
+        fleet = approvals.fleet.health() if approvals.fleet is not None else None
+        return 200, {"ok": True, "node": _node(), "held": len(approvals.held),
+                     "store": health() if callable(health) else None, "control": fleet}
 
     async def _metrics(self, request: AdminRequest) -> Answer:
         recorder = ctx.master.addons.get("recorder")
         health = getattr(recorder, "health", None)
         store = health() if callable(health) else None
-        return 200, (metrics_text(self._approvals(), self.requests, time.time())
-                     + store_metrics_text(store))
+        approvals = self._approvals()
+        fleet = approvals.fleet.health() if approvals.fleet is not None else None
+        return 200, (metrics_text(approvals, self.requests, time.time())
+                     + store_metrics_text(store) + node_metrics_text(_node(), fleet))
 
     async def _list(self, request: AdminRequest) -> Answer:
-        return 200, {"approvals": [h.summary() for h in self._approvals().held.pending()]}
+        approvals = self._approvals()
+        if approvals.fleet is not None:  # every node's
+            return 200, {"approvals": [h.summary() for h in await approvals.fleet_pending()]}
+        return 200, {"approvals": [h.summary() for h in approvals.held.pending()]}
 
     async def _grants(self, request: AdminRequest) -> Answer:
         return 200, {"grants": [g.as_json() for g in
                                 self._approvals().grants.active(time.time())]}
 
     async def _show(self, request: AdminRequest) -> Answer:
-        held = self._approvals().held.get(request.params["id"])
+        approvals = self._approvals()
+        if approvals.fleet is not None:
+            held = await approvals.fleet_held(request.params["id"])
+        else:
+            held = approvals.held.get(request.params["id"])
         if held is None:
             return _error(404, "not_found", f"no held call {request.params['id']}")
         return 200, held.detail(time.time())
@@ -236,22 +247,17 @@ class Admin:
             raise ReviewError(400, "bad_request", f"scope {scope} needs a time window (\"for\")")
         if window is not None and scope == "call":
             raise ReviewError(400, "bad_request", "a one-call approval has no time window")
-        approvals = self._approvals()
-        held = approvals.held.get(request.params["id"])
-        verdict = approvals.approve(request.params["id"], request.identity or {},
-                                    _reason(body), window, scope == "same-args",
-                                    _channel(request))
-        return 200, {"id": held.id if held else request.params["id"],
-                     "call_id": held.call_id if held else None, **verdict.as_json()}
+        held, verdict = await self._approvals().review(
+            "approve", request.params["id"], request.identity or {}, _reason(body), window,
+            scope == "same-args", _channel(request))
+        return 200, {"id": held.id, "call_id": held.call_id, **verdict.as_json()}
 
     async def _deny(self, request: AdminRequest) -> Answer:
         body = _json_body(request)
-        approvals = self._approvals()
-        held = approvals.held.get(request.params["id"])
-        verdict = approvals.deny(request.params["id"], request.identity or {}, _reason(body),
-                                 _channel(request))
-        return 200, {"id": held.id if held else request.params["id"],
-                     "call_id": held.call_id if held else None, **verdict.as_json()}
+        held, verdict = await self._approvals().review(
+            "deny", request.params["id"], request.identity or {}, _reason(body),
+            channel=_channel(request))
+        return 200, {"id": held.id, "call_id": held.call_id, **verdict.as_json()}
 
     async def _sessions(self, request: AdminRequest) -> Answer:
         recorder = ctx.master.addons.get("recorder")
@@ -353,6 +359,32 @@ def store_metrics_text(store: Mapping[str, Any] | None) -> str:
         f"toolgate_store_backlog_bytes {int(backlog.get('journal_bytes') or 0)}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def node_metrics_text(node: str | None, control: Mapping[str, Any] | None) -> str:
+    """Which node this is, and (in a fleet) whether it reaches the control plane."""
+    if node is None and control is None:
+        return ""
+    lines = [
+        "# HELP toolgate_node_info This gateway's node id in a fleet.",
+        "# TYPE toolgate_node_info gauge",
+        f'toolgate_node_info{{node="{node or ""}"}} 1',  # node ids are [A-Za-z0-9._-]
+    ]
+    if control is not None:
+        lines += [
+            "# HELP toolgate_control_up Whether the fleet's control plane is reached (1) or "
+            "not (0: holds and decisions are refused).",
+            "# TYPE toolgate_control_up gauge",
+            f"toolgate_control_up {1 if control.get('connected') else 0}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _node() -> str | None:
+    try:
+        return settings.node_id(ctx.options)
+    except (ValueError, AttributeError):
+        return None
 
 
 def _exact(path: str) -> re.Pattern[str]:

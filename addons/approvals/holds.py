@@ -14,7 +14,7 @@ import json
 import secrets
 import urllib.parse
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from toolgate.rules import parse_duration
@@ -72,6 +72,14 @@ class Grant:
         return (f"grant {format_duration(datetime.timedelta(seconds=self.seconds))}: "
                 f"{self.subject} -> {self.function}, {args}")
 
+    def state(self) -> dict[str, Any]:
+        """Every field, as the control plane keeps it (`from_state` reads it back)."""
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "Grant":
+        return cls(**{f.name: state[f.name] for f in fields(cls)})
+
     def as_json(self) -> dict[str, Any]:
         return {
             "id": self.id, "subject": self.subject, "function": self.function, "rule": self.rule,
@@ -97,6 +105,16 @@ class Verdict:
     def __post_init__(self) -> None:
         if self.decision not in DECISIONS or self.channel not in CHANNELS:
             raise ValueError(f"bad verdict {self.decision}/{self.channel}")
+
+    def state(self) -> dict[str, Any]:
+        return {**asdict(self), "grant": self.grant.state() if self.grant else None}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "Verdict":
+        grant = state.get("grant")
+        return cls(state["decision"], state["channel"], state.get("reviewer"),
+                   state.get("reason") or "", float(state["decided_at"]),
+                   Grant.from_state(grant) if grant else None, state.get("argument_hash"))
 
     @property
     def scope(self) -> str:
@@ -136,6 +154,23 @@ class HeldCall:
     phase: str = "request"
     result: Any = None  # a held answer (phase "response"), masked: what a release lets out
     verdict: Verdict | None = None
+    node: str | None = None  # in a fleet: the node whose caller waits
+    claimed: bool = False  # in a fleet: the verdict is the control plane's first decision
+
+    def state(self) -> dict[str, Any]:
+        """The call as the control plane keeps it for every node's reviewers (undecided)."""
+        state = asdict(self)
+        for key in ("verdict", "claimed"):
+            del state[key]
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "HeldCall":
+        values = {f.name: state[f.name] for f in fields(cls)
+                  if f.name in state and f.name not in ("verdict", "claimed")}
+        values["groups"] = tuple(values.get("groups") or ())
+        values["approvers"] = tuple(values.get("approvers") or ())
+        return cls(**values)
 
     @property
     def access_review(self) -> bool:
@@ -147,11 +182,12 @@ class HeldCall:
         return self.subject or "anonymous"
 
     def summary(self) -> dict[str, Any]:
-        """One entry of `GET /api/approvals`."""
+        """One entry of `GET /api/approvals` (with the node that holds it, in a fleet)."""
         return {
             "id": self.id, "call_id": self.call_id, "subject": self.subject,
             "function": self.function, "rule": self.rule, "arguments": self.arguments,
             "requested_at": iso(self.requested_at), "expires_at": iso(self.expires_at),
+            **({"node": self.node} if self.node else {}),
         }
 
     def detail(self, now: float) -> dict[str, Any]:
