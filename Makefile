@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.toolgate-installed
 CORE   := rules/_core.abi
 CORE_SOURCES := core/Cargo.toml core/Cargo.lock $(wildcard core/src/*.rs core/src/*/*.rs)
 
-.PHONY: run test core lint fuzz soak bench-rules clean
+.PHONY: run test system-deps core lint fuzz soak bench-rules clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,12 @@ lint: $(STAMP) $(CORE)
 run: $(STAMP) $(CORE)
 	$(BIN)/python -m toolgate.scripts.demo
 
-test: $(STAMP) $(CORE)
+# PostgreSQL's server and HAProxy for the fleet tests (tests/fleet), from Debian's packages:
+# installed when missing (as root or with passwordless sudo), otherwise named and those tests skip.
+system-deps:
+	@scripts/system_deps.sh
+
+test: system-deps $(STAMP) $(CORE)
 	cargo fmt --manifest-path core/Cargo.toml -- --check
 	PYO3_PYTHON=$(abspath $(BIN)/python) cargo test --quiet --locked --manifest-path core/Cargo.toml
 	$(BIN)/python -m pytest -q
