@@ -10,8 +10,9 @@ from typing import Any
 
 # Secrets and the mask key file: one implementation with the command line, in rules/keys.py.
 from toolgate.rules.keys import default_mask_key_file, load_or_create_key, resolve_secret
+from toolgate.sessions.control import check_url
 
-__all__ = ["check_choice", "default_mask_key_file", "load_or_create_key", "node_id",
+__all__ = ["check_choice", "control_url", "default_mask_key_file", "load_or_create_key", "node_id",
            "parse_http_url", "parse_listen", "parse_node_id", "parse_size", "resolve_secret"]
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
@@ -77,3 +78,12 @@ def node_id(options: Any) -> str | None:
         return None
     host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname().split(".")[0]) or "node"
     return parse_node_id(f"{host[:50].lstrip('.-') or 'node'}-{options.listen_port}")
+
+
+def control_url(text: str) -> str:
+    """`toolgate_control`: a PostgreSQL URL, or `env:NAME` / `file:PATH` holding one, which
+    keeps its password out of the process list and the options mitmweb shows."""
+    text = text.strip()
+    if text.startswith(("env:", "file:")):
+        text = resolve_secret(text, "toolgate_control").decode("utf-8", "replace").strip()
+    return check_url(text)

@@ -152,11 +152,13 @@ class ControlPlane:
                      retry: float = 1.0) -> None:
         """Deliver every notification on CHANNEL to `on_notice` (as a dict), forever;
         `on_connect` runs after each (re)connection, to catch up on what was missed."""
+        failing = False  # logged once per outage
         while True:
             conn: psycopg.AsyncConnection | None = None
             try:
                 conn = await asyncio.wait_for(self._connect(), STATEMENT_TIMEOUT)
                 await conn.execute(f"LISTEN {CHANNEL}")
+                failing = False
                 if on_connect is not None:
                     await on_connect()
                 async for notice in conn.notifies():
@@ -167,8 +169,10 @@ class ControlPlane:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - reconnect whatever went wrong
-                logger.warning("toolgate: listening to the control plane %s failed: %s; "
-                               "retrying", redact_url(self.url), exc)
+                if not failing:
+                    logger.warning("toolgate: listening to the control plane %s failed: %s; "
+                                   "retrying every %ss", redact_url(self.url), exc, retry)
+                failing = True
             finally:
                 if conn is not None:
                     try:

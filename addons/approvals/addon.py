@@ -64,7 +64,7 @@ from toolgate.addons.approvals.holds import (
     new_held_id,
 )
 from toolgate.rules.protocols import parse_request
-from toolgate.sessions.control import ControlUnavailable, check_url
+from toolgate.sessions.control import ControlUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,8 @@ class Approvals:
         )
         loader.add_option(
             "toolgate_control", Optional[str], None,
-            "A fleet's control plane: postgresql://USER:PASSWORD@HOST:PORT/DB. Held calls, "
+            "A fleet's control plane: postgresql://USER:PASSWORD@HOST:PORT/DB, or env:NAME / "
+            "file:PATH holding it (keeps the password out of the process list). Held calls, "
             "decisions and grants are shared by every gateway using it; unset: this gateway "
             "alone.",
         )
@@ -122,13 +123,14 @@ class Approvals:
             if "toolgate_webhook" in updated and ctx.options.toolgate_webhook:
                 settings.parse_http_url(ctx.options.toolgate_webhook, "toolgate_webhook")
             if "toolgate_control" in updated and ctx.options.toolgate_control:
-                check_url(ctx.options.toolgate_control)
+                settings.control_url(ctx.options.toolgate_control)
             if updated & {"toolgate_node", "toolgate_control"}:
                 settings.node_id(ctx.options)
         except ValueError as exc:
             raise exceptions.OptionsError(str(exc)) from None
         if (updated & {"toolgate_node", "toolgate_control"} and self.fleet is not None
-                and (self.fleet.plane.url != ctx.options.toolgate_control
+                and (self.fleet.plane.url != settings.control_url(ctx.options.toolgate_control
+                                                                  or "")
                      or self.fleet.node_id != settings.node_id(ctx.options))):
             logger.warning("toolgate: toolgate_control and toolgate_node take effect at the "
                            "next start")
@@ -141,7 +143,7 @@ class Approvals:
         ):
             self.logs.append(StoreDecisionLog(recorder))
         if ctx.options.toolgate_control and self.fleet is None:
-            self.fleet = FleetLink(self, ctx.options.toolgate_control,
+            self.fleet = FleetLink(self, settings.control_url(ctx.options.toolgate_control),
                                    settings.node_id(ctx.options))
             self.fleet.start()
 

@@ -105,14 +105,22 @@ class FleetLink:
         logger.info("toolgate: node %s joined the fleet's control plane", self.node_id)
 
     async def _poll(self) -> None:
+        lost = False  # said once per outage, not every second of it
         while True:
             try:
                 if not self.joined:
                     await self._join()
                 await self.plane.heartbeat(self.approvals.admin_url, self._heads())
                 await self._catch_up()
+                if lost:
+                    logger.warning("toolgate: node %s reaches the fleet's control plane again",
+                                   self.node_id)
+                lost = False
             except ControlUnavailable as exc:
-                logger.warning("toolgate: %s", exc)
+                if not lost:
+                    logger.error("toolgate: %s; calls that need an approval are refused until "
+                                 "it is back", exc)
+                lost = True
             await asyncio.sleep(POLL)
 
     async def _catch_up(self) -> None:
