@@ -25,6 +25,7 @@ STATUS: dict[str, int] = {
     "blocked": 403,
     "denied": 403,
     "approval_timeout": 403,
+    "approval_pending": 409,  # a `hold: return` call: decided later, retried by the caller
     "uninspectable": 400,
     "malformed": 400,
     "upstream": 502,
@@ -35,7 +36,8 @@ STATUS: dict[str, int] = {
 
 # Refusals that are a policy outcome: a JSON-RPC caller gets them as HTTP 200 with an error
 # object. Failures of the gateway or its dependencies keep their HTTP status.
-POLICY_CODES = frozenset({"blocked", "denied", "approval_timeout", "uninspectable", "malformed"})
+POLICY_CODES = frozenset({"blocked", "denied", "approval_timeout", "approval_pending",
+                          "uninspectable", "malformed"})
 
 JSONRPC_POLICY_ERROR = -32001
 
@@ -49,6 +51,7 @@ class Refusal:
     rule: str | None = None
     field: str | None = None
     status: int | None = None  # overrides STATUS, e.g. 413 for an oversized body
+    extra: dict[str, Any] | None = None  # more for the caller, e.g. the pending `approval`
 
     def __post_init__(self) -> None:
         if self.code not in STATUS:
@@ -65,6 +68,7 @@ class Refusal:
             "rule": self.rule,
             "field": self.field,
             "call_id": call_id,
+            **(self.extra or {}),
         }
 
 

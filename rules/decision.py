@@ -180,6 +180,7 @@ class Decision:
     field: str | None = None
     approvers: tuple[str, ...] = ()
     timeout: datetime.timedelta | None = None
+    hold: str = "wait"  # with `approve`: how the call is held (see Rule.hold)
     # These render `matches` and `reasons` on first use: the gateway acts on a decision without
     # reading why, and building that text for every request and response costs time.
     # (`dataclasses.field`: `field` is a field of this class.)
@@ -214,6 +215,7 @@ class Decision:
             "field": self.field,
             "approvers": list(self.approvers),
             "timeout": format_duration(self.timeout) if self.timeout else None,
+            "hold": self.hold if self.action == "approve" else None,
             "rules": [match.as_dict() for match in self.matches],
             "findings": [finding.as_dict() for finding in self.findings],
             "reasons": list(self.reasons),

@@ -37,7 +37,10 @@ LABEL_KEYS = ("name", "level", "detector", "paths", "description")
 FUNCTION_KEYS = ("name", "match", "owner", "sensitivity", "access", "description")
 FUNCTION_MATCH_KEYS = ("method", "path", "host", "protocol")
 GRANT_KEYS = ("groups", "reviewed", "review_every")
-RULE_KEYS = ("id", "match", "action", "mask", "message", "approvers", "mode", "timeout", "description")
+RULE_KEYS = ("id", "match", "action", "mask", "message", "approvers", "mode", "timeout", "hold", "description")
+# How an approve rule holds a call: the caller waits for the decision, or gets `approval_pending`
+# at once and retries (agents drop calls long before a human decides).
+HOLD_MODES = ("wait", "return")
 MATCH_KEYS = (
     "function", "protocol", "host", "method", "path", "direction", "labels", "levels",
     "groups", "not_groups", "subjects", "when",
@@ -385,6 +388,7 @@ class _Loader:
         message = self.string(node, "message", where)
         approvers = self.strings(node, "approvers", where)
         timeout = self.duration(node, "timeout", where)
+        hold = self.choice(node, "hold", HOLD_MODES, where, "hold mode") or "wait"
         if action == "mask" and "mask" not in node:
             self.err(node, "action", f"{where}: action mask needs a mask style (mask: {' | '.join(MASK_STYLES)})")
         if action and action != "mask" and "mask" in node:
@@ -392,15 +396,18 @@ class _Loader:
         if action == "approve" and not approvers:
             self.err(node, "action", f"{where}: action approve needs approvers (approvers: [group, ...])")
         if action and action != "approve":
-            for key in ("approvers", "timeout"):
+            for key in ("approvers", "timeout", "hold"):
                 if key in node:
                     self.err(node, key, f"{where}: '{key}' only applies to action: approve (this rule's action is {action})")
         if action == "approve" and match is not None and match.direction is None:
             # Approval is about making a call: without a direction, an approve rule holds
             # requests only. Holding an answer takes `direction: response`.
             match = dataclasses.replace(match, direction="request")
+        if hold == "return" and match is not None and match.direction == "response":
+            self.err(node, "hold", f"{where}: hold: return answers the caller before the call is made, so it "
+                     "holds requests only (a held answer needs hold: wait)")
         if rule_id and action and match is not None:
-            self.rules.append(Rule(rule_id, match, action, mask, message, tuple(approvers), mode, timeout, source))
+            self.rules.append(Rule(rule_id, match, action, mask, message, tuple(approvers), mode, timeout, source, hold))
 
     def match(self, node: CommentedMap, where: str, rule_id: str) -> Match | None:
         match = node.get("match")

@@ -133,6 +133,7 @@ class Rule:
     mode: str = "enforce"
     timeout: datetime.timedelta | None = None
     source: Origin | None = None
+    hold: str = "wait"  # approve rules: `wait` (the caller waits) or `return` (answered at once)
 
     @property
     def monitor(self) -> bool:

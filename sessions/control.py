@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS toolgate_holds (
     verdict      jsonb,                -- the first decision
     decided_by   text                  -- the node that took it
 );
+-- A `hold: return` call's decision is used by one retry of it, on whichever node it lands.
+ALTER TABLE toolgate_holds ADD COLUMN IF NOT EXISTS consumed_at timestamptz;
 CREATE INDEX IF NOT EXISTS toolgate_holds_status ON toolgate_holds (status, requested_at);
 CREATE INDEX IF NOT EXISTS toolgate_holds_call ON toolgate_holds (call_id);
 CREATE TABLE IF NOT EXISTS toolgate_grants (
@@ -289,6 +291,29 @@ class ControlPlane:
             cur = await conn.execute(
                 f"{_HOLD} WHERE held_id = ANY(%s) AND status <> 'pending'", (held_ids,))
             return await cur.fetchall()
+        return await self._run(work)
+
+    async def find_return(self, binding: tuple) -> dict[str, Any] | None:
+        """The newest `hold: return` call of this binding (caller, function, rule, argument
+        hash) whose decision no retry has used yet, pending or decided."""
+        subject, function, rule, arguments = binding
+
+        async def work(conn: psycopg.AsyncConnection) -> dict[str, Any] | None:
+            cur = await conn.execute(
+                f"{_HOLD} WHERE consumed_at IS NULL AND held->>'hold' = 'return' AND "
+                "held->>'subject' = %s AND held->>'function' IS NOT DISTINCT FROM %s AND "
+                "held->>'rule' IS NOT DISTINCT FROM %s AND held->>'argument_hash' = %s "
+                "ORDER BY requested_at DESC LIMIT 1", (subject, function, rule, arguments))
+            return await cur.fetchone()
+        return await self._run(work)
+
+    async def consume(self, held_id: str) -> bool:
+        """Use up a `return` hold's decision for one retry; False if another retry did."""
+        async def work(conn: psycopg.AsyncConnection) -> bool:
+            cur = await conn.execute(
+                "UPDATE toolgate_holds SET consumed_at = now() WHERE held_id = %s AND "
+                "consumed_at IS NULL", (held_id,))
+            return cur.rowcount == 1
         return await self._run(work)
 
     async def grants(self) -> list[dict[str, Any]]:

@@ -60,6 +60,7 @@ from toolgate.addons.approvals.holds import (
     check_reviewer,
     effective_timeout,
     fingerprint,
+    iso,
     new_grant,
     new_held_id,
 )
@@ -88,6 +89,10 @@ class Approvals:
         self.admin_url: str | None = None  # set by the admin addon once it listens
         self.fleet: FleetLink | None = None  # with toolgate_control: the shared control plane
         self._wake: dict[str, asyncio.Event] = {}
+        # `hold: return` calls by their binding, pending or decided: a retry attaches to one
+        # that is pending, or uses up the decision on one (until `returned_until`).
+        self.returned: dict[tuple, HeldCall] = {}
+        self._recording: dict[str, asyncio.Task[None]] = {}  # `return` holds, by held id
         self._tasks: set[asyncio.Task[None]] = set()
         self._webhook_pool: ThreadPoolExecutor | None = None
 
@@ -154,6 +159,8 @@ class Approvals:
             self._settle(held, Verdict("denied", "gateway", None,
                                        "the gateway stopped or reloaded while the call was held",
                                        now))
+        if self._tasks:  # `return` holds record their denial on their own tasks
+            await asyncio.wait(self._tasks, timeout=RECORD_TIMEOUT / 6)
         for task in self._tasks:
             task.cancel()
         if self._webhook_pool is not None:
@@ -325,10 +332,11 @@ class Approvals:
                               f"grant {grant.id}: {grant.reason}", now, grant)
             await self._finish(flow, held, approval, verdict)
             return
+        if held.hold == "return":
+            await self._hold_returning(flow, held, approval)
+            return
         if held.expires_at <= now:
-            verdict = Verdict("expired", "timeout", None, "toolgate_approval_timeout is 0: "
-                              "calls that need an approval are denied at once", now)
-            await self._finish(flow, held, approval, verdict)
+            await self._finish(flow, held, approval, _expired_at_once(now))
             return
 
         if not await _record_held(flow, held):
@@ -341,9 +349,7 @@ class Approvals:
                 await self.fleet.hold(held)
             except ControlUnavailable as exc:
                 logger.error("toolgate: not holding %s: %s", held.call_id, exc)
-                refuse(flow, Refusal("unavailable", "the fleet's control plane cannot be "
-                                     "reached, so this call could not be held for approval; "
-                                     "try again later", held.rule, held.field))
+                refuse(flow, _fleet_unavailable(held))
                 return
 
         approval.setdefault("policy_comment", flow.comment)
@@ -379,6 +385,130 @@ class Approvals:
             if flow.intercepted:
                 flow.resume()  # mitmproxy itself waits for the flow to be resumed
             await _show(flow)
+
+    # -- `hold: return`: answered at once, decided later, retried ---------------------------
+
+    async def _hold_returning(self, flow: http.HTTPFlow, held: HeldCall,
+                              approval: dict[str, Any]) -> None:
+        """A `return` hold: a retry of a call held earlier gets that hold's decision (once), or
+        is told again that it is pending; a new call is put up for review and answered
+        `approval_pending` at once, with the approval id."""
+        try:
+            earlier, verdict = await self._earlier_return(held)
+        except ControlUnavailable as exc:
+            logger.error("toolgate: cannot look up the approval of %s: %s", held.call_id, exc)
+            refuse(flow, _fleet_unavailable(held))
+            return
+        if earlier is not None and verdict is None:
+            self._answer_pending(flow, earlier, approval, again=True)
+            return
+        if earlier is not None and verdict is not None:
+            retried = Verdict(verdict.decision, verdict.channel, verdict.reviewer,
+                              f"{verdict.decision} on held call {earlier.id}: {verdict.reason}",
+                              time.time(), argument_hash=held.argument_hash)
+            await self._finish(flow, held, approval, retried)
+            return
+        if held.expires_at <= held.requested_at:
+            await self._finish(flow, held, approval, _expired_at_once(held.requested_at))
+            return
+        if self.fleet is not None:
+            try:
+                await self.fleet.hold(held)
+            except ControlUnavailable as exc:
+                logger.error("toolgate: not holding %s: %s", held.call_id, exc)
+                refuse(flow, _fleet_unavailable(held))
+                return
+        self.held.add(held)
+        self.returned[held.binding] = held
+        self._wake[held.id] = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(self._await_return(held))
+        self._tasks.add(task)
+        self._recording[held.id] = task
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._recording.pop(held.id, None))
+        self._notify(held)
+        logger.info("toolgate: held %s [%s] for %s, answered at once: %s (rule %s; approvers: "
+                    "%s)", held.call_id, held.id, held.caller, held.function, held.rule,
+                    ", ".join(held.approvers))
+        self._answer_pending(flow, held, approval)
+
+    async def _earlier_return(self, held: HeldCall) -> tuple[HeldCall | None, Verdict | None]:
+        """The `return` hold that `held` retries, if any, and its decision (now used up)."""
+        now = time.time()
+        if self.fleet is not None:
+            return await self.fleet.earlier_return(held, now)
+        earlier = self.returned.get(held.binding)
+        if earlier is None:
+            return None, None
+        if earlier.verdict is None:
+            return earlier, None
+        if recording := self._recording.get(earlier.id):
+            # Decided a moment ago: its record first (it may turn an approval into a denial).
+            await asyncio.wait({recording}, timeout=RECORD_TIMEOUT)
+        if self.returned.get(held.binding) is not earlier:
+            return None, None  # another retry used it meanwhile
+        del self.returned[held.binding]  # one decision, one call
+        if now > earlier.retry_until:
+            return None, None
+        return earlier, earlier.verdict
+
+    async def _await_return(self, held: HeldCall) -> None:
+        """Waits for the decision on a `return` hold (nobody's connection does), records it and
+        keeps it for the caller's retry."""
+        event = self._wake[held.id]
+        try:
+            while held.verdict is None:
+                remaining = held.expires_at - time.time()
+                if remaining <= 0:
+                    self._settle(held, Verdict("expired", "timeout", None,
+                                               "nobody decided before the approval timeout",
+                                               time.time()))
+                    break
+                try:
+                    await asyncio.wait_for(event.wait(), remaining)
+                except TimeoutError:
+                    pass
+            verdict = held.verdict
+            assert verdict is not None
+            if self.fleet is not None and not held.claimed:
+                verdict = held.verdict = await self.fleet.claim(held, verdict)
+                held.claimed = True
+            self.stats[(verdict.decision, verdict.channel)] += 1
+            if not await self._record(held, verdict) and verdict.decision == "approved":
+                # Not on record: the retry must not go through on it.
+                held.verdict = Verdict("denied", "gateway", None, "the approval could not be "
+                                       "recorded", time.time())
+            logger.info("toolgate: %s %s [%s] via %s by %s: %s (the caller's retry gets it)",
+                        verdict.decision, held.call_id, held.id, verdict.channel,
+                        verdict.reviewer or "-", verdict.reason)
+        finally:
+            self.held.remove(held.id)
+            self._wake.pop(held.id, None)
+            self._prune_returned()
+
+    def _prune_returned(self) -> None:
+        now = time.time()
+        for key, earlier in list(self.returned.items()):
+            if earlier.verdict is not None and now > earlier.retry_until:
+                del self.returned[key]
+
+    def _answer_pending(self, flow: http.HTTPFlow, held: HeldCall, approval: dict[str, Any],
+                        again: bool = False) -> None:
+        approvers = ", ".join(held.approvers)
+        admin = self.admin_url or "http://127.0.0.1:8090"
+        refuse(flow, Refusal(
+            "approval_pending",
+            f"{'still ' if again else ''}waiting for an approval by {approvers} (held call "
+            f"{held.id}: {held.message}); retry this same call once it is decided",
+            held.rule, held.field,
+            extra={"approval": {
+                "id": held.id, "status": "pending", "approvers": list(held.approvers),
+                "requested_at": iso(held.requested_at), "expires_at": iso(held.expires_at),
+                "where": f"{admin}/api/approvals/{held.id}",
+                "cli": f"toolgate approvals approve {held.id} --reason TEXT --admin {admin}",
+            }}))
+        flow.marked = MARK_HELD
+        flow.comment = held.describe()
 
     async def _await_verdict(self, flow: http.HTTPFlow, held: HeldCall) -> Verdict:
         event = self._wake[held.id]
@@ -482,6 +612,10 @@ class Approvals:
             arguments=_arguments(flow, approval), result=approval.get("result"),
             argument_hash=argument_hash(request.method, request.path, request.raw_content),
             requested_at=now, expires_at=now + timeout, phase=phase,
+            # A retry is known by its caller: an anonymous call is held the waiting way.
+            hold="return" if (approval.get("hold") == "return" and phase == "request"
+                              and identity.get("subject")
+                              and not identity.get("anonymous")) else "wait",
         )
 
     # -- notification -----------------------------------------------------------------------
@@ -506,6 +640,16 @@ class Approvals:
             self.webhook_failures += 1
             logger.warning("toolgate: the webhook %s failed for held call %s: %s", url,
                            held.id, exc)
+
+
+def _expired_at_once(now: float) -> Verdict:
+    return Verdict("expired", "timeout", None, "toolgate_approval_timeout is 0: calls that "
+                   "need an approval are denied at once", now)
+
+
+def _fleet_unavailable(held: HeldCall) -> Refusal:
+    return Refusal("unavailable", "the fleet's control plane cannot be reached, so this call "
+                   "could not be held for approval; try again later", held.rule, held.field)
 
 
 def _from_row(row: dict[str, Any]) -> HeldCall:

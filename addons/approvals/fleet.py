@@ -94,6 +94,26 @@ class FleetLink:
                            "fleet's control plane", time.time())
         return Verdict.from_state(row["verdict"])
 
+    async def earlier_return(self, held: HeldCall,
+                             now: float) -> tuple[HeldCall | None, Verdict | None]:
+        """The `return` hold of the fleet that `held` retries (held on any node), and its
+        decision, used up by this call; (hold, None) while it is pending."""
+        row = await self.plane.find_return(held.binding)
+        if row is None:
+            return None, None
+        earlier = HeldCall.from_state(row["held"])
+        earlier.node = row["node_id"]
+        if row["status"] != "pending":
+            earlier.verdict = Verdict.from_state(row["verdict"])
+        elif row["expires_at"] > now:
+            return earlier, None
+        else:  # its node is gone, or has not expired it yet
+            earlier.verdict = Verdict("expired", "timeout", None, "nobody decided before the "
+                                      "approval timeout", row["expires_at"])
+        if now > earlier.retry_until or not await self.plane.consume(earlier.id):
+            return None, None  # too late, or another retry used the decision: a new hold
+        return earlier, earlier.verdict
+
     # -- keeping up ----------------------------------------------------------------------------
 
     async def _join(self) -> None:

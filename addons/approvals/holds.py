@@ -155,6 +155,7 @@ class HeldCall:
     result: Any = None  # a held answer (phase "response"), masked: what a release lets out
     verdict: Verdict | None = None
     node: str | None = None  # in a fleet: the node whose caller waits
+    hold: str = "wait"  # or "return": the caller was answered approval_pending and retries
     claimed: bool = False  # in a fleet: the verdict is the control plane's first decision
 
     def state(self) -> dict[str, Any]:
@@ -181,13 +182,26 @@ class HeldCall:
     def caller(self) -> str:
         return self.subject or "anonymous"
 
+    @property
+    def retry_until(self) -> float:
+        """How long a decided `return` hold waits for its caller's retry: as long as the call
+        could have been held (at least a minute)."""
+        assert self.verdict is not None
+        return self.verdict.decided_at + max(self.expires_at - self.requested_at, 60.0)
+
+    @property
+    def binding(self) -> tuple[str | None, str | None, str | None, str]:
+        """What a retry must share with a `return` hold to be its call: the same caller, the
+        same function under the same rule, exactly the same arguments."""
+        return (self.subject, self.function, self.rule, self.argument_hash)
+
     def summary(self) -> dict[str, Any]:
         """One entry of `GET /api/approvals` (with the node that holds it, in a fleet)."""
         return {
             "id": self.id, "call_id": self.call_id, "subject": self.subject,
             "function": self.function, "rule": self.rule, "arguments": self.arguments,
             "requested_at": iso(self.requested_at), "expires_at": iso(self.expires_at),
-            **({"node": self.node} if self.node else {}),
+            "hold": self.hold, **({"node": self.node} if self.node else {}),
         }
 
     def detail(self, now: float) -> dict[str, Any]:
@@ -205,7 +219,12 @@ class HeldCall:
         }
 
     def describe(self) -> str:
-        """The comment mitmweb shows on the intercepted flow."""
+        """The comment mitmweb shows on the held flow."""
+        if self.hold == "return":
+            return (f"approval pending [{self.id}] · caller {self.caller} answered at once, "
+                    f"retries once decided · rule {self.rule} · {self.function or self.request}"
+                    f" · approvers: {', '.join(self.approvers)} · {self.message} · arguments: "
+                    f"{_brief(self.arguments)} · toolgate.approve / toolgate.deny decide it")
         why = ("access review overdue" if self.access_review else "answer held for release"
                if self.phase == "response" else "approval needed")
         approvers = ", ".join(self.approvers) or "the mitmweb operator"

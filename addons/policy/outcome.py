@@ -116,6 +116,7 @@ def summarize(decisions: list[tuple[Unit, Decision]], phase: str, jsonrpc: bool)
                 "rule": decision.rule, "function": decision.function,
                 "approvers": list(decision.approvers),
                 "timeout": decision.timeout.total_seconds() if decision.timeout else None,
+                "hold": decision.hold,
                 "message": decision.message or f"{decision.function} needs an approval",
                 "field": where,
                 # What the reviewer sees: the decided unit as masked (a tool's arguments, not

@@ -10,6 +10,7 @@ plain calls go on, and everything works again once it is back.
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 from harness import Launcher, wait_until
 
+from toolgate.rules import packs as rules_pack
 from toolgate.scripts.cli import cli
 from toolgate.scripts.harness import Mitmdump, free_ports, query
 
@@ -38,8 +40,10 @@ class Fleet:
     """Three gateways on fixed ports (a restarted node comes back where the balancer looks
     for it), each with its own store, sharing the control plane and the archive."""
 
-    def __init__(self, launcher: Launcher, work: Path, control_url: str) -> None:
+    def __init__(self, launcher: Launcher, work: Path, control_url: str,
+                 options: tuple[str, ...] = ()) -> None:
         self.launcher, self.work, self.control_url = launcher, work, control_url
+        self.options = options
         self.archive = work / "archive"
         self.archive.mkdir()
         ports = free_ports(2 * len(NODES))
@@ -55,6 +59,7 @@ class Fleet:
             f"toolgate_node={name}",
             f"toolgate_archive={self.archive}",
             "toolgate_archive_interval=1",
+            *self.options,
             extra_args=("-p", str(proxy)), wait=wait,
         )
         self.nodes[name] = node
@@ -295,3 +300,47 @@ def test_without_postgresql_holds_and_decisions_fail_closed_and_plain_calls_go_o
     errors = Counter(r[0] for r in fleet.recorded("SELECT error FROM calls WHERE status = 503"))
     assert errors == {"unavailable": 1}
     assert len(fleet.recorded("SELECT 1 FROM calls WHERE url LIKE '%/echo'")) == 6
+
+
+def test_a_returned_hold_is_decided_anywhere_and_its_retry_goes_through_on_any_node(
+        start_gateway, tmp_path, control_url, backend, people):
+    packs = tmp_path / "rules"
+    shutil.copytree(Path(rules_pack.__file__).parent, packs,
+                    ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    demo = packs / "demo.yaml"
+    text = demo.read_text()
+    anchor = "    approvers: [sre-leads]\n"
+    start = text.index("  - id: demo-deploys-need-approval")
+    at = text.index(anchor, start) + len(anchor)
+    demo.write_text(text[:at] + "    hold: return\n" + text[at:])
+    nodes = Fleet(start_gateway, tmp_path, control_url, (f"toolgate_rules={packs}",))
+    nodes.start_all()
+
+    first = deploy(nodes.nodes["gw-a"].url, people["bob"], timeout=10)
+    assert first.status_code == 409 and first.json()["error"]["code"] == "approval_pending"
+    approval = first.json()["error"]["approval"]
+    again = deploy(nodes.nodes["gw-c"].url, people["bob"], timeout=10)  # a retry elsewhere
+    assert again.status_code == 409 and again.json()["error"]["approval"]["id"] == approval["id"]
+    (held,) = held_list(nodes.admin("gw-c"), people["carol"])
+    assert (held["id"], held["node"], held["hold"]) == (approval["id"], "gw-a", "return")
+
+    code, out = toolgate("approvals", "approve", approval["id"], "--reason", "go",
+                         "--admin", nodes.admin("gw-b"), "--token", people["carol"])
+    assert code == 0, out
+    retried = wait_until(lambda: (lambda a: a if a.status_code != 409 else None)(
+        deploy(nodes.nodes["gw-c"].url, people["bob"], timeout=10)), timeout=5, interval=0.2)
+    assert retried is not None and retried.status_code == 202, retried
+    assert len(deploys(backend)) == 1
+    # the decision was for one call: the next identical one asks again
+    third = deploy(nodes.nodes["gw-b"].url, people["bob"], timeout=10)
+    assert third.status_code == 409
+    assert third.json()["error"]["approval"]["id"] != approval["id"]
+    assert len(deploys(backend)) == 1
+
+    nodes.stop_all()
+    (row,) = query(tmp_path / "gw-a.duckdb", "SELECT decision, reviewer, channel FROM approvals")
+    assert row == ("approved", "carol", "cli")
+    (row,) = query(tmp_path / "gw-c.duckdb",
+                   "SELECT a.decision, a.reviewer, c.status FROM approvals a JOIN calls c "
+                   "USING (call_id)")
+    assert row == ("approved", "carol", 202)

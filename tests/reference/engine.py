@@ -44,6 +44,7 @@ class _Outcome:
     message: str | None = None
     approvers: tuple[str, ...] = ()
     timeout: datetime.timedelta | None = None
+    hold: str = "wait"
     mask: str | None = None
     source: Origin | None = None
     labels: tuple[str, ...] = ()  # the labels of `hits`: a rule covers every hit of a label or none
@@ -145,6 +146,7 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
         field=decisive.field if decisive else None,
         approvers=decisive.approvers if decisive and decisive.action == "approve" else (),
         timeout=decisive.timeout if decisive and decisive.action == "approve" else None,
+        hold=decisive.hold if decisive and decisive.action == "approve" else "wait",
         describe_matches=partial(_rule_matches, outcomes),
         explanation=partial(_explain, function, entry, call, findings, outcomes, action, would, monitor),
     )
@@ -267,6 +269,7 @@ def _match(
         message=message,
         approvers=rule.approvers,
         timeout=rule.timeout,
+        hold=rule.hold,
         mask=rule.mask,
         source=rule.source,
         labels=names,

@@ -119,7 +119,7 @@ def test_a_held_call_is_decided_once():
 
 def test_the_listing_entry_has_the_fields_of_the_spec():
     assert set(held().summary()) == {"id", "call_id", "subject", "function", "rule", "arguments",
-                                     "requested_at", "expires_at"}
+                                     "requested_at", "expires_at", "hold"}
     detail = held(rule="access:crm.export").detail(NOW + 30)
     assert detail["access_review"] is True and detail["age_seconds"] == 30
     assert detail["requested_at"].endswith("Z")
