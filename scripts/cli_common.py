@@ -3,7 +3,7 @@ and the admin API, the JSON emitter and the console.
 
 `StoreOptions` is what a command that reads recorded calls is given (`toolgate sessions ...`,
 `toolgate rules test`): the store file when no gateway holds it, else the gateway's admin API
-(`store_reader`). `toolgate approvals ...` builds its own reviewer options from the same
+(`store_reader`), or with `--archive`, a fleet's archive: every node's sealed segments. `toolgate approvals ...` builds its own reviewer options from the same
 `--admin`, `--token` and `--json` options.
 """
 
@@ -19,7 +19,8 @@ from typing import Any
 import click
 from rich.console import Console
 
-from toolgate.scripts.store_reader import ReaderError, StoreReader, open_reader
+from toolgate.scripts.store_reader import FileReader, ReaderError, StoreReader, open_reader
+from toolgate.sessions.readonly import StoreUnreadable, open_archive
 
 DEFAULT_ADMIN = "http://127.0.0.1:8090"
 
@@ -59,8 +60,21 @@ class StoreOptions:
     as_json: bool
     db_given: bool = True  # named on the command line, not the default
     admin_given: bool = False
+    archive: Path | None = None  # a fleet's archive folder, read instead of a store
+
+    def archive_folder(self) -> Path:
+        """The archive folder to read (`--archive`), which replaces --db and --admin."""
+        if self.archive is None or self.db_given or self.admin_given:
+            raise click.UsageError("--archive reads a fleet's archive instead of a store: "
+                                   "pass it without --db and --admin")
+        return self.archive
 
     def reader(self) -> StoreReader:
+        if self.archive is not None:
+            try:
+                return FileReader(open_archive(self.archive_folder()))
+            except StoreUnreadable as exc:
+                raise CannotRun(str(exc)) from None
         try:
             return open_reader(self.db, self.admin, self.token, db_given=self.db_given,
                                admin_given=self.admin_given)
@@ -86,14 +100,18 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                   help="The gateway's toolgate_mask_key, for find-value. [env: TOOLGATE_MASK_KEY]")
     @token_option("Bearer token for the admin API. [env: TOOLGATE_TOKEN]")
     @admin_option("The gateway's admin API, used while the gateway holds the store.")
+    @click.option("--archive", type=click.Path(path_type=Path, file_okay=False, exists=True),
+                  default=None, metavar="DIR",
+                  help="A fleet's archive (its toolgate_archive), read instead of --db: the "
+                       "calls of every node.")
     @click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
                   default=Path("toolgate.duckdb"), show_default=True,
                   help="The session store (the gateway's toolgate_db).")
     @functools.wraps(fn)
-    def wrapper(db, admin, token, mask_key, as_json, **kwargs):
+    def wrapper(db, archive, admin, token, mask_key, as_json, **kwargs):
         ctx = click.get_current_context()
         return fn(StoreOptions(db, admin, token, mask_key, as_json, given(ctx, "db"),
-                               given(ctx, "admin")), **kwargs)
+                               given(ctx, "admin"), archive), **kwargs)
 
     return wrapper
 

@@ -2,7 +2,9 @@
 
 Every command reads the store file (read-only) when no gateway holds it, and the running
 gateway's admin API when one does (`--admin`, `--token`): the same answers either way. Given
-`--admin` without `--db`, or with no store at the default path, they ask the admin API. Tables
+`--admin` without `--db`, or with no store at the default path, they ask the admin API. With
+`--archive DIR` they read a fleet's archive instead: every node's sealed segments, each call
+showing its node. Tables
 for people, `--json` for scripts, tab-separated lines when stdout is not a terminal. Exit status
 0 on success, 1 when a check fails (`verify`, `report --fail-on`, `replay --check`), 2 when the
 command cannot run (a usage error, no store, no admin API).
@@ -20,7 +22,9 @@ from rich.table import Table
 from rich.text import Text
 
 from toolgate.rules import candidate_fingerprints
-from toolgate.scripts.cli_common import StoreOptions, emit_json, new_console, store_options
+from toolgate.scripts.cli_common import (
+    CannotRun, StoreOptions, emit_json, new_console, store_options,
+)
 from toolgate.sessions.query import LEVELS
 from toolgate.sessions.timeparse import parse_time
 
@@ -65,6 +69,10 @@ def list_calls(opts: StoreOptions, **filters: Any) -> None:
                "call_id"]
     rows = [[c["started_at"], c["session_id"], c["subject"] or c["client_addr"], c["function"],
              c["status"], c["decision"], ",".join(c["labels"]), c["call_id"]] for c in calls]
+    if any(c.get("node") for c in calls):  # a fleet's calls: which node took each
+        columns.append("node")
+        for row, call in zip(rows, calls):
+            row.append(call.get("node"))
     emit_table(f"{len(calls)} call(s)", columns, rows, decision_column=5)
     if answer.get("next_before"):
         click.echo("(there may be more: raise --limit, or narrow with --since/--until)", err=True)
@@ -90,7 +98,8 @@ def show(opts: StoreOptions, session_id: str, full: bool) -> None:
                     f"{call['function']}  ({call['method']} {call['url']})  "
                     f"{call['subject'] or call['client_addr']}  {call['duration_ms']} ms")
         console.print(line, highlight=False)
-        details = [f"call {call['call_id']} seq {call['seq']}"]
+        details = [f"call {call['call_id']} seq {call['seq']}"
+                   + (f" on node {call['node']}" if call.get("node") else "")]
         if call["rules"]:
             details.append("rules " + ", ".join(call["rules"]))
         if call["error"]:
@@ -166,9 +175,21 @@ def replay(
 
 
 @sessions.command("verify")
+@click.option("--control", envvar="TOOLGATE_CONTROL", default=None, metavar="URL",
+              help="With --archive: the fleet's PostgreSQL (toolgate_control: a URL, or "
+                   "env:NAME / file:PATH holding one), to check the archive against the "
+                   "segments registered there. [env: TOOLGATE_CONTROL]")
 @store_options
-def verify(opts: StoreOptions) -> None:
-    """Check the hash chain: exit 1 naming the first bad row if the store was tampered with."""
+def verify(opts: StoreOptions, control: str | None) -> None:
+    """Check the hash chain: exit 1 naming the first bad row if the store was tampered with.
+    With --archive, every node's chains across its segments, and with --control, the
+    segments and heads registered in PostgreSQL."""
+    if opts.archive is not None:
+        return verify_archive(opts.archive_folder(), control, opts.as_json)
+    # $TOOLGATE_CONTROL may be set for the gateways of a host: only the option is an error.
+    source = click.get_current_context().get_parameter_source("control")
+    if control and source is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--control checks a fleet's archive: pass --archive DIR too")
     result = opts.get("/api/verify")
     if opts.as_json:
         emit_json(result)
@@ -180,6 +201,52 @@ def verify(opts: StoreOptions) -> None:
             where = f"{p['table']} row seq {p['seq']}" if p["seq"] is not None else p["table"]
             call = f" (call {p['call_id']})" if p["call_id"] else ""
             click.echo(f"TAMPERED: {where}{call}: {p['problem']}")
+    if not result["ok"]:
+        sys.exit(1)
+
+
+def verify_archive(folder: Path, control: str | None, as_json: bool) -> None:
+    """`verify --archive DIR [--control URL]`: see `sessions.archive.verify_archive`."""
+    import psycopg
+
+    from toolgate.addons.settings import control_url
+    from toolgate.sessions.archive import verify_archive as check_archive
+    from toolgate.sessions.control import redact_url
+
+    try:  # a URL, or env:NAME / file:PATH holding one, as the gateway's toolgate_control
+        control = control_url(control) if control else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--control") from None
+    try:
+        result = check_archive(folder, control)
+    except psycopg.Error as exc:
+        raise CannotRun(f"cannot read the registered segments from PostgreSQL at "
+                        f"{redact_url(control or '')}: {exc}") from None
+    if as_json:
+        emit_json(result)
+    else:
+        for p in result["problems"]:
+            first, last = p["first_seq"], p["last_seq"]
+            seqs = "" if first is None else f" seq {first}" + ("" if first == last else f"..{last}")
+            where = f" [{p['segment']}]" if p["segment"] else ""
+            row = f", row seq {p['seq']}" if p["seq"] is not None else ""
+            call = f" (call {p['call_id']})" if p["call_id"] else ""
+            click.echo(f"TAMPERED: node {p['node']} {p['table'] or ''}{seqs}{where}{row}{call}: "
+                       f"{p['problem']}")
+        if result["ok"]:
+            click.echo(f"ok: {len(result['nodes'])} node(s), {result['rows']['calls']} call(s) "
+                       f"and {result['rows']['approvals']} approval(s), every chain intact up "
+                       f"to its node's head.json in {result['archive']}")
+            for node, chains in result["nodes"].items():
+                click.echo(f"  {node}: " + ", ".join(
+                    f"{chain} seq 1..{c['seq']} in {c['segments']} segment(s)"
+                    for chain, c in chains.items()))
+        if result["control"]:
+            click.echo(f"checked against the segments registered in PostgreSQL at "
+                       f"{result['control']}")
+        else:
+            click.echo("the heads in PostgreSQL were not checked: pass --control URL (or set "
+                       "TOOLGATE_CONTROL) to rule out segments deleted with head.json rewritten")
     if not result["ok"]:
         sys.exit(1)
 
@@ -246,11 +313,15 @@ def find_value(opts: StoreOptions, value: str) -> None:
     if not result["seen"]:
         click.echo("not seen: no finding in the store has this value's fingerprint")
         return
+    columns = ["started_at", "session_id", "subject", "function", "direction", "path", "label",
+               "action", "call_id"]
     rows = [[f["started_at"], f["session_id"], f["subject"], f["function"], f["direction"],
              f["path"], f["label"], f["action"], f["call_id"]] for f in result["findings"]]
-    emit_table(f"seen {result['count']} time(s)",
-               ["started_at", "session_id", "subject", "function", "direction", "path", "label",
-                "action", "call_id"], rows)
+    if any(f.get("node") for f in result["findings"]):
+        columns.append("node")
+        for row, f in zip(rows, result["findings"]):
+            row.append(f.get("node"))
+    emit_table(f"seen {result['count']} time(s)", columns, rows)
 
 
 def _merged(answers: list[dict[str, Any]]) -> dict[str, Any]:

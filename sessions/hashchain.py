@@ -66,14 +66,19 @@ def row_hash(
     columns: Sequence[tuple[str, str]],
     values: Sequence[Any],
     findings: bytes | None = None,
+    node_id: str | None = None,
 ) -> str:
     """SHA-256 over `prev_hash` and the canonical JSON of the row's values: a JSON array of
-    them and, for calls, of their findings last (`findings_json`), so that a finding cannot be
-    added, changed or dropped either."""
+    them and, for calls, of their findings (`findings_json`), so that a finding cannot be
+    added, changed or dropped either; then the fleet node's id, only when the row has one, so
+    that the rows of a single gateway (and those written before fleets) keep their hashes."""
     encoded = [encode_value(kind, v) for (_, kind), v in zip(columns, values, strict=True)]
     payload = orjson.dumps(encoded)
-    if findings is not None:  # appended as the array's last element, as JSON already
-        payload = payload[:-1] + (b"," if encoded else b"") + findings + b"]"
+    tail = [] if findings is None else [findings]  # JSON already
+    if node_id is not None:
+        tail.append(orjson.dumps(node_id))
+    if tail:  # appended as the array's last elements
+        payload = payload[:-1] + (b"," if encoded else b"") + b",".join(tail) + b"]"
     return hashlib.sha256(prev_hash.encode() + b"\n" + payload).hexdigest()
 
 
@@ -136,10 +141,16 @@ def write_head(path: Path, heads: dict[str, ChainHead], sync: bool = True) -> No
             for table, h in heads.items()
         },
     }
+    write_atomically(path, json.dumps(data, sort_keys=True).encode(), sync)
+
+
+def write_atomically(path: Path, data: bytes, sync: bool = True) -> None:
+    """Replace `path` with `data` by a rename, so a reader sees the old file or the new one,
+    never half of one; with `sync`, the data is on disk before it replaces the old."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, json.dumps(data, sort_keys=True).encode())
+        os.write(fd, data)
         if sync:
             os.fsync(fd)
     finally:

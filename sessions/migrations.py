@@ -115,6 +115,19 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         INSERT INTO journal_applied VALUES ('', 0);
         """,
     ),
+    (
+        4,
+        "node_id: the fleet node whose chain a row is part of",
+        """
+        -- Set on every row by a gateway that runs as a node of a fleet (toolgate_node, or
+        -- derived when toolgate_control or toolgate_archive is set), NULL on rows of a single
+        -- gateway, as before. A calls or approvals row's hash covers it when it is set; a
+        -- finding has the node of its call.
+        ALTER TABLE calls ADD COLUMN node_id VARCHAR;
+        ALTER TABLE approvals ADD COLUMN node_id VARCHAR;
+        ALTER TABLE findings ADD COLUMN node_id VARCHAR;
+        """,
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -2,7 +2,8 @@
 
 The command line runs them on the file when the gateway is stopped, and the admin API runs the
 same functions on the gateway's own connection while it holds the file (see `sessions.api`),
-so both give the same answers.
+so both give the same answers. They also answer over a fleet's archive (`sessions.archive`:
+views over every node's sealed segments), where each call carries its `node`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ _SUMMARY = """
     c.client_addr, c.subject,
     c.groups, c.protocol, c.function, c.method, c.url, c.status, c.decision, c.enforced,
     c.rules, c.mode,
-    c.error, c.forwarded,
+    c.error, c.forwarded, c.node_id,
     (SELECT count(*) FROM findings f WHERE f.call_id = c.call_id) AS findings,
     (SELECT list(DISTINCT f.label ORDER BY f.label) FROM findings f
       WHERE f.call_id = c.call_id) AS labels
@@ -35,7 +36,7 @@ _SUMMARY_NAMES = [
     "seq", "call_id", "session_id", "started_at", "ended_at", "client_addr", "subject",
     "groups", "protocol", "function", "method", "url", "status", "decision", "enforced", "rules",
     "mode",
-    "error", "forwarded", "findings", "labels",
+    "error", "forwarded", "node", "findings", "labels",
 ]
 _FULL = ", c.request_headers, c.request_body, c.response_headers, c.response_body"
 
@@ -105,12 +106,23 @@ def levels_at_least(level: str) -> list[str]:
     return list(LEVELS[LEVELS.index(level):])
 
 
+def newest_first(con: duckdb.DuckDBPyConnection) -> str:
+    """The ORDER BY of calls, newest first: the chain's order in a store; across the nodes of
+    an archive (where `calls` is a view over their segments), whose seqs are unrelated, the
+    time calls started."""
+    archive = con.execute(
+        "SELECT count(*) FROM duckdb_views() WHERE view_name = 'calls' AND NOT internal"
+    ).fetchone()
+    return "c.started_at DESC, c.node_id, c.seq DESC" if archive and archive[0] else "c.seq DESC"
+
+
 def search_calls(con: duckdb.DuckDBPyConnection, flt: CallFilter) -> list[dict[str, Any]]:
     """Calls matching `flt`, newest first, at most `flt.limit`."""
     where, params = flt.where()
     limit = max(1, min(int(flt.limit), MAX_LIMIT))
     rows = con.execute(
-        f"SELECT {_SUMMARY} FROM calls c{where} ORDER BY c.seq DESC LIMIT {limit}", params
+        f"SELECT {_SUMMARY} FROM calls c{where} ORDER BY {newest_first(con)} LIMIT {limit}",
+        params,
     ).fetchall()
     return [_summary(row) for row in rows]
 
@@ -121,7 +133,8 @@ def calls_with_bodies(con: duckdb.DuckDBPyConnection, flt: CallFilter) -> list[d
     where, params = flt.where()
     limit = max(1, min(int(flt.limit), MAX_LIMIT))
     rows = con.execute(
-        f"SELECT {_SUMMARY}{_FULL} FROM calls c{where} ORDER BY c.seq DESC LIMIT {limit}", params
+        f"SELECT {_SUMMARY}{_FULL} FROM calls c{where} ORDER BY {newest_first(con)} "
+        f"LIMIT {limit}", params
     ).fetchall()
     calls = [_call(row, True) for row in reversed(rows)]
     findings = _by_call(con, "findings", [c["call_id"] for c in calls],
@@ -168,14 +181,14 @@ def find_fingerprint(con: duckdb.DuckDBPyConnection, fingerprint: str) -> dict[s
     rows = con.execute(
         """
         SELECT f.call_id, c.session_id, epoch_us(c.started_at), c.subject, c.function, f.direction,
-               f.path, f.label, f.level, f.action
+               f.path, f.label, f.level, f.action, f.node_id
         FROM findings f LEFT JOIN calls c ON c.call_id = f.call_id
         WHERE f.fingerprint = ? ORDER BY c.started_at, f.call_id, f.path
         """,
         [fingerprint.lower()],
     ).fetchall()
     names = ["call_id", "session_id", "started_at", "subject", "function", "direction",
-             "path", "label", "level", "action"]
+             "path", "label", "level", "action", "node"]
     seen = [dict(zip(names, row)) for row in rows]
     for s in seen:
         s["started_at"] = iso_us(s["started_at"])

@@ -6,6 +6,9 @@ file, `StoreUnreadable` (its message says what to do) when it is not a store of 
 A store behind its write-ahead journal (a gateway that died before DuckDB took every record)
 first gets the journal applied, as the gateway's next start would.
 
+`open_archive` reads a fleet's archive the same way: every node's sealed segments as one
+store (`sessions.archive`).
+
 `open_store` and `query` read a store's file directly, for the tests, the benches and the soak
 (`scripts/harness.py`) that check what was recorded."""
 
@@ -19,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from toolgate.sessions import api, hashchain
+from toolgate.sessions import api, archive, hashchain
 from toolgate.sessions.journal import JournalCorrupt, journal_path
 from toolgate.sessions.journal import scan as journal_scan
 from toolgate.sessions.migrations import LATEST, current_version
@@ -48,6 +51,27 @@ class ReadOnlyStore:
 
     def close(self) -> None:
         self.con.close()
+
+
+class ArchiveStore(ReadOnlyStore):
+    """A fleet's archive folder, read as one store: its `calls`, `findings` and `approvals`
+    are views over every node's segments; `/api/verify` checks the segments themselves."""
+
+    def answer(self, path: str, params: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+        if path == "/api/verify":
+            return 200, archive.verify_archive(self.path)
+        return api.handle(self.con, path, params)
+
+
+def open_archive(folder: Path) -> ArchiveStore:
+    """The archive at `folder` (the fleet's toolgate_archive), read-only."""
+    if not folder.is_dir():
+        raise StoreUnreadable(f"there is no archive folder {folder}: pass --archive DIR (the "
+                              "fleet's toolgate_archive)")
+    try:
+        return ArchiveStore(archive.open_views(folder), folder)
+    except duckdb.Error as exc:
+        raise StoreUnreadable(f"the archive {folder} cannot be read: {exc}") from None
 
 
 def open_read_only(db: Path) -> ReadOnlyStore:

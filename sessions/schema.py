@@ -81,6 +81,12 @@ CHAIN_SUFFIX: list[tuple[str, str]] = [("prev_hash", STR), ("hash", STR)]
 # Tables with a hash chain: name -> content columns.
 CHAINED = {"calls": CALL_CONTENT, "approvals": APPROVAL_CONTENT}
 
+# The fleet node whose chain a row is part of, in `calls`, `approvals` and `findings`: one value
+# for a whole store, filled by the writer, NULL for a single gateway. A chained row's hash
+# covers it after the content, only when it is set (`hashchain.row_hash`); a finding has its
+# call's.
+NODE_ID = "node_id"
+
 
 def arrow_schema(columns: list[tuple[str, str]]) -> pa.Schema:
     fields = [

@@ -27,6 +27,12 @@ written, journaled records wait (and are retried) while the journal takes new on
 has every record of a journal that has grown past `ROTATE_AT`, the journal is replaced by an
 empty one of a new generation.
 
+A gateway that runs as a node of a fleet opens its store with its node id (`node_id`): every
+`calls`, `approvals` and `findings` row it commits carries it, and the chained rows' hashes cover
+it. A store is one node's chain: one that already carries another node's id is not written (the
+writer is `fatal`); one written without a node id takes it from its next row on, and a writer
+given none goes on with the id the store has.
+
 A `pending` row whose call has its `calls` row is a leftover: such rows are deleted in bulk
 (`ANSWERED_BATCH` at a time, or when the writer is idle) rather than by every commit, where the
 statement would add to the latency each caller waits for; recovery ignores them.
@@ -67,6 +73,7 @@ from toolgate.sessions.schema import (
     CHAINED,
     FINDING_COLUMNS,
     INT,
+    NODE_ID,
     PENDING_COLUMNS,
     STR,
     STRLIST,
@@ -98,6 +105,10 @@ _recovered: set[str] = set()
 
 class RecordingError(Exception):
     """The store did not record: under audit durability the call must not go on."""
+
+
+class NodeMismatch(Exception):
+    """The store holds another node's chain: writing this node's rows into it would mix two."""
 
 
 @dataclass(slots=True)
@@ -313,8 +324,10 @@ class Writer:
     """Owns the store at `path`; see the module's docstring."""
 
     def __init__(self, path: str | os.PathLike[str], max_batch: int = MAX_BATCH,
-                 journal: bool = True, journal_max: int = JOURNAL_MAX) -> None:
+                 journal: bool = True, journal_max: int = JOURNAL_MAX,
+                 node_id: str | None = None) -> None:
         self.path = str(Path(path).expanduser().resolve())
+        self.node_id = node_id  # the fleet node whose chain this store is (None: no fleet)
         self.head_file = hashchain.head_path(self.path)
         self.max_batch = max_batch
         # The shortest time between two commits to DuckDB. Records nobody waits for (async)
@@ -358,7 +371,8 @@ class Writer:
         self._handed = 0
         self._applied = 0
         self._applied_position = 0  # the journal's offset up to which DuckDB has every record
-        self.fatal: str | None = None  # the journal is damaged: the gateway must not start
+        # The journal is damaged, or the store is another node's: the gateway must not go on.
+        self.fatal: str | None = None
         self.healthy: bool | None = None  # None until records were first accepted or refused
         self.last_error: str | None = None
         self.store_healthy: bool | None = None  # DuckDB itself (behind the journal)
@@ -727,6 +741,10 @@ class Writer:
             self._store_ok()
             if self.healthy is None:
                 self.healthy = True
+        except NodeMismatch as exc:  # a configuration error: no call goes on until it is fixed
+            self.fatal = self.store_error = self.last_error = str(exc)
+            self.healthy = self.store_healthy = False
+            logger.error("toolgate: the gateway cannot record: %s", exc)
         except Exception as exc:  # noqa: BLE001 - retried by every batch
             # A warning, not an error: mitmdump exits on an error logged while it starts,
             # and a gateway that answers 503 until its store is back is the better outcome.
@@ -811,7 +829,7 @@ class Writer:
                 positions["calls"] = self._add_call(entry, positions["calls"], calls, findings)
             else:
                 positions["approvals"] = self._add_chained(
-                    "approvals", entry.values, positions["approvals"], approvals)
+                    "approvals", entry.values, positions["approvals"], approvals, self.node_id)
         # The head file first: if we crash before the commit, it still accepts the store.
         hashchain.write_head(self.head_file, {
             table: ChainHead(self._positions[table], positions[table]) for table in CHAINED
@@ -825,7 +843,10 @@ class Writer:
             con.execute("BEGIN TRANSACTION")
             for name, columns in batch:
                 con.register(f"_batch_{name}", columns.table())
-                con.execute(self._insert_statement(name, columns))
+                if name == "pending":
+                    con.execute(self._insert_statement(name, columns))
+                else:
+                    con.execute(self._insert_statement(name, columns, NODE_ID), [self.node_id])
             if position:
                 con.execute("UPDATE journal_applied SET generation = ?, position = ?",
                             [self._generation, position])
@@ -864,15 +885,21 @@ class Writer:
             logger.warning("toolgate: could not delete answered pending rows: %s", exc)
 
     @staticmethod
-    def _insert_statement(table: str, columns: _Columns | _FindingBatches) -> str:
+    def _insert_statement(table: str, columns: _Columns | _FindingBatches,
+                          constant: str | None = None) -> str:
+        """The INSERT of a batch; with `constant`, that column too, from the one parameter
+        (the node id: the same for every row of the store)."""
         names = ", ".join(name for name, _ in columns.columns)
-        return f"INSERT INTO {table} ({names}) SELECT {names} FROM _batch_{table}"
+        if constant is None:
+            return f"INSERT INTO {table} ({names}) SELECT {names} FROM _batch_{table}"
+        return (f"INSERT INTO {table} ({names}, {constant}) SELECT {names}, ?::VARCHAR "
+                f"FROM _batch_{table}")
 
     def _add_call(
         self, entry: _Entry, position: Position, calls: _Columns, findings: _FindingBatches
     ) -> Position:
         values = entry.values
-        position = self._add_chained("calls", values, position, calls,
+        position = self._add_chained("calls", values, position, calls, self.node_id,
                                      findings_json=entry.findings.canonical())
         findings.add(values["call_id"], entry.findings)
         return position
@@ -880,7 +907,7 @@ class Writer:
     @staticmethod
     def _add_chained(
         table: str, values: dict[str, Any], position: Position, rows: _Columns,
-        findings_json: bytes | None = None,
+        node_id: str | None, findings_json: bytes | None = None,
     ) -> Position:
         seq = position.seq + 1
         content = CHAINED[table]
@@ -889,6 +916,7 @@ class Writer:
             CHAIN_PREFIX + content,
             [seq, *(values[name] for name, _ in content)],
             findings_json,
+            node_id,
         )
         rows.add({**values, "seq": seq, "prev_hash": position.hash, "hash": digest})
         return Position(seq, digest)
@@ -901,6 +929,7 @@ class Writer:
         con = duckdb.connect(self.path, config=CONNECTION_CONFIG)
         try:
             migrate(con)
+            self._check_node(con)
             self._positions = self._chain_positions(con)
             self._con = con
             if self._backlog:
@@ -915,6 +944,19 @@ class Writer:
             self._con = None
             con.close()
             raise
+
+    def _check_node(self, con: duckdb.DuckDBPyConnection) -> None:
+        """The store's node id (its chains' last rows') must be this writer's: a store is one
+        node's chain. A writer given none goes on with the store's."""
+        found = {row[0] for table in CHAINED for row in con.execute(
+            f"SELECT {NODE_ID} FROM {table} ORDER BY seq DESC LIMIT 1").fetchall()} - {None}
+        if self.node_id is None and len(found) == 1:
+            self.node_id = found.pop()
+        elif found - {self.node_id}:
+            raise NodeMismatch(
+                f"the session store {self.path} holds the chain of node "
+                f"{', '.join(sorted(found))}, not of node {self.node_id or '(none)'}: set "
+                f"toolgate_node={sorted(found)[0]}, or give this node its own toolgate_db")
 
     def _apply_backlog(self, con: duckdb.DuckDBPyConnection) -> None:
         """The journal's records of the last run that DuckDB does not have, in journal order."""

@@ -18,6 +18,14 @@ awaited by the approvals addon), so one that a killed gateway was holding is rec
 interrupted, never forwarded. Under `async` the same records are written to DuckDB in the
 background, without the journal, and nothing waits.
 
+In a fleet every row carries the node's id (`settings.node_id`). With `toolgate_archive`, the
+node seals what its store has committed into the fleet's archive folder, as Parquet segments
+(`sessions.archive`): once the store is open at start, every `toolgate_archive_interval`
+seconds, and at shutdown; with `toolgate_control`, each segment is registered in PostgreSQL.
+Sealing runs on the writer's reading thread and registration on a worker thread, never on the
+event loop; a failure is logged, shown in `health()` and tried again at the next interval,
+and never touches a call.
+
 For other addons and the admin server: `submit_approval(record)` records a reviewer's decision,
 `query(path, params)` answers the admin API's session routes (see `sessions.api`), each
 returning a concurrent Future to await with `asyncio.wrap_future`; nothing else reaches the
@@ -34,7 +42,7 @@ import urllib.parse
 from collections.abc import Mapping
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from mitmproxy import ctx, exceptions, http
 
@@ -43,6 +51,7 @@ from toolgate.addons.answers import Refusal, call_id_of, refuse
 from toolgate.addons.failclosed.hooks import flow_hook
 from toolgate.addons.headers import header_value
 from toolgate.sessions import api
+from toolgate.sessions.archive import Archive
 from toolgate.sessions.records import (
     REDACTED, ApprovalRecord, CallRecord, final_decision, finding_table,
 )
@@ -69,6 +78,12 @@ COMMIT_TIMEOUT = 30.0
 # otherwise takes a fifth of the gateway's throughput).
 COMMIT_INTERVAL = 0.05
 
+DEFAULT_ARCHIVE_INTERVAL = 60
+# How long the shutdown waits for its last seal (and the registration of its segments).
+LAST_SEAL_WAIT = 30.0
+# The options that make this gateway a node of a fleet, or name it (`settings.node_id`).
+FLEET_OPTIONS = {"toolgate_archive", "toolgate_node", "toolgate_control", "listen_port"}
+
 UNRECORDED = (
     "the session store cannot record calls right now, so this call was not {what}; "
     "the gateway's log says why"
@@ -82,6 +97,10 @@ class Recorder:
         self.durability = "audit"
         self.journal_max = JOURNAL_MAX
         self.sessions = Sessionizer()
+        self.node_id: str | None = None
+        self.archive: Archive | None = None
+        self.archive_interval = DEFAULT_ARCHIVE_INTERVAL
+        self._sealing: asyncio.Task[None] | None = None
 
     def load(self, loader) -> None:
         loader.add_option("toolgate_db", str, "toolgate.duckdb", "The session store (DuckDB file).")
@@ -95,6 +114,16 @@ class Recorder:
             "toolgate_journal_max", str, DEFAULT_JOURNAL_MAX,
             "audit: how much of the write-ahead journal may wait for the session store (a size: "
             "256MiB, 1GiB); past it, calls are refused 503 unrecorded rather than fill the disk.",
+        )
+        loader.add_option(
+            "toolgate_archive", Optional[str], None,
+            "A folder the fleet shares: this node seals what its store has committed into "
+            "<folder>/<node id>/ as Parquet segments (and registers them in PostgreSQL when "
+            "toolgate_control is set). Unset: no archive.",
+        )
+        loader.add_option(
+            "toolgate_archive_interval", int, DEFAULT_ARCHIVE_INTERVAL,
+            "Seconds between two seals into toolgate_archive.",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -114,6 +143,13 @@ class Recorder:
                 raise exceptions.OptionsError(f"toolgate_journal_max: {exc}") from None
             if self.writer is not None:
                 self.writer.journal_max = self.journal_max
+        if "toolgate_archive_interval" in updated:
+            if ctx.options.toolgate_archive_interval <= 0:
+                raise exceptions.OptionsError(
+                    "toolgate_archive_interval must be a positive number of seconds")
+            self.archive_interval = ctx.options.toolgate_archive_interval
+        if updated & FLEET_OPTIONS:
+            self._configure_fleet()
         if "toolgate_db" in updated:
             path = Path(ctx.options.toolgate_db).expanduser().resolve()
             if not path.parent.is_dir():
@@ -125,6 +161,31 @@ class Recorder:
                     self.writer.stop()
                     self.writer = None
 
+    def _configure_fleet(self) -> None:
+        control = getattr(ctx.options, "toolgate_control", None)  # the approvals addon's option
+        try:
+            node_id = settings.node_id(ctx.options)
+            control = settings.control_url(control) if control else None
+        except ValueError as exc:
+            raise exceptions.OptionsError(str(exc)) from None
+        root = None
+        if ctx.options.toolgate_archive:
+            root = Path(ctx.options.toolgate_archive).expanduser().resolve()
+            if not root.is_dir():
+                raise exceptions.OptionsError(
+                    f"toolgate_archive: the folder {root} does not exist")
+        if node_id != self.node_id:
+            self.node_id = node_id
+            if self.writer is not None:  # the next call opens the store as this node
+                self.writer.stop()
+                self.writer = None
+        current = self.archive
+        if root is None or node_id is None:
+            self.archive = None
+        elif current is None or (current.root, current.node_id, current.control) != (
+                root, node_id, control):
+            self.archive = Archive(root, node_id, control)
+
     def running(self) -> None:
         # Open the store before the first call: the journal is checked now (a quick pass over
         # the file; a damaged one stops the gateway), then its records are applied and
@@ -134,9 +195,17 @@ class Recorder:
         writer.wait_checked(JOURNAL_CHECK_WAIT)
         if writer.fatal:  # a damaged journal: no gateway that could silently drop a record
             ctx.master.shutdown()
+            return
+        if self._sealing is None:
+            self._sealing = asyncio.get_running_loop().create_task(self._seal_every())
 
     def done(self) -> None:
+        if self._sealing is not None:
+            self._sealing.cancel()
+            self._sealing = None
         if self.writer is not None:
+            if self.archive is not None:
+                self._last_seal(self.writer, self.archive)
             # Commits what is queued (the process waits for it at exit). The stopped writer
             # stays: a call still in flight is refused (audit), not recorded in a new one.
             self.writer.stop()
@@ -162,6 +231,8 @@ class Recorder:
         writer = self.writer
         return {
             "store": self.db_path,
+            # this node's id; a writer given none goes on with its store's
+            "node": self.node_id if writer is None else writer.node_id,
             "durability": self.durability,
             # whether calls can be recorded now (under audit: in the journal)
             "recording": None if writer is None else writer.healthy,
@@ -171,7 +242,37 @@ class Recorder:
             "store_error": None if writer is None else writer.store_error,
             "backlog": None if writer is None else writer.backlog(),
             "stats": {} if writer is None else dict(writer.stats),
+            "archive": None if self.archive is None else self.archive.health(),
         }
+
+    # -- the archive ------------------------------------------------------------------------
+
+    async def _seal_every(self) -> None:
+        """Seal at start (once the store is open: `run_query` waits for it), then every
+        `toolgate_archive_interval` seconds, as long as an archive is set."""
+        while True:
+            archive = self.archive
+            if archive is not None:
+                try:
+                    await asyncio.wrap_future(self._writer().run_query(archive.seal))
+                except Exception as exc:  # noqa: BLE001 - the store not open, the writer stopping
+                    archive.failed(str(exc) or repr(exc))
+                await asyncio.to_thread(archive.register)
+            await asyncio.sleep(self.archive_interval)
+
+    @staticmethod
+    def _last_seal(writer: Writer, archive: Archive) -> None:
+        """At shutdown: seal what the store has committed, and register it, on the writer's
+        reading thread (done() is synchronous: the shutdown waits, `LAST_SEAL_WAIT` at most).
+        Calls still in flight are sealed by the next start."""
+        def seal_and_register(con) -> None:
+            archive.seal(con)
+            archive.register()
+
+        try:
+            writer.run_query(seal_and_register).result(LAST_SEAL_WAIT)
+        except Exception as exc:  # noqa: BLE001 - the shutdown goes on; the next start seals
+            archive.failed(f"the last seal did not finish: {exc!r}")
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -223,7 +324,7 @@ class Recorder:
     def _writer(self) -> Writer:
         if self.writer is None:
             self.writer = Writer(self.db_path or ctx.options.toolgate_db,
-                                 journal_max=self.journal_max)
+                                 journal_max=self.journal_max, node_id=self.node_id)
             self.writer.commit_interval = COMMIT_INTERVAL
             self.writer.journaled = self.durability == "audit"
             self.writer.start()

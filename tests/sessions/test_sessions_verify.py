@@ -99,8 +99,8 @@ def test_a_forged_row_with_a_valid_hash_at_the_end_is_detected(store):
     values[1] = "forged-call"
     digest = hashchain.row_hash(last_hash, CHAIN_PREFIX + CALL_CONTENT, values, b"[]")
     con.execute(
-        f"INSERT INTO calls SELECT 9, 'forged-call', * EXCLUDE (seq, call_id, prev_hash, hash), "
-        f"'{last_hash}', '{digest}' FROM calls WHERE seq = 8"
+        f"INSERT INTO calls SELECT 9, 'forged-call', * EXCLUDE (seq, call_id, prev_hash, hash, "
+        f"node_id), '{last_hash}', '{digest}', NULL FROM calls WHERE seq = 8"
     )
     con.close()
     assert verify_store(duckdb.connect(str(store), read_only=True))["ok"] is False
@@ -111,14 +111,14 @@ def test_a_forged_row_with_a_valid_hash_at_the_end_is_detected(store):
 
 def test_an_added_finding_is_detected(store):
     tamper(store, "INSERT INTO findings SELECT call_id, 'response', '$.x', 'email', "
-                  "'confidential', 'mask', 'ff' FROM calls WHERE seq = 5")
+                  "'confidential', 'mask', 'ff', NULL FROM calls WHERE seq = 5")
     code, output = verify(store)
     assert code == 1 and "row seq 5" in output
 
 
 def test_a_finding_for_no_call_is_detected(store):
     tamper(store, "INSERT INTO findings VALUES ('nobody', 'request', '$', 'ssn', 'restricted', "
-                  "'mask', 'ff')")
+                  "'mask', 'ff', NULL)")
     code, output = verify(store)
     assert code == 1 and "belongs to no recorded call" in output
 
