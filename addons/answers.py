@@ -26,6 +26,7 @@ STATUS: dict[str, int] = {
     "denied": 403,
     "approval_timeout": 403,
     "approval_pending": 409,  # a `hold: return` call: decided later, retried by the caller
+    "tool_changed": 403,  # an MCP tool whose definition is not the pinned one
     "uninspectable": 400,
     "malformed": 400,
     "upstream": 502,
@@ -37,7 +38,7 @@ STATUS: dict[str, int] = {
 # Refusals that are a policy outcome: a JSON-RPC caller gets them as HTTP 200 with an error
 # object. Failures of the gateway or its dependencies keep their HTTP status.
 POLICY_CODES = frozenset({"blocked", "denied", "approval_timeout", "approval_pending",
-                          "uninspectable", "malformed"})
+                          "tool_changed", "uninspectable", "malformed"})
 
 JSONRPC_POLICY_ERROR = -32001
 
@@ -128,24 +129,32 @@ def error_body(refusal: Refusal, call_id: str, request_body: bytes | None) -> tu
     return status, _dumps(errors if is_batch else errors[0])
 
 
-def refuse(flow: http.HTTPFlow, refusal: Refusal) -> None:
+def refuse(
+    flow: http.HTTPFlow, refusal: Refusal, *, resource_metadata: str | None = None
+) -> None:
     """Answer `flow` with `refusal` instead of forwarding it (or instead of the backend's
-    answer, when called on a response)."""
+    answer, when called on a response). An identity refusal names `resource_metadata`, the
+    gateway's OAuth metadata URL, in its challenge when there is one."""
     call_id = call_id_of(flow)
     # Only an unencoded body is looked at: decoding a compressed one here could be a bomb.
     request_body = None if "content-encoding" in flow.request.headers else flow.request.raw_content
     status, content = error_body(refusal, call_id, request_body)
     headers = {"Content-Type": "application/json", CALL_ID_HEADER: call_id}
     if refusal.code == "identity":
-        headers["WWW-Authenticate"] = www_authenticate(refusal.message)
+        headers["WWW-Authenticate"] = www_authenticate(refusal.message, resource_metadata)
     flow.response = http.Response.make(status, content, headers)
     flow.metadata[flowmeta.REFUSED] = refusal.code
 
 
-def www_authenticate(reason: str) -> str:
-    """RFC 6750 challenge; the description is the same actionable reason as the body's."""
+def www_authenticate(reason: str, resource_metadata: str | None = None) -> str:
+    """RFC 6750 challenge; the description is the same actionable reason as the body's. With
+    `resource_metadata` (RFC 9728 section 5.1), where a client learns how to get a token; it
+    comes before the description, which may quote what the caller sent: clients take the
+    first `resource_metadata=` they find."""
     description = reason.replace("\\", "\\\\").replace('"', "'")
-    return f'Bearer realm="toolgate", error="invalid_token", error_description="{description}"'
+    metadata = f'resource_metadata="{resource_metadata}", ' if resource_metadata else ""
+    return (f'Bearer realm="toolgate", {metadata}error="invalid_token", '
+            f'error_description="{description}"')
 
 
 def _dumps(value: Any) -> bytes:

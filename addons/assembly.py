@@ -11,6 +11,7 @@ from toolgate.addons.failclosed.gate import Gate
 from toolgate.addons.identity.addon import Identity
 from toolgate.addons.policy.addon import Policy
 from toolgate.addons.recording.addon import Recorder
+from toolgate.addons.tools.addon import ToolPins
 from toolgate.addons.failclosed.seal import Seal
 
 
@@ -23,11 +24,13 @@ GC_THRESHOLDS = (50_000, 20, 20)
 
 
 def build_chain() -> list[object]:
-    """Gate first (call ids), identity before anything reads the body, credentials as the
-    last change before a call leaves, the recorder last; Seal closes the chain. The admin API
+    """Gate first (call ids), identity before anything reads the body, the tool pins after
+    the policy (what it decided, on MCP tool calls and listings) and before approvals (which
+    hold what they mark), credentials as the last change before a call leaves, the recorder
+    last; Seal closes the chain. The admin API
     (no flow hooks) verifies reviewers with the identity addon's verifier and decides through
     the approvals addon."""
     gc.set_threshold(*GC_THRESHOLDS)
     gate, identity, approvals = Gate(), Identity(), Approvals()
-    return [gate, identity, Policy(), approvals, Admin(identity, approvals), Credentials(),
-            Recorder(), Seal(gate)]
+    return [gate, identity, Policy(), ToolPins(), approvals, Admin(identity, approvals),
+            Credentials(), Recorder(), Seal(gate)]

@@ -31,6 +31,7 @@ from toolgate.rules.model import (
     ACTIONS, DIRECTIONS, LEVELS, MASK_STYLES, METHODS, MODES, PROTOCOLS, UNKNOWN_FUNCTION,
     Access, CatalogFunction, Label, Match, Origin, Rule, RuleSet,
 )  # fmt: skip
+from toolgate.rules.toolpins import TOOL_CHANGES
 
 TOP_KEYS = ("labels", "functions", "rules", "defaults")
 LABEL_KEYS = ("name", "level", "detector", "paths", "description")
@@ -45,7 +46,7 @@ MATCH_KEYS = (
     "function", "protocol", "host", "method", "path", "direction", "labels", "levels",
     "groups", "not_groups", "subjects", "when",
 )  # fmt: skip
-DEFAULTS_KEYS = ("unknown_function",)
+DEFAULTS_KEYS = ("unknown_function", "tool_changes", "tool_approvers")
 LABEL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 JSONPATH_HELP = "jsonpath-ng extended syntax, e.g. $.customers[*].ssn or $[?(@.limit > 100)]"
 
@@ -112,6 +113,8 @@ class _Loader:
         self.label_refs: list[tuple[str, Origin, str]] = []  # (label, where, rule id) checked at the end
         self.defined: dict[tuple[str, str], Origin] = {}
         self.unknown_function: tuple[str, Origin] | None = None
+        self.tool_changes: tuple[str, Origin] | None = None
+        self.tool_approvers: tuple[tuple[str, ...], Origin] | None = None
         self.files: list[str] = []
         self.file = ""
 
@@ -172,6 +175,11 @@ class _Loader:
             if name not in label_names:
                 hint = _suggest(name, label_names)
                 self.error(where.file, where.line, f"rule '{rule_id}': unknown label '{name}'{hint} (define it under labels:)")
+        if self.tool_changes and self.tool_changes[0] != "monitor" and not self.tool_approvers:
+            where = self.tool_changes[1]
+            self.error(where.file, where.line, f"defaults: tool_changes: {self.tool_changes[0]} "
+                       "needs tool_approvers (the groups that may accept a changed tool: "
+                       "tool_approvers: [group, ...])")
         if self.errors:
             raise RuleLoadError(self.errors)
         rules = tuple(self.rules)
@@ -180,6 +188,8 @@ class _Loader:
             functions=tuple(self.functions),
             rules=rules,
             unknown_function=self.unknown_function[0] if self.unknown_function else "allow",
+            tool_changes=self.tool_changes[0] if self.tool_changes else "monitor",
+            tool_approvers=self.tool_approvers[0] if self.tool_approvers else (),
             files=tuple(self.files),
             index=RuleIndex(rules),
             classifier=Classifier(self.labels),
@@ -444,15 +454,27 @@ class _Loader:
             self.err(document, "defaults", "defaults: must be a mapping such as {unknown_function: allow}")
             return
         self.check_keys(node, DEFAULTS_KEYS, "defaults")
-        value = self.choice(node, "unknown_function", UNKNOWN_FUNCTION, "defaults", "unknown_function value")
+        if "unknown_function" in node:
+            value = self.choice(node, "unknown_function", UNKNOWN_FUNCTION, "defaults", "unknown_function value")
+            self.unknown_function = self._agreed(node, "unknown_function", value, self.unknown_function)
+        if "tool_changes" in node:
+            value = self.choice(node, "tool_changes", TOOL_CHANGES, "defaults", "tool_changes value")
+            self.tool_changes = self._agreed(node, "tool_changes", value, self.tool_changes)
+        if "tool_approvers" in node:
+            groups = tuple(self.strings(node, "tool_approvers", "defaults"))
+            self.tool_approvers = self._agreed(node, "tool_approvers", groups or None, self.tool_approvers)
+
+    def _agreed(self, node: CommentedMap, key: str, value: Any, first: tuple[Any, Origin] | None) -> tuple[Any, Origin] | None:
+        """A default set in one file: files of one rule set must agree on it."""
         if value is None:
-            return
-        source = Origin(self.file, _line(node, "unknown_function"))
-        if self.unknown_function is not None and self.unknown_function[0] != value:
-            first_value, first = self.unknown_function
-            self.error(source.file, source.line, f"defaults: unknown_function is '{value}' here but '{first_value}' at {first}; files of one rule set must agree")
-            return
-        self.unknown_function = (value, source)
+            return first
+        source = Origin(self.file, _line(node, key))
+        if first is not None and first[0] != value:
+            shown = ", ".join(value) if isinstance(value, tuple) else value
+            first_shown = ", ".join(first[0]) if isinstance(first[0], tuple) else first[0]
+            self.error(source.file, source.line, f"defaults: {key} is '{shown}' here but '{first_shown}' at {first[1]}; files of one rule set must agree")
+            return first
+        return (value, source)
 
 
 def _suggest(word: str, options: Iterable[str]) -> str:

@@ -148,6 +148,10 @@ class RuleSet:
     functions: tuple[CatalogFunction, ...] = ()
     rules: tuple[Rule, ...] = ()
     unknown_function: str = "allow"
+    # MCP tool definitions that changed since they were pinned (rules/toolpins.py): monitor,
+    # block or approve; who may accept a change (and approve calls of a changed tool).
+    tool_changes: str = "monitor"
+    tool_approvers: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
     index: RuleIndex | None = field(default=None, repr=False, compare=False)
     classifier: Classifier | None = field(default=None, repr=False, compare=False)

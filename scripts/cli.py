@@ -15,6 +15,7 @@ try:
     from toolgate.scripts.cli_approvals import approvals
     from toolgate.scripts.cli_rules import rules
     from toolgate.scripts.cli_sessions import sessions
+    from toolgate.scripts.cli_tools import tools
 except ImportError as exc:  # the one expected failure: the native core (toolgate.rules.core)
     if type(exc).__name__ != "CoreUnavailable":
         raise
@@ -70,6 +71,7 @@ def gateway_path() -> None:
 cli.add_command(approvals)
 cli.add_command(rules)
 cli.add_command(sessions)
+cli.add_command(tools)
 
 
 def main() -> None:

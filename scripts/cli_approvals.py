@@ -45,11 +45,14 @@ class ReviewerOptions:
     token: str | None
     as_json: bool
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
+             query: dict[str, str] | None = None) -> dict[str, Any]:
         if not self.token:
             raise CannotRun("no token: pass --token TOKEN or set TOOLGATE_TOKEN (for the dev "
                             "issuer: toolgate dev token --sub YOU --groups GROUP)")
         url = self.admin.rstrip("/") + urllib.parse.quote(path)
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
         try:
             return admin_json(url, self.token, method=method, body=body,
                               headers={"X-Toolgate-Channel": "cli"})

@@ -128,6 +128,26 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE findings ADD COLUMN node_id VARCHAR;
         """,
     ),
+    (
+        5,
+        "tool_events: pinned MCP tool definitions and their changes",
+        """
+        -- The history from which a gateway rebuilds its pins at start (rules/toolpins.py):
+        -- a server's first listing pins each tool; later changes, acceptances, forgets.
+        CREATE TABLE tool_events (
+            server      VARCHAR NOT NULL,       -- the MCP server's URL, without its query
+            tool        VARCHAR NOT NULL,       -- '*' for a whole server (forgotten)
+            kind        VARCHAR NOT NULL,       -- pinned, changed, new, approved, forgotten
+            fingerprint VARCHAR,                -- sha256 of name, description, input schema
+            definition  VARCHAR,                -- that definition, as JSON
+            seen_at     TIMESTAMPTZ NOT NULL,
+            call_id     VARCHAR,                -- the call that showed it
+            reviewer    VARCHAR,
+            reason      VARCHAR,
+            node_id     VARCHAR
+        );
+        """,
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -9,6 +9,7 @@ views over every node's sealed segments), where each call carries its `node`.
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from toolgate.rules.toolpins import PinEvent
 from toolgate.sessions.timeparse import iso, iso_us, to_us
 
 LEVELS = ("public", "internal", "confidential", "restricted")
@@ -309,3 +311,14 @@ def _by_call(
 
 def _ids_table(ids: list[str]) -> pa.Table:
     return pa.table({"id": pa.array(ids, pa.string())})
+
+
+def tool_events(con: duckdb.DuckDBPyConnection) -> list[PinEvent]:
+    """The pinned MCP tool definitions' history, in the order it happened."""
+    rows = con.execute(
+        "SELECT server, tool, kind, fingerprint, definition, epoch_us(seen_at), call_id, "
+        "reviewer, reason FROM tool_events ORDER BY seen_at, rowid").fetchall()
+    return [PinEvent(server, tool, kind, fingerprint,
+                     None if definition is None else json.loads(definition), at / 1_000_000,
+                     call_id, reviewer, reason)
+            for server, tool, kind, fingerprint, definition, at, call_id, reviewer, reason in rows]

@@ -75,6 +75,18 @@ APPROVAL_CONTENT: list[tuple[str, str]] = [
     ("scope", STR),
 ]
 
+TOOL_EVENT_COLUMNS: list[tuple[str, str]] = [
+    ("server", STR),
+    ("tool", STR),
+    ("kind", STR),
+    ("fingerprint", STR),
+    ("definition", STR),
+    ("seen_at", TS),
+    ("call_id", STR),
+    ("reviewer", STR),
+    ("reason", STR),
+]
+
 CHAIN_PREFIX: list[tuple[str, str]] = [("seq", INT)]
 CHAIN_SUFFIX: list[tuple[str, str]] = [("prev_hash", STR), ("hash", STR)]
 

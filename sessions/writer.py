@@ -56,6 +56,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from toolgate.rules.toolpins import PinEvent
 from toolgate.sessions import hashchain
 from toolgate.sessions.hashchain import ChainHead, Position
 from toolgate.sessions.journal import HEADER_SIZE, Journal, JournalCorrupt, journal_path
@@ -77,6 +78,7 @@ from toolgate.sessions.schema import (
     PENDING_COLUMNS,
     STR,
     STRLIST,
+    TOOL_EVENT_COLUMNS,
     TS,
     arrow_schema,
     chained_columns,
@@ -113,7 +115,7 @@ class NodeMismatch(Exception):
 
 @dataclass(slots=True)
 class _Item:
-    kind: str  # request | call | approval
+    kind: str  # request | call | approval | tool
     record: Any
     future: Future
     durable: bool = False  # made durable in the journal before its future resolves
@@ -157,6 +159,17 @@ def call_values(rec: CallRecord) -> dict[str, Any]:
         "mode": rec.mode,
         "error": rec.error,
         "forwarded": bool(rec.forwarded),
+    }
+
+
+def tool_event_values(event: PinEvent) -> dict[str, Any]:
+    return {
+        "server": event.server, "tool": event.tool, "kind": event.kind,
+        "fingerprint": event.fingerprint,
+        "definition": None if event.definition is None else orjson.dumps(
+            event.definition, option=orjson.OPT_SORT_KEYS).decode(),
+        "seen_at": _us(event.at), "call_id": event.call_id, "reviewer": event.reviewer,
+        "reason": event.reason,
     }
 
 
@@ -224,8 +237,10 @@ class _FindingBatches:
 _KINDS: dict[str, tuple[type, ...]] = {
     STR: (str,), TS: (int,), INT: (int,), BOOL: (bool,), BLOB: (bytes,), STRLIST: (list,),
 }
-_NOT_NULL = {"call_id", "started_at"}
-_COLUMNS = {"request": PENDING_COLUMNS, "call": CALL_CONTENT, "approval": APPROVAL_CONTENT}
+_NOT_NULL = {"call_id", "started_at", "server", "tool", "kind", "seen_at"}
+_MAY_BE_NULL = {"tool": {"call_id"}}  # a pin forgotten by a reviewer belongs to no call
+_COLUMNS = {"request": PENDING_COLUMNS, "call": CALL_CONTENT, "approval": APPROVAL_CONTENT,
+            "tool": TOOL_EVENT_COLUMNS}
 # Blobs travel beside a record's JSON in the journal.
 _BLOBS = ("request_body", "response_body")
 # The journal is replaced by an empty one once all of it is in the store and it is this big.
@@ -238,7 +253,7 @@ def _check(kind: str, values: dict[str, Any]) -> None:
     for name, column in _COLUMNS[kind]:
         value = values[name]
         if value is None:
-            if name in _NOT_NULL:
+            if name in _NOT_NULL and name not in _MAY_BE_NULL.get(kind, ()):
                 raise ValueError(f"{name} is missing")
         elif not isinstance(value, _KINDS[column]) or (column == INT and isinstance(value, bool)):
             raise ValueError(f"{name} is a {type(value).__name__}, not a {column}")
@@ -250,7 +265,7 @@ def _check(kind: str, values: dict[str, Any]) -> None:
 class _Entry:
     """A record in the store's terms, on its way through the journal to DuckDB."""
 
-    kind: str  # request | call | approval
+    kind: str  # request | call | approval | tool
     values: dict[str, Any]
     findings: Any = None  # a call's FindingTable
     future: Future | None = None  # resolved once in DuckDB: a record that is not journaled
@@ -278,7 +293,7 @@ class _Entry:
             at += length or 0
         if kind not in _COLUMNS or at != len(payload) or len(blobs) != len(_BLOBS) + (kind == "call"):
             raise ValueError("not a journal record of the session store")
-        if kind != "approval":
+        if kind in ("request", "call"):
             values["request_body"] = blobs[0]
         if kind == "call":
             values["response_body"] = blobs[1]
@@ -312,6 +327,8 @@ def _entry(item: _Item) -> _Entry:
         values, findings = call_values(rec), rec.findings
     elif item.kind == "approval":
         values = approval_values(rec)
+    elif item.kind == "tool":
+        values = tool_event_values(rec)
     else:
         raise ValueError(f"unknown record kind {item.kind!r}")
     if item.kind == "request":  # a pending row has some of a call's columns
@@ -435,6 +452,10 @@ class Writer:
 
     def submit_approval(self, record: ApprovalRecord) -> Future:
         return self._submit("approval", record)
+
+    def submit_tool_event(self, event: PinEvent) -> Future:
+        """Record a pinned MCP tool definition, a change of one, or a reviewer's decision."""
+        return self._submit("tool", event)
 
     def record_approval(
         self,
@@ -817,6 +838,7 @@ class Writer:
         calls = _Columns(chained_columns("calls"))
         findings = _FindingBatches()
         approvals = _Columns(chained_columns("approvals"))
+        tools = _Columns(TOOL_EVENT_COLUMNS)
         positions = dict(self._positions)
         # A call whose final row is in this transaction needs no pending row (it would be
         # deleted again): under audit most calls end within one `commit_interval`.
@@ -827,6 +849,8 @@ class Writer:
                     pending.add(entry.values)
             elif entry.kind == "call":
                 positions["calls"] = self._add_call(entry, positions["calls"], calls, findings)
+            elif entry.kind == "tool":
+                tools.add(entry.values)
             else:
                 positions["approvals"] = self._add_chained(
                     "approvals", entry.values, positions["approvals"], approvals, self.node_id)
@@ -837,7 +861,7 @@ class Writer:
         self._settled = positions == self._positions
         batch = [(name, columns) for name, columns in (
             ("pending", pending), ("calls", calls), ("findings", findings),
-            ("approvals", approvals)) if columns.rows]
+            ("approvals", approvals), ("tool_events", tools)) if columns.rows]
         position = max((e.position for e in entries), default=0)
         try:
             con.execute("BEGIN TRANSACTION")

@@ -50,7 +50,9 @@ from toolgate.addons import flowmeta, settings
 from toolgate.addons.answers import Refusal, call_id_of, refuse
 from toolgate.addons.failclosed.hooks import flow_hook
 from toolgate.addons.headers import header_value
+from toolgate.rules.toolpins import PinEvent
 from toolgate.sessions import api
+from toolgate.sessions.query import tool_events as stored_tool_events
 from toolgate.sessions.archive import Archive
 from toolgate.sessions.records import (
     REDACTED, ApprovalRecord, CallRecord, final_decision, finding_table,
@@ -62,7 +64,8 @@ logger = logging.getLogger(__name__)
 
 DURABILITIES = ("audit", "async")
 # Refusals that come after the policy read the request: its record version covers it.
-CHECKED_REFUSALS = ("blocked", "denied", "approval_timeout", "unrecorded")
+CHECKED_REFUSALS = ("blocked", "denied", "approval_timeout", "approval_pending", "tool_changed",
+                    "unrecorded")
 
 DEFAULT_JOURNAL_MAX = "256MiB"
 # How long the gateway's start waits for the journal's check (it reads the whole file), and
@@ -215,6 +218,14 @@ class Recorder:
     def submit_approval(self, record: ApprovalRecord) -> Future:
         """Record a decision on a held call; the Future resolves once it is committed."""
         return self._writer().submit_approval(record)
+
+    def submit_tool_event(self, event: PinEvent) -> Future:
+        """Record a pinned tool definition's event; the Future resolves once it is kept."""
+        return self._writer().submit_tool_event(event)
+
+    def tool_events(self) -> "Future[list[PinEvent]]":
+        """Every pinned tool definition's event so far, for the tool pins to start from."""
+        return self._writer().run_query(stored_tool_events)
 
     async def record_held(self, flow: http.HTTPFlow, held_at: float) -> bool:
         """Put a call held for approval on record before anyone sees it held. False if, under

@@ -13,7 +13,7 @@ def test_the_chain_is_in_order_and_the_collector_tuned():
     try:
         chain = build_chain()
         assert [type(a).__name__ for a in chain] == [
-            "Gate", "Identity", "Policy", "Approvals", "Admin", "Credentials", "Recorder", "Seal"]
+            "Gate", "Identity", "Policy", "ToolPins", "Approvals", "Admin", "Credentials", "Recorder", "Seal"]
         assert gc.get_threshold() == GC_THRESHOLDS
         assert gc.isenabled()  # cyclic garbage is still collected
     finally:

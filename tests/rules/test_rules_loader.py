@@ -122,6 +122,8 @@ ERRORS = [
     ("rules:\n  - id: r\n    action: approve\n", 3, "action approve needs approvers"),
     ("rules:\n  - id: r\n    action: allow\n    approvers: [x]\n", 4, "'approvers' only applies to action: approve"),
     ("rules:\n  - id: r\n    action: block\n    hold: return\n", 4, "'hold' only applies to action: approve"),
+    ("defaults:\n  tool_changes: quarantine\n", 2, "unknown tool_changes value 'quarantine' (use one of: monitor, block, approve)"),
+    ("defaults:\n  tool_changes: block\n", 2, "defaults: tool_changes: block needs tool_approvers"),
     ("rules:\n  - id: r\n    action: approve\n    approvers: [x]\n    hold: later\n", 5, "unknown hold mode 'later' (use one of: wait, return)"),
     ("rules:\n  - id: r\n    match: {direction: response}\n    action: approve\n    approvers: [x]\n    hold: return\n", 6, "hold: return answers the caller before the call is made"),
     ("rules:\n  - match: {function: f}\n    action: allow\n", 2, "rule #1: missing 'id'"),
@@ -188,6 +190,17 @@ def test_conflicting_defaults_across_files(tmp_path):
     (tmp_path / "b.yaml").write_text("\ndefaults:\n  unknown_function: deny\n")
     [error] = errors_of(tmp_path)
     assert error.file.endswith("b.yaml") and error.line == 3 and "must agree" in error.message
+
+
+def test_tool_change_defaults_load_and_must_agree_across_files(tmp_path):
+    (tmp_path / "a.yaml").write_text("defaults: {tool_changes: block, tool_approvers: [sec]}\n")
+    ruleset = load_rules(tmp_path)
+    assert (ruleset.tool_changes, ruleset.tool_approvers) == ("block", ("sec",))
+    (tmp_path / "b.yaml").write_text("defaults:\n  tool_approvers: [ops]\n")
+    [error] = errors_of(tmp_path)
+    assert error.file.endswith("b.yaml") and "tool_approvers is 'ops' here but 'sec'" in error.message
+    assert load_rules(tmp_path / "a.yaml").tool_changes == "block"
+    assert (load_rules(tmp_path / "b.yaml").tool_changes, load_rules(tmp_path / "b.yaml").tool_approvers) == ("monitor", ("ops",))
 
 
 def test_a_label_used_in_another_file_is_known(tmp_path):
