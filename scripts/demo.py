@@ -72,6 +72,7 @@ def banner(proxy: str, web: str, service: str, issuer: DevIssuer, admin: str,
     mcp_call = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_customer","arguments":{"id":1}}}'
     toolgate = ".venv/bin/toolgate"
     at_admin = "" if admin == DEFAULT_ADMIN else f" --admin {admin}"
+    dev_user = f"{issuer.oauth.user} ({', '.join(issuer.oauth.groups) or 'no groups'})"
     return f"""
 toolgate demo is running
   gateway (reverse proxy)   {proxy}  ->  demo function service {service}
@@ -106,8 +107,12 @@ paste the commands below:
   {toolgate} approvals list --token $CAROL{at_admin}
   {toolgate} approvals approve <ID> --reason "release 2.1" --token $CAROL{at_admin}
 
-  # refused: no token (401, with the reason)
+  # refused: no token (401, with the reason, and where to log in)
   curl -s -i {proxy}/customers/1; echo
+
+  # an MCP client logs in by itself (OAuth): point it at {proxy}/mcp; the gateway's metadata
+  # names the dev issuer, which logs everyone in as {dev_user}
+  curl -s {proxy}/.well-known/oauth-protected-resource/mcp; echo
 
   # afterwards: the recorded calls (while the demo runs, through the admin API)
   {toolgate} sessions list --token $CAROL{at_admin}
@@ -138,6 +143,8 @@ def main() -> int:
         "--set", f"confdir={STATE / 'mitmproxy'}",
         "--set", f"toolgate_oidc_issuer={issuer.url}",
         "--set", f"toolgate_oidc_audience={AUDIENCE}",
+        # MCP clients log in by themselves: tokens for this resource are accepted too
+        "--set", f"toolgate_resource=http://{HOST}:{proxy_port}/mcp",
         "--set", f"toolgate_db={STATE / 'demo.duckdb'}",
         "--set", f"toolgate_admin_listen={HOST}:{admin_port}",
     ]

@@ -8,20 +8,28 @@ mitmweb nor the log receives it; it is never logged.
 The verified identity (subject, issuer, groups, token id) is attached to the flow as
 `flow.metadata["toolgate.identity"]` for the addons after this one. The verified token itself
 is kept in memory only (`take_caller_token`), for a credentials target that passes it through.
+
+With `toolgate_resource`, the gateway is an OAuth protected resource as MCP's authorization
+spec has it: it answers its metadata document itself (RFC 9728; never forwarded, no token
+needed), its 401 answers point to it (`WWW-Authenticate: Bearer resource_metadata="..."`), and
+tokens issued for the resource (`aud`, RFC 8707) are accepted.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import urllib.parse
 import weakref
 from pathlib import Path
 from typing import Optional
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.proxy.mode_specs import ReverseMode
 
 from toolgate.addons import flowmeta, settings
-from toolgate.addons.answers import Refusal, refuse
+from toolgate.addons.answers import CALL_ID_HEADER, Refusal, call_id_of, refuse
 from toolgate.addons.failclosed.hooks import flow_hook
 from toolgate.addons.headers import pop_header
 from toolgate.addons.identity.oidc import (
@@ -34,6 +42,7 @@ from toolgate.addons.identity.oidc import (
     bearer_token,
     checked_token,
 )
+from toolgate.addons.identity.resource import ProtectedResource, is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +64,7 @@ OPTIONS = frozenset(
         "toolgate_oidc_jwks",
         "toolgate_groups_claim",
         "toolgate_oidc_hmac_secret",
+        "toolgate_resource",
     }
 )
 
@@ -70,9 +80,12 @@ def take_caller_token(flow: http.HTTPFlow) -> str | None:
 
 
 def build_verifier(
-    mode: str, issuer: str, audience: str, jwks: str, groups_claim: str, hmac_secret: str
+    mode: str, issuer: str, audience: str, jwks: str, groups_claim: str, hmac_secret: str,
+    resource: ProtectedResource | None = None,
 ) -> Verifier | None:
-    """The verifier for these option values; ValueError says what to fix."""
+    """The verifier for these option values; ValueError says what to fix. With a `resource`,
+    tokens issued for it are accepted: alone, it is the audience; beside
+    toolgate_oidc_audience, a token for either is."""
     settings.check_choice("toolgate_identity", mode, MODES)
     if mode == "off":
         return None
@@ -93,8 +106,12 @@ def build_verifier(
         claim = GroupsClaim(groups_claim)
     except Exception as exc:
         raise ValueError(f"toolgate_groups_claim {groups_claim!r}: {exc}") from None
+    audiences = ((audience,) if audience else ()) + (resource.audiences if resource else ())
     policy = TokenPolicy(
-        issuer=issuer or None, audience=audience or None, groups_claim=claim, hmac_secret=secret
+        issuer=issuer or None,
+        audience=None if not audiences else audiences[0] if len(audiences) == 1 else audiences,
+        groups_claim=claim,
+        hmac_secret=secret,
     )
     keys = KeyCache(issuer or None, jwks or None) if (issuer or jwks) else None
     return Verifier(policy, keys)
@@ -104,6 +121,7 @@ class Identity:
     def __init__(self) -> None:
         self.verifier: Verifier | None = None
         self.mode = "required"  # toolgate_identity
+        self.resource: ProtectedResource | None = None  # toolgate_resource
         # Tokens presented on an explicit proxy's CONNECT, by client connection.
         self.connect_tokens: dict[str, str] = {}
 
@@ -137,6 +155,14 @@ class Identity:
             "A shared secret (env:NAME or file:PATH) that allows HS256/384/512 tokens. "
             "Unset, only asymmetric signatures are accepted.",
         )
+        loader.add_option(
+            "toolgate_resource", str, "",
+            "This gateway's URL as an OAuth protected resource, e.g. https://gw.example/mcp "
+            "(MCP authorization). Set, the gateway serves its metadata at "
+            "/.well-known/oauth-protected-resource naming toolgate_oidc_issuer as the "
+            "authorization server, its 401 answers point there, and tokens issued for this "
+            "resource (aud) are accepted (besides toolgate_oidc_audience, if set).",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "toolgate_identity" in updated:  # read on every call: kept here (mitmproxy copies)
@@ -145,6 +171,9 @@ class Identity:
             return
         o = ctx.options
         try:
+            resource = None
+            if o.toolgate_resource and o.toolgate_identity != "off":
+                resource = ProtectedResource.parse(o.toolgate_resource, o.toolgate_oidc_issuer)
             verifier = build_verifier(
                 o.toolgate_identity,
                 o.toolgate_oidc_issuer,
@@ -152,15 +181,23 @@ class Identity:
                 o.toolgate_oidc_jwks,
                 o.toolgate_groups_claim,
                 o.toolgate_oidc_hmac_secret or "",
+                resource,
             )
         except ValueError as exc:
             raise exceptions.OptionsError(str(exc)) from None
-        if verifier and not o.toolgate_oidc_audience:
+        if verifier and not (o.toolgate_oidc_audience or resource):
             logger.warning(
                 "toolgate: toolgate_oidc_audience is not set: tokens the issuer minted for "
                 "any audience are accepted"
             )
-        self.verifier = verifier
+        if o.toolgate_resource and o.toolgate_identity == "off":
+            logger.warning("toolgate: toolgate_resource is ignored with toolgate_identity=off")
+        if resource and resource.resource.startswith("http:") and not is_loopback(
+            urllib.parse.urlsplit(resource.resource).hostname or ""
+        ):
+            logger.warning("toolgate: toolgate_resource %s is not https: clients send their "
+                           "tokens in the clear", resource.resource)
+        self.verifier, self.resource = verifier, resource
 
     def running(self) -> None:
         if self.verifier and self.verifier.key_cache:
@@ -178,6 +215,8 @@ class Identity:
     @flow_hook
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or self.mode == "off":
+            return
+        if self._answer_metadata(flow):
             return
         taken = self._take_credential(flow)
         try:
@@ -203,10 +242,55 @@ class Identity:
                 flow.metadata.setdefault(flowmeta.MONITORED, []).append("identity")
                 flow.metadata[flowmeta.IDENTITY] = ANONYMOUS.as_dict()
                 return
-            refuse(flow, Refusal("identity", reason))
+            refuse(flow, Refusal("identity", reason), resource_metadata=self._metadata_url(flow))
             return
         flow.metadata[flowmeta.IDENTITY] = identity.as_dict()
         _CALLER_TOKENS[flow] = token
+
+    def _metadata_url(self, flow: http.HTTPFlow) -> str | None:
+        """The metadata URL a 401 points to, when this call was made to the gateway as the
+        resource (reverse mode), not through it to another host (an explicit proxy)."""
+        if self.resource and isinstance(flow.client_conn.proxy_mode, ReverseMode):
+            return self.resource.metadata_url
+        return None
+
+    def _answer_metadata(self, flow: http.HTTPFlow) -> bool:
+        """Answer a request for the protected resource metadata, if this is one: the gateway's
+        own document, never forwarded, whoever asks (discovery comes before any token)."""
+        if self._metadata_url(flow) is None or self.resource is None:
+            return False
+        serves = self.resource.serves(flow.request.path.split("?", 1)[0])
+        if serves is None:
+            return False
+        taken = self._take_credential(flow)  # a token sent anyway is not stored either
+        if taken is not None:
+            remove_credential(flow.request.headers, taken[1])
+        flow.metadata[flowmeta.IDENTITY] = ANONYMOUS.as_dict()
+        method = flow.request.method.upper()
+        headers = {"Content-Type": "application/json", CALL_ID_HEADER: call_id_of(flow),
+                   "Access-Control-Allow-Origin": "*"}  # public; browser-based clients read it
+        if method == "OPTIONS":  # a browser's preflight (clients send MCP-Protocol-Version)
+            status, body = 204, None
+            headers.update({"Access-Control-Allow-Methods": "GET, OPTIONS",
+                            "Access-Control-Allow-Headers": "MCP-Protocol-Version",
+                            "Access-Control-Max-Age": "3600"})
+            del headers["Content-Type"]
+        elif method != "GET":
+            status, headers["Allow"] = 405, "GET, OPTIONS"
+            body = {"error": "invalid_request",
+                    "error_description": f"{method} is not allowed here: GET the metadata"}
+        elif serves:
+            status, body = 200, self.resource.document()
+            headers["Cache-Control"] = "max-age=300"
+        else:
+            status, body = 404, {
+                "error": "invalid_request",
+                "error_description": "no protected resource here: this gateway's metadata is "
+                                     f"at {self.resource.metadata_url}",
+            }
+        content = b"" if body is None else json.dumps(body, indent=2).encode()
+        flow.response = http.Response.make(status, content, headers)
+        return True
 
     def _take_credential(self, flow: http.HTTPFlow) -> tuple[str, str] | None:
         """The caller's credential and the header it came in, removed from the request so it

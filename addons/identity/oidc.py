@@ -177,7 +177,7 @@ class TokenPolicy:
     """What a token must satisfy."""
 
     issuer: str | None
-    audience: str | None
+    audience: str | tuple[str, ...] | None  # several: a token for any of them is accepted
     groups_claim: GroupsClaim = field(default_factory=lambda: GroupsClaim("groups"))
     hmac_secret: bytes | None = None
     leeway: int = LEEWAY_SECONDS
@@ -222,7 +222,8 @@ def verify_token(token: str, keys: KeySet, policy: TokenPolicy) -> tuple[Caller,
             token,
             key=key,
             algorithms=[alg],
-            audience=policy.audience,
+            audience=list(policy.audience) if isinstance(policy.audience, tuple)
+            else policy.audience,
             issuer=policy.issuer,
             leeway=policy.leeway,
             options={
@@ -236,7 +237,8 @@ def verify_token(token: str, keys: KeySet, policy: TokenPolicy) -> tuple[Caller,
         raise IdentityError("the token is not valid yet (nbf/iat in the future)") from None
     except jwt.InvalidAudienceError:
         raise IdentityError(
-            f"the token's audience is not {policy.audience!r}: request a token for this gateway"
+            f"the token's audience is not {_one_of(policy.audience)}: request a token for this "
+            "gateway"
         ) from None
     except jwt.InvalidIssuerError:
         raise IdentityError(f"the token was not issued by {policy.issuer!r}") from None
@@ -260,6 +262,12 @@ def verify_token(token: str, keys: KeySet, policy: TokenPolicy) -> tuple[Caller,
         token_id=jti if isinstance(jti, str) else None,
     )
     return identity, float(claims["exp"])
+
+
+def _one_of(audience: str | tuple[str, ...] | None) -> str:
+    if isinstance(audience, tuple):
+        return " or ".join(repr(a) for a in audience)
+    return repr(audience)
 
 
 def _check_key_fits(alg: str, jwk: jwt.PyJWK) -> None:
