@@ -96,8 +96,10 @@ class ToolPins:
             status = self.pins.status(server, tool) if self.loaded else "unknown"
             if status == "pinned":
                 continue
-            if status == "unlisted":
-                await self._keep(self.pins.unlisted(server, tool, time.time(), call_id_of(flow)))
+            if status == "unlisted" and not await self._keep(
+                    self.pins.unlisted(server, tool, time.time(), call_id_of(flow))):
+                refuse(flow, _unrecorded("called"))
+                return
             changed.append((tool, status))
         if not changed or policy.tool_changes == "monitor":
             return
@@ -146,7 +148,9 @@ class ToolPins:
             if event.kind in ("changed", "new"):
                 self.stats["changes"] += 1
                 logger.warning("toolgate: %s", _why(server, event.tool, event.kind))
-            await self._keep(event)
+            if not await self._keep(event):
+                refuse(flow, _unrecorded("released"))
+                return
         waiting = self.pins.waiting(server)
         policy = _policy()
         if stream or not waiting or policy is None or policy.tool_changes != "block":
@@ -157,15 +161,22 @@ class ToolPins:
             flow.metadata[flowmeta.RECORD_RESPONSE] = _dumps(
                 without_tools(_json(record), ids, waiting))
 
-    async def _keep(self, event: PinEvent) -> None:
-        """Hand a pin event to the session store (waiting for it under audit durability)."""
+    async def _keep(self, event: PinEvent) -> bool:
+        """Hand a pin event to the session store; under audit durability, False if it was not
+        kept (then what showed it must not go on)."""
         recorder = ctx.master.addons.get("recorder")
         submit = getattr(recorder, "submit_tool_event", None)
         if not callable(submit):
-            return
-        future = submit(event)
-        if getattr(recorder, "durability", "audit") == "audit":
-            await asyncio.wait_for(asyncio.wrap_future(future), RECORD_TIMEOUT)
+            return True
+        try:
+            future = submit(event)
+            if getattr(recorder, "durability", "audit") == "audit":
+                await asyncio.wait_for(asyncio.wrap_future(future), RECORD_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not kept"
+            logger.error("toolgate: could not record the %s tool event of %s %s: %s",
+                         event.kind, event.server, event.tool, exc)
+            return False
+        return True
 
     # -- the admin API ----------------------------------------------------------------------
 
@@ -202,8 +213,9 @@ class ToolPins:
                          pending.definition, now, pending.call_id, reviewer, body["reason"])
         channel = _channel(request)
         await self._record_acceptance(event, pending, channel)
+        if not await self._keep(event):
+            raise ReviewError(503, "unrecorded", "the acceptance could not be recorded")
         self.pins.apply(event)
-        await self._keep(event)
         return 200, {**state.summary(), "reviewer": reviewer, "channel": channel}
 
     async def _forget(self, request: AdminRequest) -> Answer:
@@ -215,8 +227,9 @@ class ToolPins:
             raise ReviewError(404, "not_found", f"no pinned tool {tool} of {server}")
         event = PinEvent(server, tool, "forgotten", None, None, time.time(), None, reviewer,
                          body["reason"])
+        if not await self._keep(event):
+            raise ReviewError(503, "unrecorded", "forgetting could not be recorded")
         self.pins.apply(event)
-        await self._keep(event)
         return 200, {"server": server, "tool": tool, "forgotten": True}
 
     async def _record_acceptance(self, event: PinEvent, pending: PinEvent, channel: str) -> None:
@@ -245,6 +258,11 @@ class ToolPins:
             raise ReviewError(404, "not_found", f"no tool {tool!r} of server {server!r} "
                               "(toolgate tools list)")
         return state
+
+
+def _unrecorded(what: str) -> Refusal:
+    return Refusal("unrecorded", f"the session store cannot record the tool definitions this "
+                   f"call showed, so it was not {what}; the gateway's log says why")
 
 
 def server_of(flow: http.HTTPFlow) -> str:

@@ -118,7 +118,7 @@ def test_a_listing_whose_pins_cannot_be_kept_is_not_released():
         pins.loaded = True
         flow = listing({"name": "search", "description": "Search.", "inputSchema": {}})
         await pins.response(flow)
-        assert flow.response.status_code == 500  # the listing's answer is withheld
-        assert json.loads(flow.response.content)["error"]["data"]["code"] == "internal"
+        assert flow.response.status_code == 503  # the listing's answer is withheld
+        assert json.loads(flow.response.content)["error"]["data"]["code"] == "unrecorded"
         assert b"search" not in flow.response.content
     run(check, recorder=Recorder(fail=True))
