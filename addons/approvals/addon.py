@@ -152,23 +152,23 @@ class Approvals:
                                    settings.node_id(ctx.options))
             self.fleet.start()
 
-    async def done(self) -> None:
+    def done(self) -> None:
         # A reload or a shutdown must not leave callers hanging: deny what is still held.
         now = time.time()
         for held in self.held.pending():
             self._settle(held, Verdict("denied", "gateway", None,
                                        "the gateway stopped or reloaded while the call was held",
                                        now))
-        if self._tasks:  # `return` holds record their denial on their own tasks
-            await asyncio.wait(self._tasks, timeout=RECORD_TIMEOUT / 6)
-        for task in self._tasks:
+        # (Sync: mitmproxy calls `done` synchronously when it reloads the script.) `return`
+        # holds record their denial on their own tasks, which go on; the rest are webhooks.
+        for task in self._tasks - set(self._recording.values()):
             task.cancel()
         if self._webhook_pool is not None:
             self._webhook_pool.shutdown(wait=False, cancel_futures=True)
             self._webhook_pool = None
         if self.fleet is not None:
             fleet, self.fleet = self.fleet, None
-            await fleet.stop()
+            fleet.stop()
 
     # -- commands (mitmweb's command bar, the console) --------------------------------------
 

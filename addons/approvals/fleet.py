@@ -54,11 +54,12 @@ class FleetLink:
         self._spawn(self.plane.listen(self._notice, self._catch_up))
         self._spawn(self._poll())
 
-    async def stop(self) -> None:
+    def stop(self) -> None:
+        """Stop listening and polling; the connection closes on the loop (or with the
+        process, at exit)."""
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.plane.close()
+        asyncio.get_running_loop().create_task(self.plane.close())
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(work)

@@ -29,7 +29,7 @@ def with_fleet(check, control_url: str, node: str = "gw-a") -> None:
             try:
                 await check(approvals)
             finally:
-                await approvals.done()
+                approvals.done()
 
     asyncio.run(scenario())
 

@@ -271,7 +271,7 @@ def test_stopping_the_gateway_denies_what_is_held():
     async def check(approvals):
         flow = approval_flow()
         task, _ = await hold(approvals, flow)
-        await approvals.done()
+        approvals.done()
         await asyncio.wait_for(task, 2)
         assert error_of(flow)["code"] == "denied"
 

@@ -144,7 +144,8 @@ def test_mitmweb_decides_a_returned_call_by_its_flow():
 def test_stopping_the_gateway_records_the_pending_returns_as_denied():
     async def check(approvals):
         pending_of(await ask(approvals, returning()))
-        await approvals.done()
+        approvals.done()
+        await until(lambda: approvals.memory.records)  # recorded on the hold's own task
         (record,) = approvals.memory.records
         assert (record.decision, record.channel) == ("denied", "gateway")
 
