@@ -15,7 +15,8 @@ Routes (all GET; parameters are query-string values; times are ISO 8601 or relat
   first, where CALL is `{"seq", "call_id", "session_id", "started_at", "ended_at",
   "duration_ms", "client_addr", "subject", "groups", "protocol", "function", "method", "url",
   "status", "decision", "enforced", "rules", "mode", "error", "forwarded", "findings" (a count),
-  "labels"}`; `next_before` is set when there may be more.
+  "labels", "node" (the fleet node that recorded it, or null)}`; `next_before` is set when
+  there may be more.
 - `/api/calls/full` — the same parameters as `/api/calls`; the calls oldest first, each with
   its headers, bodies (as in a full timeline) and findings: what `toolgate rules test`
   re-evaluates. Answer: `{"calls": [...], "count": n}`.
@@ -32,7 +33,8 @@ Routes (all GET; parameters are query-string values; times are ISO 8601 or relat
   "failed_count", "passed"}`.
 - `/api/findings` — parameter `fingerprint` (hex; the CLI computes it, the raw value never
   travels). Answer: `{"fingerprint", "seen", "count", "findings": [{"call_id", "session_id",
-  "started_at", "subject", "function", "direction", "path", "label", "level", "action"}]}`.
+  "started_at", "subject", "function", "direction", "path", "label", "level", "action",
+  "node"}]}`.
 - `/api/verify` — answer: `{"ok", "rows": {"calls": n, "approvals": n}, "problems":
   [{"table", "seq", "call_id", "problem"}], "head_file"}`.
 
