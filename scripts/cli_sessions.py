@@ -13,6 +13,7 @@ command cannot run (a usage error, no store, no admin API).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from rich.text import Text
 
 from toolgate.rules import candidate_fingerprints
 from toolgate.scripts.cli_common import (
-    CannotRun, StoreOptions, emit_json, new_console, store_options,
+    CannotRun, StoreOptions, emit_json, given, new_console, store_options,
 )
 from toolgate.sessions.query import LEVELS
 from toolgate.sessions.timeparse import parse_time
@@ -122,19 +123,97 @@ def show(opts: StoreOptions, session_id: str, full: bool) -> None:
                                   highlight=False, markup=False)
 
 
+# The filters `export --format ocsf` shares with `list` (option name -> the API's parameter).
+EXPORT_FILTERS = {"subject": "subject", "since": "since", "until": "until",
+                  "function": "function", "label": "label", "level": "level",
+                  "decision": "decision", "session": "session_id"}
+
+
 @sessions.command("export")
-@click.argument("session_id")
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="The .mitm file to write (open it with `mitmweb -r FILE`).")
+@click.argument("session_id", required=False)
+@click.option("--format", "fmt", type=click.Choice(["mitm", "ocsf"]), default="mitm",
+              show_default=True,
+              help="mitm: one session as a .mitm file for `mitmweb -r`; ocsf: the calls the "
+                   "filters select as OCSF 1.3.0 JSON lines for a SIEM (API Activity, "
+                   "Authentication, Data Security Finding; no body, header value or token).")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+              help="The file to write: the .mitm file (required), or the JSON lines (created "
+                   "0600; '-' or none: stdout).")
+@click.option("--subject", help="ocsf: the caller (the token's subject).")
+@click.option("--since", callback=check_time, help="ocsf: ISO time, or a duration ago: 1h, 2d.")
+@click.option("--until", callback=check_time, help="ocsf: ISO time, or a duration ago.")
+@click.option("--function", help="ocsf: a glob on the function name, e.g. 'crm.*'.")
+@click.option("--label", help="ocsf: only calls with a finding of this label.")
+@click.option("--level", type=click.Choice(LEVELS),
+              help="ocsf: only calls with a finding at this level or above.")
+@click.option("--decision", help="ocsf: comma-separated decisions, e.g. block,deny.")
+@click.option("--session", help="ocsf: only this session (as SESSION_ID does).")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=10_000, show_default=True,
+              help="ocsf: the newest calls at most (written oldest first).")
 @store_options
-def export(opts: StoreOptions, session_id: str, output: Path) -> None:
-    """Export a session as a .mitm file for mitmweb / mitmproxy."""
+def export(opts: StoreOptions, session_id: str | None, fmt: str, output: Path | None,
+           limit: int, **filters: Any) -> None:
+    """Export a session as a .mitm file for mitmweb / mitmproxy, or calls as OCSF events.
+
+    \b
+    toolgate sessions export SESSION_ID -o incident.mitm
+    toolgate sessions export --format ocsf --since 1h -o calls.ocsf.jsonl
+    """
+    if fmt == "ocsf":
+        return export_ocsf(opts, session_id, output, limit, filters)
+    ctx = click.get_current_context()
+    named = [f"--{name}" for name in [*EXPORT_FILTERS, "limit"] if given(ctx, name)]
+    if named:
+        raise click.UsageError(f"{', '.join(named)} select calls for --format ocsf; a .mitm "
+                               "export is one session: pass its SESSION_ID")
+    if not session_id:
+        raise click.UsageError("which session? toolgate sessions export SESSION_ID -o FILE.mitm "
+                               "(or --format ocsf for the OCSF events of many calls)")
+    if output is None or str(output) == "-":
+        raise click.UsageError("a .mitm export needs a file: -o FILE.mitm")
     from toolgate.sessions.export import export_session  # imports mitmproxy: only when needed
 
     count = export_session(get_session(opts, session_id, True), output)
     if opts.as_json:
         return emit_json({"session_id": session_id, "output": str(output), "flows": count})
     click.echo(f"wrote {count} flow(s) to {output}; open it with: mitmweb -r {output}")
+
+
+def export_ocsf(opts: StoreOptions, session_id: str | None, output: Path | None, limit: int,
+                filters: dict[str, Any]) -> None:
+    """`export --format ocsf`: the selected calls' OCSF events (`sessions.ocsf`), one JSON
+    line each, oldest call first."""
+    from toolgate.sessions import ocsf
+
+    if session_id and filters.get("session") and filters["session"] != session_id:
+        raise click.UsageError("SESSION_ID and --session name different sessions: give one")
+    params = {EXPORT_FILTERS[k]: str(v) for k, v in filters.items() if v not in (None, "")}
+    if session_id:
+        params["session_id"] = session_id
+    params["limit"] = str(limit)
+    calls = opts.get("/api/calls/full", params)["calls"]
+    to_stdout = output is None or str(output) == "-"
+    events = 0
+    if to_stdout:
+        for line in ocsf.lines(calls):
+            click.echo(line, nl=False)
+            events += 1
+    else:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="ascii") as out:
+            for line in ocsf.lines(calls):
+                out.write(line)
+                events += 1
+    if len(calls) == limit:
+        click.echo(f"(stopped at --limit {limit} call(s): there may be more; narrow with "
+                   "--since/--until)", err=True)
+    if to_stdout:
+        return
+    if opts.as_json:
+        return emit_json({"format": "ocsf", "version": ocsf.OCSF_VERSION, "output": str(output),
+                          "calls": len(calls), "events": events})
+    click.echo(f"wrote {events} OCSF {ocsf.OCSF_VERSION} event(s) for {len(calls)} call(s) "
+               f"to {output}")
 
 
 @sessions.command("replay")
@@ -256,27 +335,47 @@ def verify_archive(folder: Path, control: str | None, as_json: bool) -> None:
 @click.option("--until", callback=check_time, help="ISO time, or a duration ago.")
 @click.option("--fail-on", default="", metavar="DECISIONS",
               help="Comma-separated decisions that fail the run, e.g. block,deny.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "junit"]), default="text",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "junit", "rich"]),
+              default=None,
+              help="rich: a picture for people (calls over time, top functions, labels, held "
+                   "calls' waits). [default: rich on a terminal, else text]")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the report to a file instead of stdout.")
 @store_options
-def report(opts: StoreOptions, since: str | None, until: str | None, fail_on: str, fmt: str,
-           output: Path | None) -> None:
+def report(opts: StoreOptions, since: str | None, until: str | None, fail_on: str,
+           fmt: str | None, output: Path | None) -> None:
     """Summarize recorded calls for CI; exit 1 if a call's decision is in --fail-on."""
     from toolgate.sessions.report import render_junit, render_text
 
+    console = new_console()
+    if opts.as_json:
+        fmt = "json"
+    elif fmt is None:  # scripts and CI logs keep the plain text they always had
+        fmt = "rich" if console.is_terminal and not output else "text"
     params = {"since": since or "", "until": until or "", "fail_on": fail_on}
+    if fmt == "rich":
+        import io
+
+        from rich.console import Console
+
+        from toolgate.scripts.report_view import chart_buckets, report_view
+
+        if output:  # a file: plain characters, a fixed width
+            console = Console(file=io.StringIO(), width=100, color_system=None)
+        params["buckets"] = str(chart_buckets(console.width))
     result = opts.get("/api/report", params)
-    if opts.as_json or fmt == "json":
+    if fmt == "json":
         text = json.dumps(result, indent=2) + "\n"
     elif fmt == "junit":
         text = render_junit(result)
+    elif fmt == "rich":
+        console.print(report_view(result))
+        text = console.file.getvalue() if output else ""
     else:
         text = render_text(result)
     if output:
         output.write_text(text)
-    else:
+    elif text:
         click.echo(text, nl=False)
     if not result["passed"]:
         sys.exit(1)

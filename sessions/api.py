@@ -27,10 +27,16 @@ Routes (all GET; parameters are query-string values; times are ISO 8601 or relat
   with full, {"request_headers": [[name, value]], "request_body", "request_body_encoding"
   ("utf-8" | "base64" | null), "response_headers", "response_body",
   "response_body_encoding"}]}`; 404 if there is no such session.
-- `/api/report` — parameters `since`, `until`, `fail_on` (comma-separated decisions). Answer:
+- `/api/report` — parameters `since`, `until`, `fail_on` (comma-separated decisions),
+  `buckets` (the most time buckets of `timeline`, 1..200, default 40). Answer:
   `{"since", "until", "total", "by_decision": {decision: n}, "by_function": [{"function",
-  "protocol", "calls", "decisions": {decision: n}}], "fail_on", "failed": [CALL],
-  "failed_count", "passed"}`.
+  "protocol", "calls", "decisions": {decision: n}, "p50_ms", "p95_ms", "max_ms"}], "fail_on",
+  "failed": [CALL], "failed_count", "passed", "timeline": {"start", "end", "bucket_ms",
+  "buckets": [{"start", "decisions": {decision: n}}]}, "labels": [{"label", "level",
+  "findings", "calls", "actions": {action: n}}], "holds": {"count", "decisions": {"approved",
+  "denied", "expired": n}, "p50_ms", "p95_ms", "max_ms", "by_channel": [{"channel", "count",
+  "decisions", "p50_ms", "p95_ms", "max_ms"}]}}`: durations are ended - started, a hold's
+  wait decided - requested; every bucket of the range is listed, empty ones too.
 - `/api/findings` — parameter `fingerprint` (hex; the CLI computes it, the raw value never
   travels). Answer: `{"fingerprint", "seen", "count", "findings": [{"call_id", "session_id",
   "started_at", "subject", "function", "direction", "path", "label", "level", "action",
@@ -84,6 +90,7 @@ def handle(
             return 200, query.report(
                 con, _time(params, "since"), _time(params, "until"),
                 _list(params.get("fail_on")),
+                _int(params, "buckets", query.REPORT_BUCKETS, 1, query.MAX_REPORT_BUCKETS),
             )
         if path == "/api/findings":
             fingerprint = params.get("fingerprint", "")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import duckdb
@@ -130,8 +130,9 @@ def search_calls(con: duckdb.DuckDBPyConnection, flt: CallFilter) -> list[dict[s
 
 
 def calls_with_bodies(con: duckdb.DuckDBPyConnection, flt: CallFilter) -> list[dict[str, Any]]:
-    """Calls matching `flt`, oldest first, with headers, bodies and findings: what
-    `toolgate rules test` re-evaluates."""
+    """Calls matching `flt`, oldest first, with headers, bodies and findings (fingerprints
+    included): what `toolgate rules test` re-evaluates and `sessions export --format ocsf`
+    exports."""
     where, params = flt.where()
     limit = max(1, min(int(flt.limit), MAX_LIMIT))
     rows = con.execute(
@@ -140,7 +141,7 @@ def calls_with_bodies(con: duckdb.DuckDBPyConnection, flt: CallFilter) -> list[d
     ).fetchall()
     calls = [_call(row, True) for row in reversed(rows)]
     findings = _by_call(con, "findings", [c["call_id"] for c in calls],
-                        "direction, path, label, level, action", "direction, path")
+                        "direction, path, label, level, action, fingerprint", "direction, path")
     for call in calls:
         call["findings"] = findings.get(call["call_id"], [])
     return calls
@@ -198,14 +199,31 @@ def find_fingerprint(con: duckdb.DuckDBPyConnection, fingerprint: str) -> dict[s
             "findings": seen}
 
 
+REPORT_BUCKETS = 40  # the most time buckets `report` cuts its range into, by default
+MAX_REPORT_BUCKETS = 200
+# Bucket widths a report's timeline chooses from (ms): the narrowest that fits the range into
+# the buckets asked for, so that the axis reads in round numbers.
+_BUCKET_MS = [
+    10, 20, 50, 100, 200, 500,
+    1_000, 2_000, 5_000, 10_000, 15_000, 30_000,
+    60_000, 120_000, 300_000, 600_000, 900_000, 1_800_000,
+    3_600_000, 7_200_000, 10_800_000, 21_600_000, 43_200_000,
+    86_400_000, 172_800_000, 604_800_000,
+]
+_HOLD_DECISIONS = ("approved", "denied", "expired")
+
+
 def report(
     con: duckdb.DuckDBPyConnection,
     since: datetime | None = None,
     until: datetime | None = None,
     fail_on: list[str] | None = None,
+    buckets: int = REPORT_BUCKETS,
 ) -> dict[str, Any]:
-    """A run's summary for CI: calls by decision and by function, and the calls whose
-    decision is in `fail_on` (then `passed` is false)."""
+    """A run's summary for CI and for people: calls by decision and by function (with their
+    durations), the calls whose decision is in `fail_on` (then `passed` is false), calls over
+    time by decision in at most `buckets` buckets, the labels found, and the held calls'
+    waits. Every aggregate is computed by DuckDB, on a store or on a fleet's archive alike."""
     fail_on = list(fail_on or [])
     flt = CallFilter(since=since, until=until)
     where, params = flt.where()
@@ -225,6 +243,8 @@ def report(
         )
         entry["calls"] += count
         entry["decisions"][decision] = count
+    for key, durations in _function_durations(con, where, params).items():
+        by_function[key].update(durations)
     failed: list[dict[str, Any]] = []
     if fail_on:
         failed = search_calls(con, CallFilter(since=since, until=until, decisions=fail_on,
@@ -241,7 +261,151 @@ def report(
         "failed": failed,
         "failed_count": sum(by_decision.get(d, 0) for d in fail_on),
         "passed": not any(by_decision.get(d, 0) for d in fail_on),
+        "timeline": _timeline(con, where, params, since, until, buckets),
+        "labels": _labels(con, where, params),
+        "holds": _holds(con, since, until),
     }
+
+
+def bucket_width_ms(start_us: int, end_us: int, buckets: int) -> int:
+    """The narrowest round width (ms) whose buckets, aligned to the epoch, cover start..end
+    (both included) in at most `buckets` of them."""
+    buckets = max(1, buckets)
+    for width in _BUCKET_MS:
+        if _bucket_count(start_us, end_us, width) <= buckets:
+            return width
+    week = _BUCKET_MS[-1]  # longer ranges: whole weeks
+    width = week * max(1, (end_us - start_us) // 1000 // week // buckets)
+    while _bucket_count(start_us, end_us, width) > buckets:
+        width += week
+    return width
+
+
+def _bucket_count(start_us: int, end_us: int, width_ms: int) -> int:
+    width = width_ms * 1000
+    return end_us // width - start_us // width + 1
+
+
+def _timeline(
+    con: duckdb.DuckDBPyConnection, where: str, params: list[Any],
+    since: datetime | None, until: datetime | None, buckets: int,
+) -> dict[str, Any]:
+    """Calls over time by decision: {"start", "end", "bucket_ms", "buckets": [{"start",
+    "decisions": {decision: n}}]}, every bucket of the range, empty ones included. The range
+    is --since..--until; without --until it ends now (with --since) or at the last call."""
+    first, last = con.execute(
+        f"SELECT min(epoch_us(c.started_at)), max(epoch_us(c.started_at)) FROM calls c{where}",
+        params,
+    ).fetchone()
+    if first is None and since is None:
+        return {"start": None, "end": None, "bucket_ms": None, "buckets": []}
+    start = to_us(since) if since else first
+    if until:
+        end = to_us(until) - 1  # --until is exclusive
+    else:
+        end = to_us(datetime.now(timezone.utc)) if since else last
+    if last is not None:
+        end = max(end, last)
+    end = max(end, start)
+    width_ms = bucket_width_ms(start, end, buckets)
+    width = width_ms * 1000
+    origin = start // width * width
+    count = _bucket_count(start, end, width_ms)
+    rows = con.execute(
+        f"""SELECT (epoch_us(c.started_at) - ?::BIGINT) // ?::BIGINT, coalesce(c.decision, '?'),
+                   count(*)
+            FROM calls c{where} GROUP BY 1, 2 ORDER BY 1, 2""",
+        [origin, width, *params],
+    ).fetchall()
+    cells: list[dict[str, int]] = [{} for _ in range(count)]
+    for index, decision, n in rows:
+        cells[min(max(int(index), 0), count - 1)][decision] = n
+    return {
+        "start": iso_us(start),
+        "end": iso_us(end),
+        "bucket_ms": width_ms,
+        "buckets": [{"start": iso_us(origin + i * width), "decisions": cell}
+                    for i, cell in enumerate(cells)],
+    }
+
+
+def _function_durations(
+    con: duckdb.DuckDBPyConnection, where: str, params: list[Any]
+) -> dict[tuple[str, str], dict[str, float | None]]:
+    """Each function's call durations (ended - started, ms): p50, p95 and max; None for a
+    function none of whose calls ended."""
+    rows = con.execute(
+        f"""SELECT coalesce(c.function, '?'), coalesce(c.protocol, '?'),
+                   quantile_cont(d, 0.5), quantile_cont(d, 0.95), max(d)
+            FROM (SELECT *, epoch_us(ended_at) - epoch_us(started_at) AS d FROM calls) c{where}
+            GROUP BY 1, 2""",
+        params,
+    ).fetchall()
+    return {(function, protocol): {"p50_ms": _ms(p50), "p95_ms": _ms(p95), "max_ms": _ms(top)}
+            for function, protocol, p50, p95, top in rows}
+
+
+def _labels(
+    con: duckdb.DuckDBPyConnection, where: str, params: list[Any]
+) -> list[dict[str, Any]]:
+    """The labels found in the range's calls, most findings first: [{"label", "level",
+    "findings", "calls", "actions": {action: n}}]."""
+    rows = con.execute(
+        f"""SELECT f.label, f.level, count(*), count(DISTINCT f.call_id), histogram(f.action)
+            FROM findings f JOIN calls c ON c.call_id = f.call_id{where}
+            GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2""",
+        params,
+    ).fetchall()
+    return [{"label": label, "level": level, "findings": findings, "calls": calls,
+             "actions": dict(sorted((str(k), v) for k, v in (actions or {}).items()))}
+            for label, level, findings, calls, actions in rows]
+
+
+def _holds(
+    con: duckdb.DuckDBPyConnection, since: datetime | None, until: datetime | None
+) -> dict[str, Any]:
+    """Held calls requested in the range, and how long each waited for its decision
+    (decided_at - requested_at, ms): {"count", "decisions": {"approved", "denied", "expired",
+    ...: n}, "p50_ms", "p95_ms", "max_ms", "by_channel": [{"channel", "count", "decisions",
+    "p50_ms", "p95_ms", "max_ms"}]}, channels by count."""
+    clauses, params = [], []
+    at = "coalesce(a.requested_at, a.decided_at)"
+    if since:
+        clauses.append(f"{at} >= make_timestamptz(?::BIGINT)")
+        params.append(to_us(since))
+    if until:
+        clauses.append(f"{at} < make_timestamptz(?::BIGINT)")
+        params.append(to_us(until))
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    rows = con.execute(
+        f"""SELECT grouping(channel), channel, count(*), histogram(decision),
+                   quantile_cont(w, 0.5), quantile_cont(w, 0.95), max(w)
+            FROM (SELECT coalesce(a.channel, '?') AS channel, coalesce(a.decision, '?')
+                         AS decision,
+                         epoch_us(a.decided_at) - epoch_us(a.requested_at) AS w
+                  FROM approvals a{where})
+            GROUP BY GROUPING SETS ((channel), ()) ORDER BY 1 DESC, 3 DESC, 2""",
+        params,
+    ).fetchall()
+
+    def entry(count: int, decisions: Any, p50: Any, p95: Any, top: Any) -> dict[str, Any]:
+        counted = {d: 0 for d in _HOLD_DECISIONS}
+        counted.update({str(k): v for k, v in (decisions or {}).items()})
+        return {"count": count, "decisions": counted, "p50_ms": _ms(p50), "p95_ms": _ms(p95),
+                "max_ms": _ms(top)}
+
+    total = entry(0, None, None, None, None)
+    channels = []
+    for overall, channel, *values in rows:
+        if overall:
+            total = entry(*values)
+        else:
+            channels.append({"channel": channel, **entry(*values)})
+    return {**total, "by_channel": channels}
+
+
+def _ms(micros: float | int | None) -> float | None:
+    return None if micros is None else round(float(micros) / 1000, 3)
 
 
 # -- JSON shapes -------------------------------------------------------------------------

@@ -26,6 +26,9 @@ Sealing runs on the writer's reading thread and registration on a worker thread,
 event loop; a failure is logged, shown in `health()` and tried again at the next interval,
 and never touches a call.
 
+With `toolgate_ocsf_file`, each call's final record, once the writer has kept it, is also
+handed to `sessions.ocsf_stream`, which appends its OCSF events to that file on its own thread.
+
 For other addons and the admin server: `submit_approval(record)` records a reviewer's decision,
 `query(path, params)` answers the admin API's session routes (see `sessions.api`), each
 returning a concurrent Future to await with `asyncio.wrap_future`; nothing else reaches the
@@ -54,6 +57,7 @@ from toolgate.rules.toolpins import PinEvent
 from toolgate.sessions import api
 from toolgate.sessions.query import tool_events as stored_tool_events
 from toolgate.sessions.archive import Archive
+from toolgate.sessions.ocsf_stream import OcsfStream
 from toolgate.sessions.records import (
     REDACTED, ApprovalRecord, CallRecord, final_decision, finding_table,
 )
@@ -104,6 +108,7 @@ class Recorder:
         self.archive: Archive | None = None
         self.archive_interval = DEFAULT_ARCHIVE_INTERVAL
         self._sealing: asyncio.Task[None] | None = None
+        self.ocsf: OcsfStream | None = None  # toolgate_ocsf_file's writer
 
     def load(self, loader) -> None:
         loader.add_option("toolgate_db", str, "toolgate.duckdb", "The session store (DuckDB file).")
@@ -127,6 +132,11 @@ class Recorder:
         loader.add_option(
             "toolgate_archive_interval", int, DEFAULT_ARCHIVE_INTERVAL,
             "Seconds between two seals into toolgate_archive.",
+        )
+        loader.add_option(
+            "toolgate_ocsf_file", Optional[str], None,
+            "A file to append every recorded call's OCSF events to, as JSON lines, for a log "
+            "shipper (created 0600; reopened when rotated). Unset: no stream.",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -153,6 +163,8 @@ class Recorder:
             self.archive_interval = ctx.options.toolgate_archive_interval
         if updated & FLEET_OPTIONS:
             self._configure_fleet()
+        if "toolgate_ocsf_file" in updated:
+            self._configure_ocsf(ctx.options.toolgate_ocsf_file)
         if "toolgate_db" in updated:
             path = Path(ctx.options.toolgate_db).expanduser().resolve()
             if not path.parent.is_dir():
@@ -163,6 +175,17 @@ class Recorder:
                 if self.writer is not None:  # the next call opens the new store
                     self.writer.stop()
                     self.writer = None
+
+    def _configure_ocsf(self, name: str | None) -> None:
+        path = Path(name).expanduser().resolve() if name else None
+        if path is not None and not path.parent.is_dir():
+            raise exceptions.OptionsError(
+                f"toolgate_ocsf_file: the folder {path.parent} does not exist")
+        if self.ocsf is not None and self.ocsf.path == path:
+            return
+        if self.ocsf is not None:
+            self.ocsf.close_after(None)
+        self.ocsf = OcsfStream(path) if path is not None else None
 
     def _configure_fleet(self) -> None:
         control = getattr(ctx.options, "toolgate_control", None)  # the approvals addon's option
@@ -212,6 +235,9 @@ class Recorder:
             # Commits what is queued (the process waits for it at exit). The stopped writer
             # stays: a call still in flight is refused (audit), not recorded in a new one.
             self.writer.stop()
+        if self.ocsf is not None:  # after the writer's last records, off this thread
+            self.ocsf.close_after(self.writer)
+            self.ocsf = None
 
     # -- the API for the admin server and the approvals addon -------------------------------
 
@@ -254,6 +280,7 @@ class Recorder:
             "backlog": None if writer is None else writer.backlog(),
             "stats": {} if writer is None else dict(writer.stats),
             "archive": None if self.archive is None else self.archive.health(),
+            "ocsf": None if self.ocsf is None else self.ocsf.health(),
         }
 
     # -- the archive ------------------------------------------------------------------------
@@ -322,7 +349,11 @@ class Recorder:
             return
         forwarded = flow.metadata.get(flowmeta.RECORDED) == "request"
         flow.metadata[flowmeta.RECORDED] = "call"
-        future = self._writer().submit_call(self._record(flow, final=True, forwarded=forwarded))
+        writer = self._writer()
+        record = self._record(flow, final=True, forwarded=forwarded)
+        future = writer.submit_call(record)
+        if self.ocsf is not None:  # the SIEM's copy, once the store has kept the record
+            self.ocsf.submit(record, future, writer.node_id)
         if self.durability != "audit":
             return
         if not await self._committed(future) and flow.response is not None and flow.error is None:
