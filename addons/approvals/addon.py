@@ -27,6 +27,7 @@ import asyncio
 import inspect
 import json
 import logging
+import math
 import time
 import urllib.request
 from collections import Counter
@@ -365,10 +366,7 @@ class Approvals:
             logger.info("toolgate: held %s [%s] for %s: %s (rule %s; approvers: %s)",
                         held.call_id, held.id, held.caller, held.function, held.rule,
                         ", ".join(held.approvers) or "-")
-            verdict = await self._await_verdict(flow, held)
-            if self.fleet is not None and not held.claimed:
-                verdict = held.verdict = await self.fleet.claim(held, verdict)
-                held.claimed = True
+            verdict = await self._fleet_decision(held, await self._await_verdict(flow, held))
             if flow.error is not None and flow.error.msg == Error.KILLED_MESSAGE:
                 # Abort in mitmweb: revive the flow so that the caller gets our answer.
                 flow.error, flow.live = None, True
@@ -455,24 +453,11 @@ class Approvals:
     async def _await_return(self, held: HeldCall) -> None:
         """Waits for the decision on a `return` hold (nobody's connection does), records it and
         keeps it for the caller's retry."""
-        event = self._wake[held.id]
         try:
-            while held.verdict is None:
-                remaining = held.expires_at - time.time()
-                if remaining <= 0:
-                    self._settle(held, Verdict("expired", "timeout", None,
-                                               "nobody decided before the approval timeout",
-                                               time.time()))
-                    break
-                try:
-                    await asyncio.wait_for(event.wait(), remaining)
-                except TimeoutError:
-                    pass
-            verdict = held.verdict
-            assert verdict is not None
-            if self.fleet is not None and not held.claimed:
-                verdict = held.verdict = await self.fleet.claim(held, verdict)
-                held.claimed = True
+            while not await self._wait_decided(held, math.inf):
+                pass
+            assert held.verdict is not None
+            verdict = await self._fleet_decision(held, held.verdict)
             self.stats[(verdict.decision, verdict.channel)] += 1
             if not await self._record(held, verdict) and verdict.decision == "approved":
                 # Not on record: the retry must not go through on it.
@@ -510,20 +495,31 @@ class Approvals:
         flow.marked = MARK_HELD
         flow.comment = held.describe()
 
+    async def _wait_decided(self, held: HeldCall, poll: float) -> bool:
+        """Wait up to `poll` seconds for a decision on `held`, expiring it at its timeout;
+        whether it is decided."""
+        remaining = held.expires_at - time.time()
+        if remaining <= 0:
+            self._settle(held, Verdict("expired", "timeout", None,
+                                       "nobody decided before the approval timeout",
+                                       time.time()))
+            return True
+        try:
+            await asyncio.wait_for(self._wake[held.id].wait(), min(poll, remaining))
+        except TimeoutError:
+            pass
+        return held.verdict is not None
+
+    async def _fleet_decision(self, held: HeldCall, verdict: Verdict) -> Verdict:
+        """In a fleet, the decision the control plane has first (`FleetLink.claim`)."""
+        if self.fleet is not None and not held.claimed:
+            verdict = held.verdict = await self.fleet.claim(held, verdict)
+            held.claimed = True
+        return verdict
+
     async def _await_verdict(self, flow: http.HTTPFlow, held: HeldCall) -> Verdict:
-        event = self._wake[held.id]
         while held.verdict is None:
-            remaining = held.expires_at - time.time()
-            if remaining <= 0:
-                self._settle(held, Verdict("expired", "timeout", None,
-                                           "nobody decided before the approval timeout",
-                                           time.time()))
-                break
-            try:
-                await asyncio.wait_for(event.wait(), min(POLL, remaining))
-            except TimeoutError:
-                pass
-            if held.verdict is not None:
+            if await self._wait_decided(held, POLL):
                 break
             now = time.time()
             if flow.error is not None and flow.error.msg == Error.KILLED_MESSAGE:

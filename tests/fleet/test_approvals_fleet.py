@@ -6,11 +6,10 @@ through."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import uuid
 
-from mitmproxy.test import taddons, tflow, tutils
+from approval_flows import approval_flow, error_of, hold, until
+from mitmproxy.test import taddons
 
 from toolgate.addons.approvals.addon import Approvals
 from toolgate.addons.approvals.holds import Verdict
@@ -32,39 +31,6 @@ def with_fleet(check, control_url: str, node: str = "gw-a") -> None:
                 approvals.done()
 
     asyncio.run(scenario())
-
-
-def approval_flow(timeout=None):
-    flow = tflow.tflow(req=tutils.treq(method=b"POST", path=b"/deploy",
-                                       content=b'{"service": "api"}'))
-    flow.client_conn.timestamp_end = None  # a live client
-    flow.metadata["toolgate.call_id"] = uuid.uuid4().hex
-    flow.metadata["toolgate.identity"] = {"subject": "bob", "issuer": "i", "groups": ["sre"],
-                                          "token_id": None, "anonymous": False}
-    flow.metadata["toolgate.approval"] = {
-        "rule": "deploys-need-approval", "function": "deploy.start", "approvers": ["sre-leads"],
-        "timeout": timeout, "message": "deploys need an approval", "field": "$",
-    }
-    return flow
-
-
-async def until(predicate, timeout=5.0):
-    for _ in range(int(timeout / 0.01)):
-        if value := predicate():
-            return value
-        await asyncio.sleep(0.01)
-    raise AssertionError("timed out waiting")
-
-
-async def hold(approvals, flow):
-    task = asyncio.create_task(approvals.request(flow))
-    held = await until(lambda: next((h for h in approvals.held.pending()
-                                     if h.call_id == flow.metadata["toolgate.call_id"]), None))
-    return task, held
-
-
-def error_of(flow):
-    return json.loads(flow.response.content)["error"]
 
 
 def dead(control_url: str) -> str:

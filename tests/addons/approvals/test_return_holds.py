@@ -6,7 +6,8 @@ import asyncio
 import json
 import time
 
-from test_approvals_addon import LEAD, approval_flow, error_of, until, with_approvals
+from approval_flows import approval_flow, error_of, until
+from test_approvals_addon import LEAD, with_approvals
 
 from toolgate.addons.approvals.holds import Verdict
 
