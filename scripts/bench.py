@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/bench.py [--duration 8] [--concurrency 32]
         [--bodies 1k-clean,1k-customers,256k-clean,256k-customers,mixed] [--durability both]
+        [--compare NAME=VALUE ...] [--otlp-sink]
 
 Starts a fast loopback backend (its own process) that answers the four bodies of
 scripts/bench_bodies.py (a clean inventory listing and a customer list, 1 KB and 256 KB), then
@@ -15,6 +16,16 @@ ratio gateway/bare (`ratio`: of requests/s; `cpu ratio`: bare's CPU per call ove
 gateway's), and for `async` the acceptance targets of issue 14. How busy the load
 generator itself was is printed too: it must not be the bottleneck.
 
+`--compare NAME=VALUE` (repeatable) adds a `gateway async` setup with that option set (e.g.
+`--compare toolgate_metrics=false`), measured in the same run as the others and printed with
+its ratio against the plain `gateway async` setup: what that option costs or saves. On a busy
+machine requests/s vary by 10-30% from one measurement to the next: `--rounds N` measures every
+setup N times in turn, the tables add the rounds up, and the comparison takes the median of
+the rounds' paired ratios.
+`--otlp-sink` starts a loopback OTLP/HTTP trace sink in its own process (200 to every POST)
+and puts its URL where a `--compare` value says `{otlp}`
+(`--compare toolgate_otlp_endpoint={otlp}/v1/traces`); it prints how much it received.
+
 `mixed`: most connections make 1 KB clean calls while a few (--large) keep 256 KB customer calls
 in flight; the p99 of the small calls says whether a large body freezes everyone else.
 Throughput counts the calls completed inside the measured window (after a 1 s warm-up).
@@ -25,14 +36,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from statistics import median
 
 from toolgate.scripts.bench_bodies import BODY_NAMES, build_bodies
 from toolgate.scripts.dev_issuer import DevIssuer
@@ -61,6 +76,42 @@ def audit_p50_limit(concurrency: int) -> float:
 def serve(port_file: str) -> None:
     """The backend, in a process of its own (so it never competes with the load generator)."""
     FastBackend({body.path.encode(): body.content for body in BODIES.values()}).serve(Path(port_file))
+
+
+class _Sink(BaseHTTPRequestHandler):
+    """An OTLP/HTTP collector that keeps nothing: 200 and an empty (protobuf) answer to every
+    POST; `GET /stats` says how many POSTs and bytes it took."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as exporters expect
+    posts = received = 0
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        type(self).posts += 1
+        type(self).received += length
+        self._answer(b"", "application/x-protobuf")
+
+    def do_GET(self) -> None:  # noqa: N802
+        stats = {"posts": type(self).posts, "bytes": type(self).received}
+        self._answer(json.dumps(stats).encode(), "application/json")
+
+    def _answer(self, body: bytes, content_type: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def otlp_sink(port_file: str) -> None:
+    """The trace sink, in a process of its own; its port is written to `port_file`."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    Path(port_file).write_text(str(server.server_address[1]))
+    server.serve_forever()
 
 
 # -- the load generator --------------------------------------------------------------------------
@@ -169,6 +220,37 @@ def parse_bodies(values: list[str]) -> list[str]:
     return [name for name in known if name in names]
 
 
+def parse_compare(values: list[str], with_async: bool, sink: bool) -> list[tuple[str, str, str]]:
+    """`--compare NAME=VALUE` values as (option, value, the setup's name)."""
+    pairs = []
+    for value in values:
+        name, eq, setting = value.partition("=")
+        if not eq or not name.strip():
+            raise SystemExit(f"--compare {value!r}: expected NAME=VALUE, a mitmproxy option")
+        if "{otlp}" in setting and not sink:
+            raise SystemExit(f"--compare {value!r} names {{otlp}}: add --otlp-sink")
+        pairs.append((name.strip(), setting, f"gateway async {name.strip()}={setting}"))
+    if pairs and not with_async:
+        raise SystemExit("--compare measures against gateway async: use --durability async or both")
+    return pairs
+
+
+def spawn(function: str, port_file: Path) -> subprocess.Popen:
+    """Run `function(port_file)` of this module in a process of its own."""
+    code = f"from toolgate.scripts.bench import {function}; {function}({str(port_file)!r})"
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+
+
+def port_of(port_file: Path, timeout: float = 30) -> str:
+    """The port a spawned server wrote to `port_file`, once it has."""
+    deadline = time.monotonic() + timeout
+    while not port_file.exists() or not port_file.read_text():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{port_file.name}: the server did not start")
+        time.sleep(0.05)
+    return port_file.read_text()
+
+
 @dataclass
 class Setup:
     name: str
@@ -177,20 +259,29 @@ class Setup:
 
 
 def start_setups(upstream: str, work: Path, issuer: DevIssuer, token: str,
-                 durabilities: tuple[str, ...]) -> list[Setup]:
+                 durabilities: tuple[str, ...],
+                 compare: list[tuple[str, str, str]] = ()) -> list[Setup]:
+    """Bare mitmdump, a gateway per durability, and after `gateway async` one more `async`
+    gateway per (option, value, name) of `compare`."""
     common = {"flow_detail": 0, "confdir": work / "conf"}
     setups = [Setup("bare mitmdump", start_mitmdump(mitmdump_args(upstream, common)), None)]
+    gateways = [(durability, None) for durability in durabilities]
+    if compare:
+        at = durabilities.index("async") + 1
+        gateways[at:at] = [("async", option) for option in compare]
     try:
-        for durability in durabilities:
+        for n, (durability, option) in enumerate(gateways):
             args = mitmdump_args(upstream, {
                 **common,
                 "toolgate_oidc_issuer": issuer.url,
                 "toolgate_oidc_audience": AUDIENCE,
-                "toolgate_db": work / f"bench-{durability}.duckdb",
+                "toolgate_db": work / f"bench-{n}-{durability}.duckdb",
                 "toolgate_durability": durability,
                 "toolgate_admin_listen": "127.0.0.1:0",
+                **({option[0]: option[1]} if option else {}),
             }, script=GATEWAY_SCRIPT)
-            setups.append(Setup(f"gateway {durability}", start_mitmdump(args), token))
+            name = option[2] if option else f"gateway {durability}"
+            setups.append(Setup(name, start_mitmdump(args), token))
     except BaseException:
         for setup in setups:
             setup.proxy.stop()
@@ -199,46 +290,71 @@ def start_setups(upstream: str, work: Path, issuer: DevIssuer, token: str,
 
 
 def measure(setups: list[Setup], names: list[str], args: argparse.Namespace) -> dict:
-    results: dict[tuple[str, str], list[Result]] = {}
+    """Each (setup, body) measured `args.rounds` times: per body, round after round, every
+    setup in turn (each round starting one setup later, so that none is always first)."""
+    results: dict[tuple[str, str], list[list[Result]]] = {}
     for name in names:
-        for setup in setups:
-            if name == MIXED:
-                large = min(args.large, args.concurrency - 1)
-                groups = [(request_for(BODIES[MIXED_SMALL].path, setup.token), args.concurrency - large),
-                          (request_for(BODIES[MIXED_LARGE].path, setup.token), large)]
-            else:
-                groups = [(request_for(BODIES[name].path, setup.token), args.concurrency)]
-            results[setup.name, name] = asyncio.run(
-                load(setup.proxy.port, groups, args.duration, setup.proxy.pid))
+        for turn in range(args.rounds):
+            for setup in setups[turn % len(setups):] + setups[:turn % len(setups)]:
+                if name == MIXED:
+                    large = min(args.large, args.concurrency - 1)
+                    groups = [(request_for(BODIES[MIXED_SMALL].path, setup.token), args.concurrency - large),
+                              (request_for(BODIES[MIXED_LARGE].path, setup.token), large)]
+                else:
+                    groups = [(request_for(BODIES[name].path, setup.token), args.concurrency)]
+                results.setdefault((setup.name, name), []).append(asyncio.run(
+                    load(setup.proxy.port, groups, args.duration, setup.proxy.pid)))
     return results
 
 
-def report(setups: list[Setup], names: list[str], results: dict, args: argparse.Namespace) -> bool:
-    """Print the tables; whether every answer was a 200."""
+def merged(rounds: list[list[Result]]) -> list[Result]:
+    """One Result per group out of several rounds' (their calls and times added up)."""
+    out = []
+    for group in zip(*rounds):
+        out.append(Result(
+            sum(r.seconds for r in group), sum(r.requests for r in group),
+            sum(r.errors for r in group), [t for r in group for t in r.latencies],
+            sum(r.cpu for r in group) / len(group), sum(r.proxy_cpu for r in group)))
+    return out
+
+
+def paired(rounds: list[list[Result]], base: list[list[Result]]) -> tuple[list[float], list[float]]:
+    """Per round, requests/s and proxy-CPU-per-call ratios of a setup to `base`, in order."""
+    rps = sorted(r[0].rps / b[0].rps for r, b in zip(rounds, base) if b[0].rps)
+    cpu = sorted(b[0].cpu_per_call / r[0].cpu_per_call
+                 for r, b in zip(rounds, base) if r[0].requests)
+    return rps, cpu
+
+
+def report(setups: list[Setup], names: list[str], rounds: dict, args: argparse.Namespace) -> bool:
+    """Print the tables (several rounds' calls and times added up); whether every answer was
+    a 200."""
+    results = {key: merged(value) for key, value in rounds.items()}
     print(f"\n{args.concurrency} keep-alive connections, {args.duration:g} s per measurement after "
-          f"{WARM_UP:g} s warm-up")
+          f"{WARM_UP:g} s warm-up" + (f", {args.rounds} rounds" if args.rounds > 1 else ""))
     bare = setups[0].name
-    print(f"{'':16}{'body':>16}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}"
+    w = max(16, *(len(setup.name) + 1 for setup in setups))
+    print(f"{'':{w}}{'body':>16}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}"
           f"{'loadgen':>9}{'cpu/call':>12}{'ratio':>8}{'cpu ratio':>10}")
     for name in (n for n in names if n != MIXED):
         for setup in setups:
             result, base = results[setup.name, name][0], results[bare, name][0]
             ratio = result.rps / base.rps if base.rps else float("nan")
             cpu_ratio = base.cpu_per_call / result.cpu_per_call if result.requests else float("nan")
-            print(f"{setup.name:16}{name:>16}{result.rps:9.0f}{result.percentile(50):9.1f}"
+            print(f"{setup.name:{w}}{name:>16}{result.rps:9.0f}{result.percentile(50):9.1f}"
                   f"{result.percentile(99):9.1f}{result.errors:7d}{result.cpu:9.0%}"
                   f"{result.cpu_per_call:9.3f} ms{ratio:7.3f}x{cpu_ratio:9.3f}x")
     if MIXED in names:
         large = min(args.large, args.concurrency - 1)
         print(f"\nmixed: {args.concurrency - large} connections of {MIXED_SMALL} calls while "
               f"{large} keep {MIXED_LARGE} calls in flight")
-        print(f"{'':16}{'small req/s':>12}{'small p50':>11}{'small p99':>11}{'alone p99':>11}"
+        print(f"{'':{w}}{'small req/s':>12}{'small p50':>11}{'small p99':>11}{'alone p99':>11}"
               f"{'large req/s':>13}{'large p99':>11}{'errors':>7}")
         for setup in setups:
             small, big = results[setup.name, MIXED]
             alone = results.get((setup.name, MIXED_SMALL))
             alone_p99 = f"{alone[0].percentile(99):8.1f} ms" if alone else f"{'-':>11}"
-            print(f"{setup.name:16}{small.rps:12.0f}{small.percentile(50):8.1f} ms"
+            print(f"{setup.name:{w}}{small.rps:12.0f}{small.percentile(50):8.1f} ms"
                   f"{small.percentile(99):8.1f} ms{alone_p99}{big.rps:13.1f}"
                   f"{big.percentile(99):8.0f} ms{small.errors + big.errors:7d}")
     if any(setup.name == "gateway async" for setup in setups):
@@ -258,6 +374,18 @@ def report(setups: list[Setup], names: list[str], results: dict, args: argparse.
             print(f"  {name:16} throughput {ratio:6.3f}x (target >= {AUDIT_RATIO}x) "
                   f"{'ok' if ratio >= AUDIT_RATIO else 'MISSED'}; p50 +{added:.1f} ms "
                   f"(target <= {limit:g} ms) {'ok' if added <= limit else 'MISSED'}")
+    compared = [setup.name for setup in setups if setup.name.startswith("gateway async ")]
+    if compared:
+        print("\ncompared with gateway async, same run (above 1: faster, or less proxy CPU per "
+              "call, than gateway async; the median of the rounds' ratios, and their range)")
+        print(f"  {'':{w}}{'body':>16}{'req/s':>9}{'cpu/call':>10}  range req/s, cpu/call")
+        for name in (n for n in names if n != MIXED):
+            for setup in compared:
+                rps, cpu = paired(rounds[setup, name], rounds["gateway async", name])
+                if not (rps and cpu):
+                    continue  # nothing was answered
+                print(f"  {setup:{w}}{name:>16}{median(rps):8.3f}x{median(cpu):9.3f}x  "
+                      f"{rps[0]:.3f}-{rps[-1]:.3f}x, {cpu[0]:.3f}-{cpu[-1]:.3f}x")
     saturated = [key for key, group in results.items() if group[0].cpu > 0.9]
     if saturated:
         print(f"the load generator used over 90% of a core in {len(saturated)} measurement(s): "
@@ -275,29 +403,45 @@ def main() -> None:
                         help="the gateways' toolgate_durability (audit waits for each record's journal fsync)")
     parser.add_argument("--large", type=int, default=4,
                         help="connections with large calls in the mixed measurement")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every setup this many times, in turn (figures add them up)")
+    parser.add_argument("--compare", action="append", default=[], metavar="NAME=VALUE",
+                        help="also measure a gateway async setup with this option set "
+                             "(repeatable); {otlp} in VALUE is the --otlp-sink's URL")
+    parser.add_argument("--otlp-sink", action="store_true",
+                        help="start a loopback OTLP/HTTP trace sink for --compare values")
     args = parser.parse_args()
     names = parse_bodies(args.bodies)
     durabilities = DURABILITIES if args.durability == "both" else (args.durability,)
+    compare = parse_compare(args.compare, "async" in durabilities, args.otlp_sink)
+    if args.rounds < 1:
+        raise SystemExit("--rounds must be 1 or more")
 
     work = Path(tempfile.mkdtemp(prefix="toolgate-bench-"))
-    port_file = work / "backend.port"
-    backend = subprocess.Popen([sys.executable, "-c", "from toolgate.scripts.bench import serve; "
-                                f"serve({str(port_file)!r})"], cwd=ROOT)
+    backend = spawn("serve", work / "backend.port")
+    sink = spawn("otlp_sink", work / "sink.port") if args.otlp_sink else None
     issuer = DevIssuer(keys_path=work / "issuer.json", audience=AUDIENCE).start()
     token = issuer.keys.mint("bench", ["support"], ttl=3600)
     setups: list[Setup] = []
     try:
-        while not port_file.exists() or not port_file.read_text():
-            time.sleep(0.05)
-        upstream = f"http://127.0.0.1:{port_file.read_text()}"
-        setups = start_setups(upstream, work, issuer, token, durabilities)
+        upstream = f"http://127.0.0.1:{port_of(work / 'backend.port')}"
+        if sink is not None:
+            otlp = f"http://127.0.0.1:{port_of(work / 'sink.port')}"
+            compare = [(name, value.replace("{otlp}", otlp), shown)
+                       for name, value, shown in compare]
+        setups = start_setups(upstream, work, issuer, token, durabilities, compare)
         results = measure(setups, names, args)
+        if sink is not None:
+            stats = json.loads(urllib.request.urlopen(f"{otlp}/stats", timeout=10).read())
+            print(f"\nOTLP sink at {otlp}: {stats['posts']} POSTs, {stats['bytes']} bytes")
     finally:
         for setup in setups:
             setup.proxy.stop()
         issuer.stop()
-        backend.terminate()
-        backend.wait(10)
+        for process in (backend, sink):
+            if process is not None:
+                process.terminate()
+                process.wait(10)
 
     if not report(setups, names, results, args):
         print("errors were answered: the figures are not comparable", file=sys.stderr)

@@ -394,8 +394,10 @@ class Writer:
         self.last_error: str | None = None
         self.store_healthy: bool | None = None  # DuckDB itself (behind the journal)
         self.store_error: str | None = None
+        # Counts, and the seconds spent in DuckDB commits and journal appends (for /metrics).
         self.stats = {"commits": 0, "calls": 0, "requests": 0, "approvals": 0, "failures": 0,
-                      "journaled": 0, "journal_appends": 0}
+                      "journaled": 0, "journal_appends": 0, "commit_seconds": 0.0,
+                      "journal_seconds": 0.0}
 
     # -- the API (any thread) ---------------------------------------------------------------
 
@@ -636,6 +638,7 @@ class Writer:
             for item, _ in durable:
                 item.future.set_exception(RecordingError(f"the record is not valid: {exc!r}"))
             return {id(entry) for _, entry in durable}
+        began = time.perf_counter()
         try:
             ends = journal.append(payloads)
         except OSError as exc:
@@ -648,6 +651,7 @@ class Writer:
         self.healthy, self.last_error = True, None
         self.stats["journaled"] += len(durable)
         self.stats["journal_appends"] += 1
+        self.stats["journal_seconds"] += time.perf_counter() - began
         return set()
 
     def _refuse(self, durable: list[tuple[_Item, _Entry]], message: str) -> None:
@@ -863,6 +867,7 @@ class Writer:
             ("pending", pending), ("calls", calls), ("findings", findings),
             ("approvals", approvals), ("tool_events", tools)) if columns.rows]
         position = max((e.position for e in entries), default=0)
+        began = time.perf_counter()
         try:
             con.execute("BEGIN TRANSACTION")
             for name, columns in batch:
@@ -893,6 +898,7 @@ class Writer:
         self._pending.difference_update(answered)
         self._answered.extend(answered)
         self.stats["commits"] += 1
+        self.stats["commit_seconds"] += time.perf_counter() - began
         self.stats["requests"] += pending.rows
         self.stats["calls"] += calls.rows
         self.stats["approvals"] += approvals.rows

@@ -7,7 +7,8 @@ caller's; which reviewer may decide what is `holds.check_reviewer`'s business.
 
 Routes (answers are JSON; errors are `{"error": {"code", "message"}}`):
 
-- `GET /healthz` (no token: liveness probes have none) and `GET /metrics` (Prometheus text);
+- `GET /healthz` (no token: liveness probes have none) and `GET /metrics` (Prometheus text of
+  the metrics addon's registry: `addons/telemetry/metrics.py`);
 - `GET /api/approvals`, `GET /api/approvals/{id}`, `POST /api/approvals/{id}/approve`
   (`{"reason", "for": "30m", "scope": "same-args"|"any-args"}`), `POST .../deny`
   (`{"reason"}`), `GET /api/grants`;
@@ -32,10 +33,15 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 from mitmproxy import ctx, exceptions
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
 
 from toolgate.addons import settings
 from toolgate.addons.approvals.holds import ReviewError, parse_grant_window
 from toolgate.addons.identity.oidc import IdentityError, bearer_token
+from toolgate.addons.telemetry.metrics import admin_families, approval_families, state_registry
 
 logger = logging.getLogger(__name__)
 
@@ -206,13 +212,11 @@ class Admin:
                      "store": health() if callable(health) else None, "control": fleet}
 
     async def _metrics(self, request: AdminRequest) -> Answer:
-        recorder = ctx.master.addons.get("recorder")
-        health = getattr(recorder, "health", None)
-        store = health() if callable(health) else None
-        approvals = self._approvals()
-        fleet = approvals.fleet.health() if approvals.fleet is not None else None
-        return 200, (metrics_text(approvals, self.requests, time.time())
-                     + store_metrics_text(store) + node_metrics_text(_node(), fleet))
+        """Prometheus text of the metrics addon's registry (calls, and the gateway's state
+        read now); without that addon, of the state alone."""
+        metrics = ctx.master.addons.get("metrics")
+        registry = getattr(metrics, "registry", None) or state_registry(self._approvals(), self)
+        return 200, generate_latest(registry).decode()
 
     async def _list(self, request: AdminRequest) -> Answer:
         approvals = self._approvals()
@@ -300,7 +304,7 @@ class _AdminHandler(tornado.web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
         if isinstance(body, str):
-            self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.set_header("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)
             self.finish(body)
         else:
             self.set_header("Content-Type", "application/json")
@@ -310,74 +314,18 @@ class _AdminHandler(tornado.web.RequestHandler):
 
 
 def metrics_text(approvals: Any, requests: Mapping[int, int], now: float) -> str:
-    """Prometheus text exposition of the approvals state."""
-    pending = approvals.held.pending()
-    oldest = max((now - h.requested_at for h in pending), default=0.0)
-    lines = [
-        "# HELP toolgate_approvals_held Calls waiting for a decision.",
-        "# TYPE toolgate_approvals_held gauge",
-        f"toolgate_approvals_held {len(pending)}",
-        "# HELP toolgate_approvals_oldest_held_seconds Age of the oldest held call.",
-        "# TYPE toolgate_approvals_oldest_held_seconds gauge",
-        f"toolgate_approvals_oldest_held_seconds {oldest:.3f}",
-        "# HELP toolgate_approvals_grants_active Time-boxed grants in force.",
-        "# TYPE toolgate_approvals_grants_active gauge",
-        f"toolgate_approvals_grants_active {len(approvals.grants.active(now))}",
-        "# HELP toolgate_approvals_decisions_total Decisions on held calls.",
-        "# TYPE toolgate_approvals_decisions_total counter",
-    ]
-    for (decision, channel), n in sorted(approvals.stats.items()):
-        lines.append(f'toolgate_approvals_decisions_total{{decision="{decision}",'
-                     f'channel="{channel}"}} {n}')
-    lines += [
-        "# HELP toolgate_approvals_webhook_failures_total Webhook notifications that failed.",
-        "# TYPE toolgate_approvals_webhook_failures_total counter",
-        f"toolgate_approvals_webhook_failures_total {approvals.webhook_failures}",
-        "# HELP toolgate_admin_requests_total Admin API requests by status.",
-        "# TYPE toolgate_admin_requests_total counter",
-    ]
-    for status, n in sorted(requests.items()):
-        lines.append(f'toolgate_admin_requests_total{{code="{status}"}} {n}')
-    return "\n".join(lines) + "\n"
+    """Prometheus text of the approvals addon's state and of admin API requests."""
+    registry = CollectorRegistry()
+    registry.register(_Families([*approval_families(approvals, now), *admin_families(requests)]))
+    return generate_latest(registry).decode()
 
 
-def store_metrics_text(store: Mapping[str, Any] | None) -> str:
-    """Prometheus text exposition of the session store's state: whether it records, and what
-    the journal holds that DuckDB has not taken yet."""
-    if not store:
-        return ""
-    backlog = store.get("backlog") or {}
-    lines = [
-        "# HELP toolgate_store_recording Whether calls can be recorded now (1) or are refused.",
-        "# TYPE toolgate_store_recording gauge",
-        f"toolgate_store_recording {1 if store.get('recording') else 0}",
-        "# HELP toolgate_store_backlog_records Records accepted and not yet in the DuckDB store.",
-        "# TYPE toolgate_store_backlog_records gauge",
-        f"toolgate_store_backlog_records {int(backlog.get('records') or 0)}",
-        "# HELP toolgate_store_backlog_bytes Journal bytes not yet in the DuckDB store.",
-        "# TYPE toolgate_store_backlog_bytes gauge",
-        f"toolgate_store_backlog_bytes {int(backlog.get('journal_bytes') or 0)}",
-    ]
-    return "\n".join(lines) + "\n"
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
 
-
-def node_metrics_text(node: str | None, control: Mapping[str, Any] | None) -> str:
-    """Which node this is, and (in a fleet) whether it reaches the control plane."""
-    if node is None and control is None:
-        return ""
-    lines = [
-        "# HELP toolgate_node_info This gateway's node id in a fleet.",
-        "# TYPE toolgate_node_info gauge",
-        f'toolgate_node_info{{node="{node or ""}"}} 1',  # node ids are [A-Za-z0-9._-]
-    ]
-    if control is not None:
-        lines += [
-            "# HELP toolgate_control_up Whether the fleet's control plane is reached (1) or "
-            "not (0: holds and decisions are refused).",
-            "# TYPE toolgate_control_up gauge",
-            f"toolgate_control_up {1 if control.get('connected') else 0}",
-        ]
-    return "\n".join(lines) + "\n"
+    def collect(self) -> list[Metric]:
+        return self.families
 
 
 def _node() -> str | None:

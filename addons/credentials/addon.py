@@ -89,6 +89,7 @@ class Credentials:
         self.injected: weakref.WeakKeyDictionary[http.HTTPFlow, Injected] = weakref.WeakKeyDictionary()
         self._fallback_key = secrets.token_bytes(32)
         self._watcher: asyncio.Task[None] | None = None
+        self.reload_failures = 0  # changed files that did not load (for the metrics)
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -132,6 +133,7 @@ class Credentials:
             vault = load_vault(self.path)
         except VaultError as exc:
             self.signature = _signature(self.vault.files)  # not again until the files change
+            self.reload_failures += 1
             logger.error("toolgate: toolgate_credentials: %s (the previous credentials stay in "
                          "force)", exc)
             return False

@@ -55,6 +55,8 @@ UNCLASSIFIED_HEADERS = CREDENTIAL_HEADERS | frozenset({
     "connection", "keep-alive", "te", "trailer", "upgrade", "date", "via", "forwarded",
     "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "x-real-ip",
     "mcp-session-id", "mcp-protocol-version", "last-event-id",
+    # W3C trace context: random hex ids (one in ~1,500 holds a Luhn-valid 16-digit run)
+    "traceparent", "tracestate",
 })
 TOOLGATE_HEADERS = "x-toolgate-"
 

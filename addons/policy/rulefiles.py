@@ -32,6 +32,7 @@ class RuleFiles:
         self.path: Path = bundled_packs_path()
         self.current: RuleSet = load_rules(self.path)
         self.signature = _signature(self.path)
+        self.reload_failures = 0  # changed files that did not load (for the metrics)
 
     def load(self, option: str) -> None:
         """Load the rules named by `toolgate_rules` (empty: the bundled packs); ValueError
@@ -53,6 +54,7 @@ class RuleFiles:
             self.load(str(self.path))
         except ValueError as exc:
             self.signature = _signature(self.path)  # do not retry until the files change again
+            self.reload_failures += 1
             logger.error("toolgate: %s (the previous rules stay in force)", exc)
             return False
         return True

@@ -14,7 +14,8 @@ def test_the_chain_is_in_order_and_the_collector_tuned():
     try:
         chain = build_chain()
         assert [type(a).__name__ for a in chain] == [
-            "Gate", "Identity", "Policy", "ToolPins", "Approvals", "Admin", "Credentials", "Recorder", "Seal"]
+            "Gate", "Tracing", "Identity", "Policy", "Checked", "ToolPins", "Approvals", "Admin",
+            "Credentials", "Recorder", "Metrics", "Ended", "Seal"]
         assert gc.get_threshold() == GC_THRESHOLDS
         # mitmproxy calls these synchronously when it reloads the script: an async one would
         # stop the reload (and the gate would stay shut until a restart)

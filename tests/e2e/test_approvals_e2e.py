@@ -112,7 +112,7 @@ def test_held_then_approved_by_an_approver_through_the_cli(start_gateway, backen
     assert len(deploys(backend)) == 1
     assert held_list(gateway, people.carol) == []
     metrics = httpx.get(gateway.admin_url + "/metrics", headers=bearer(people.carol)).text
-    assert 'toolgate_approvals_decisions_total{decision="approved",channel="cli"} 1' in metrics
+    assert 'toolgate_approvals_decisions_total{channel="cli",decision="approved"} 1' in metrics
 
 
 def test_held_then_denied_through_the_cli(start_gateway, backend, people, pool):
@@ -197,7 +197,7 @@ def test_a_caller_that_disconnects_is_recorded_and_forgotten(start_gateway, back
         call(gateway, people.bob, timeout=1)
     assert wait_until(lambda: held_list(gateway, people.carol) == [], timeout=5)
     metrics = httpx.get(gateway.admin_url + "/metrics", headers=bearer(people.carol)).text
-    assert 'decision="expired",channel="disconnect"} 1' in metrics
+    assert 'channel="disconnect",decision="expired"} 1' in metrics
     assert backend.received == []
 
 
@@ -342,7 +342,7 @@ def test_mitmweb_shows_the_held_call_and_resume_forwards_it(mitmweb, backend, pe
     answer = pending.result(10)
     assert answer.status_code == 202 and len(deploys(backend)) == 1
     metrics = httpx.get(gateway.admin_url + "/metrics", headers=bearer(people.carol)).text
-    assert 'decision="approved",channel="mitmweb"} 1' in metrics
+    assert 'channel="mitmweb",decision="approved"} 1' in metrics
 
 
 def test_mitmwebs_command_bar_approves_and_denies(mitmweb, backend, people, pool):

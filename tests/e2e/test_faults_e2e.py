@@ -291,7 +291,7 @@ def test_a_dead_webhook_never_decides_and_the_calls_are_decided_normally(
     assert received_ids(backend, "/deploy") == [approved.headers["X-Toolgate-Call-Id"]]
     with gateway.client() as http:
         assert http.get("/customers/1", headers=bearer(bob)).status_code == 200
-    decisions = 'toolgate_approvals_decisions_total{decision="%s",channel="admin"}'
+    decisions = 'toolgate_approvals_decisions_total{channel="admin",decision="%s"}'
     assert metric(gateway, carol, decisions % "approved") == 1
     assert metric(gateway, carol, decisions % "denied") == 1
 

@@ -10,6 +10,8 @@ import pytest
 from mitmproxy.connection import ConnectionState
 from mitmproxy.test import taddons, tflow, tutils
 
+from approval_flows import approval_flow, error_of, hold, until
+
 from toolgate.addons.approvals.admin import Admin, AdminRequest, metrics_text
 from toolgate.addons.approvals.addon import Approvals, webhook_payload
 from toolgate.addons.failclosed.hooks import unguarded_hooks
@@ -35,43 +37,6 @@ def with_approvals(check, **options) -> None:
             await check(approvals)
 
     asyncio.run(scenario())
-
-
-def approval_flow(subject="bob", body=b'{"service": "api"}', path="/deploy", timeout=None,
-                  approvers=("sre-leads",), rule="deploys-need-approval", mcp=False):
-    if mcp:
-        body = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-                           "params": {"name": "deploy", "arguments": {"service": "api"}}}).encode()
-        path = "/mcp"
-    flow = tflow.tflow(req=tutils.treq(method=b"POST", path=path.encode(), content=body))
-    flow.client_conn.timestamp_end = None  # a live client
-    flow.metadata["toolgate.call_id"] = uuid.uuid4().hex
-    flow.metadata["toolgate.identity"] = {"subject": subject, "issuer": "i", "groups": ["sre"],
-                                          "token_id": None, "anonymous": subject is None}
-    flow.metadata["toolgate.approval"] = {
-        "rule": rule, "function": "deploy.start", "approvers": list(approvers),
-        "timeout": timeout, "message": "deploys need an approval", "field": "$",
-    }
-    return flow
-
-
-async def until(predicate, timeout=3.0):
-    for _ in range(int(timeout / 0.01)):
-        if value := predicate():
-            return value
-        await asyncio.sleep(0.01)
-    raise AssertionError("timed out waiting")
-
-
-async def hold(approvals, flow):
-    task = asyncio.create_task(approvals.request(flow))
-    held = await until(lambda: next((h for h in approvals.held.pending()
-                                     if h.call_id == flow.metadata["toolgate.call_id"]), None))
-    return task, held
-
-
-def error_of(flow):
-    return json.loads(flow.response.content)["error"]
 
 
 def test_every_flow_hook_is_fail_closed():
@@ -392,7 +357,7 @@ def test_admin_api_decisions_with_reviewer_checks():
             grants = (await admin.dispatch(request("GET", "/api/grants")))[1]["grants"]
             assert grants[0]["subject"] == "bob"
             metrics = (await admin.dispatch(request("GET", "/metrics")))[1]
-            assert 'toolgate_approvals_decisions_total{decision="approved",channel="cli"} 1' \
+            assert 'toolgate_approvals_decisions_total{channel="cli",decision="approved"} 1' \
                 in metrics
             assert "toolgate_approvals_grants_active 1" in metrics
 
@@ -422,7 +387,7 @@ def test_healthz_needs_no_token_and_the_store_can_register_its_routes():
 
 def test_metrics_text_is_prometheus_exposition():
     text = metrics_text(Approvals(), {200: 3}, 0.0)
-    assert "# TYPE toolgate_approvals_held gauge\ntoolgate_approvals_held 0\n" in text
+    assert "# TYPE toolgate_approvals_held gauge\ntoolgate_approvals_held 0.0\n" in text
     assert 'toolgate_admin_requests_total{code="200"} 3' in text
 
 

@@ -1,0 +1,54 @@
+"""bench.py's own parts: `--compare` values, the OTLP sink, and the rounds' arithmetic."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from http.server import ThreadingHTTPServer
+
+import pytest
+
+from toolgate.scripts.bench import Result, _Sink, median, merged, paired, parse_compare
+
+
+def test_compare_values_are_options_with_values():
+    assert parse_compare(["toolgate_metrics=false", "x=a=b"], True, False) == [
+        ("toolgate_metrics", "false", "gateway async toolgate_metrics=false"),
+        ("x", "a=b", "gateway async x=a=b")]
+    assert parse_compare(["e={otlp}/v1/traces"], True, True)[0][1] == "{otlp}/v1/traces"
+    for values, with_async, sink in [(["novalue"], True, False), (["=1"], True, False),
+                                     (["e={otlp}"], True, False), (["a=1"], False, False)]:
+        with pytest.raises(SystemExit):
+            parse_compare(values, with_async, sink)
+
+
+def test_the_otlp_sink_answers_every_post_and_counts():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for size in (10, 32):
+            answer = urllib.request.urlopen(urllib.request.Request(
+                url + "/v1/traces", data=b"x" * size, method="POST",
+                headers={"Content-Type": "application/x-protobuf"}), timeout=5)
+            assert answer.status == 200 and answer.read() == b""
+        stats = json.loads(urllib.request.urlopen(url + "/stats", timeout=5).read())
+        assert stats == {"posts": 2, "bytes": 42}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_rounds_add_up_and_compare_in_pairs():
+    def round_of(requests: int, cpu: float) -> list[Result]:
+        return [Result(2.0, requests, 0, [0.01] * requests, 0.05, cpu)]
+
+    base = [round_of(100, 0.2), round_of(80, 0.2)]
+    other = [round_of(110, 0.2), round_of(96, 0.2)]
+    (total,) = merged(base)
+    assert (total.seconds, total.requests, total.rps) == (4.0, 180, 45.0)
+    rps, cpu = paired(other, base)
+    assert rps == pytest.approx([1.1, 1.2]) and median(rps) == pytest.approx(1.15)
+    assert cpu == pytest.approx([1.1, 1.2])  # the same CPU for more calls: less per call
+    assert median([3.0, 1.0, 2.0]) == 2.0
