@@ -42,7 +42,7 @@ system-deps:
 test: system-deps $(STAMP) $(CORE)
 	cargo fmt --manifest-path core/Cargo.toml -- --check
 	PYO3_PYTHON=$(abspath $(BIN)/python) cargo test --quiet --locked --manifest-path core/Cargo.toml
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The property-based fuzz tests with many more examples (the regular suite runs 200 each).
 FUZZ_EXAMPLES ?= 20000

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import pytest
 from reference import engine as reference
 
 COMPARED = {"calls": 0, "findings": 0}
@@ -71,6 +72,19 @@ def install(import_missing: bool = True) -> None:
 
 def pytest_configure(config) -> None:
     install()
+
+
+def pytest_sessionfinish(session) -> None:
+    """Under pytest-xdist, a worker hands its counts to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["differential"] = dict(COMPARED)
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: the controller adds up its workers
+def pytest_testnodedown(node, error) -> None:
+    for key, value in getattr(node, "workeroutput", {}).get("differential", {}).items():
+        COMPARED[key] += value
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
