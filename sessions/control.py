@@ -10,6 +10,8 @@ and rows back into decisions.
 - `toolgate_holds`: one row per held call, `pending` until the first decision, which a
   conditional UPDATE makes: a second decision, from any node, finds no pending row and loses.
 - `toolgate_grants`: time-boxed approvals, read by every node.
+- `toolgate_tool_events`: pinned MCP tool definitions' events, from which every node's pins are
+  rebuilt and kept up to date (a listing seen by one node pins for all).
 
 Every change is announced on the `toolgate` channel (NOTIFY, sent on commit), so the node that
 holds a call releases it as soon as anyone decides; nodes also poll, in case a notification was
@@ -65,6 +67,13 @@ CREATE TABLE IF NOT EXISTS toolgate_grants (
     grant_id   text PRIMARY KEY,
     expires_at timestamptz NOT NULL,
     grant_data jsonb NOT NULL
+);
+-- Pinned MCP tool definitions, shared: every node's pin events, in the fleet's order.
+CREATE TABLE IF NOT EXISTS toolgate_tool_events (
+    id      bigserial PRIMARY KEY,
+    node_id text NOT NULL,
+    event   jsonb NOT NULL,
+    at      timestamptz NOT NULL DEFAULT now()
 );
 """
 
@@ -314,6 +323,26 @@ class ControlPlane:
                 "UPDATE toolgate_holds SET consumed_at = now() WHERE held_id = %s AND "
                 "consumed_at IS NULL", (held_id,))
             return cur.rowcount == 1
+        return await self._run(work)
+
+    async def publish_tool_events(self, states: list[dict[str, Any]]) -> None:
+        """Add pin events (each a `PinEvent`'s fields) to the fleet's, and announce them."""
+        async def work(conn: psycopg.AsyncConnection) -> None:
+            async with conn.transaction():
+                for state in states:
+                    await conn.execute(
+                        "INSERT INTO toolgate_tool_events (node_id, event) VALUES (%s, %s)",
+                        (self.node_id, _jsonb(state)))
+                await _notify(conn, {"kind": "tools", "by": self.node_id})
+        await self._run(work)
+
+    async def tool_events(self, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
+        """The fleet's pin events after id `after`, in order: (id, fields)."""
+        async def work(conn: psycopg.AsyncConnection) -> list[tuple[int, dict[str, Any]]]:
+            cur = await conn.execute(
+                "SELECT id, event FROM toolgate_tool_events WHERE id > %s ORDER BY id",
+                (after,))
+            return [(row["id"], row["event"]) for row in await cur.fetchall()]
         return await self._run(work)
 
     async def grants(self) -> list[dict[str, Any]]:

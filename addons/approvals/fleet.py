@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from toolgate.addons.approvals.holds import Grant, HeldCall, Verdict
@@ -40,6 +40,8 @@ class FleetLink:
         self.started_at = time.time()
         self.joined = False
         self.remote_decisions = 0  # decisions taken on other nodes that released calls here
+        # Set by the tool pins addon: catches up with the fleet's pin events when told of some.
+        self.on_tools: Callable[[], Coroutine[Any, Any, Any]] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -145,15 +147,22 @@ class FleetLink:
             await asyncio.sleep(POLL)
 
     async def _catch_up(self) -> None:
-        """What notifications may have missed: decisions on this node's calls, new grants."""
+        """What notifications may have missed: decisions on this node's calls, new grants,
+        pin events."""
         await self._refresh_grants()
         waiting = [h.id for h in self.approvals.held.pending()]
         for row in await self.plane.decided(waiting):
             self._apply(row)
+        if self.on_tools is not None:
+            await self.on_tools()
 
     def _notice(self, payload: dict[str, Any]) -> None:
-        if payload.get("kind") != "decided" or payload.get("by") == self.node_id:
-            return  # this node's own decisions are applied where it takes them
+        if payload.get("by") == self.node_id:
+            return  # this node's own decisions and pin events are applied where it takes them
+        if payload.get("kind") == "tools" and self.on_tools is not None:
+            self._spawn(self._quietly(self.on_tools()))
+        if payload.get("kind") != "decided":
+            return
         if payload.get("node") == self.node_id:
             self._spawn(self._fetch([str(payload["held_id"])]))
         if payload.get("grant"):

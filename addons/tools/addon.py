@@ -14,7 +14,10 @@ After the policy, for MCP calls only:
   `approvals` table like a decision on a held call, and every pin event in `tool_events`.
 
 The pins are rebuilt from the store at start. Until they are, a tool is not trusted: listings
-are not pinned and calls are handled as changed tools.
+are not pinned and calls are handled as changed tools. In a fleet (`toolgate_control`), every
+pin event also goes to the control plane, and the pins are rebuilt from, and kept up to date
+with, the fleet's events: a listing one node saw pins the tools for all, an acceptance on one
+node holds on all.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import logging
 import time
 from collections import Counter
+from dataclasses import asdict
 from typing import Any
 
 from mitmproxy import ctx, http
@@ -38,6 +42,7 @@ from toolgate.addons.headers import header_value
 from toolgate.rules.protocols import EVENT_STREAM, media_type
 from toolgate.rules.protocols.sse import parse_all
 from toolgate.rules.toolpins import PinEvent, Pins, listed_tools, tools_list_ids, without_tools
+from toolgate.sessions.control import ControlUnavailable
 from toolgate.sessions.records import ApprovalRecord
 
 logger = logging.getLogger(__name__)
@@ -52,6 +57,8 @@ class ToolPins:
         self.loaded = False
         self.stats: Counter[str] = Counter()  # refused, held, stripped, changes
         self._loader: asyncio.Task[None] | None = None
+        self._fleet_seen = 0  # the last of the fleet's pin events applied here
+        self._unpublished: list[PinEvent] = []  # kept here, not yet in the fleet's
 
     def running(self) -> None:
         admin = ctx.master.addons.get("admin")
@@ -70,15 +77,44 @@ class ToolPins:
     async def _load(self) -> None:
         recorder = ctx.master.addons.get("recorder")
         load = getattr(recorder, "tool_events", None)
+        in_fleet = bool(getattr(ctx.options, "toolgate_control", None))
+        fleet = None
         while not self.loaded:
+            fleet = _fleet()
+            if in_fleet and fleet is None:  # the approvals addon links to it as it starts
+                await asyncio.sleep(0.05)
+                continue
             try:
-                events = await asyncio.wrap_future(load()) if callable(load) else []
+                if fleet is not None:  # the fleet's events are the pins of every node
+                    rows = await fleet.plane.tool_events()
+                    events = [PinEvent(**state) for _, state in rows]
+                    self._fleet_seen = rows[-1][0] if rows else 0
+                else:
+                    events = await asyncio.wrap_future(load()) if callable(load) else []
             except Exception as exc:  # noqa: BLE001 - try again; tools stay untrusted meanwhile
                 logger.warning("toolgate: cannot read the pinned tool definitions yet: %s", exc)
                 await asyncio.sleep(LOAD_RETRY)
                 continue
             self.pins = Pins.replay(events)
             self.loaded = True
+        if fleet is not None:
+            fleet.on_tools = self._sync_fleet
+
+    async def _sync_fleet(self) -> None:
+        """Publish what this node kept and the fleet lacks; apply what other nodes saw."""
+        fleet = _fleet()
+        if fleet is None or not self.loaded:
+            return
+        if self._unpublished:
+            waiting, self._unpublished = self._unpublished, []
+            try:
+                await fleet.plane.publish_tool_events([asdict(e) for e in waiting])
+            except Exception:
+                self._unpublished = waiting + self._unpublished
+                raise
+        for event_id, state in await fleet.plane.tool_events(self._fleet_seen):
+            self.pins.apply(PinEvent(**state))  # its own come back too: applying is idempotent
+            self._fleet_seen = event_id
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -176,6 +212,13 @@ class ToolPins:
             logger.error("toolgate: could not record the %s tool event of %s %s: %s",
                          event.kind, event.server, event.tool, exc)
             return False
+        if _fleet() is not None:  # then the fleet's, now or at the next poll
+            self._unpublished.append(event)
+            try:
+                await self._sync_fleet()
+            except ControlUnavailable as exc:
+                logger.warning("toolgate: the fleet has not got the %s tool event of %s %s "
+                               "yet: %s", event.kind, event.server, event.tool, exc)
         return True
 
     # -- the admin API ----------------------------------------------------------------------
@@ -288,6 +331,11 @@ def _why(server: str, tool: str, status: str) -> str:
         "unlisted": f"tool {tool} was never listed by {server}",
         "unknown": f"the pinned definitions of {server}'s tools are not loaded yet",
     }.get(status, f"tool {tool} of {server} was never listed")
+
+
+def _fleet() -> Any:
+    """The approvals addon's link to the fleet's control plane, if any."""
+    return getattr(ctx.master.addons.get("approvals"), "fleet", None)
 
 
 def _policy() -> Any:
