@@ -130,6 +130,13 @@ class ToolPins:
         changed = []
         for tool in calls:
             status = self.pins.status(server, tool) if self.loaded else "unknown"
+            if status == "unlisted" and _fleet() is not None:
+                # another node may have just seen the listing: the fleet's word first
+                try:
+                    await self._sync_fleet()
+                except ControlUnavailable:
+                    pass
+                status = self.pins.status(server, tool)
             if status == "pinned":
                 continue
             if status == "unlisted" and not await self._keep(
