@@ -126,7 +126,10 @@ def finding_counts(items: Iterable[Any] | None) -> Tally[tuple[str, str]]:
     an absent one reads "". Calls with nothing found cost nothing."""
     if not items:
         return Tally()
-    return Tally([(row[2] or "", row[4] or "") for row in finding_table(items).rows()])
+    counts: Tally[tuple[str, str]] = Tally()
+    for (label, action), n in finding_table(items).label_actions():  # counted in the core
+        counts[(label or "", action or "")] += n
+    return counts
 
 
 def refusal_message(response: http.Response | None) -> str | None:

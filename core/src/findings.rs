@@ -19,7 +19,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
-use crate::finding_rows::{self, whole, FindingRows, Parts, FIELDS};
+use crate::finding_rows::{self, whole, FindingRows, Pair, Parts, FIELDS};
 
 /// One value found: where it is and what it is, never the value itself.
 pub struct Found {
@@ -279,6 +279,12 @@ impl FindingTable {
     #[allow(clippy::type_complexity)]
     fn rows(&self) -> Vec<(Option<&str>, Option<&str>, Option<&str>, Option<&str>, Option<&str>, Option<&str>)> {
         self.rows.iter().map(|[a, b, c, d, e, f]| (a, b, c, d, e, f)).collect()
+    }
+
+    /// How many rows have each (label, action): what metrics count, without a Python object
+    /// per finding.
+    fn label_actions(&self) -> Vec<(Pair<'_>, usize)> {
+        self.rows.pair_counts(2, 4)
     }
 
     /// The rows in order, in the encoding `Findings.encode` makes: `FindingTable([t.encode()])`

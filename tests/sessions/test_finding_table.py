@@ -239,3 +239,13 @@ def test_findings_that_cannot_be_read_withhold_the_answer(tmp_path, case):
     # the fail-closed answer of a hook that threw (500), never the backend's
     assert f.response.status_code == 500 and b"from the backend" not in f.response.content
     assert stored == []
+
+
+@given(ROWS)
+@settings(max_examples=200, deadline=None)
+def test_label_and_action_counts_are_the_rows_counted(rows):
+    """What /metrics counts comes from the core: the same as counting the rows in Python."""
+    from collections import Counter
+
+    counted = Counter({pair: n for pair, n in FindingTable(rows).label_actions()})
+    assert counted == Counter((row[2], row[4]) for row in rows)
