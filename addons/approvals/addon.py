@@ -345,13 +345,8 @@ class Approvals:
                                  "now, so this call was not held for approval; the gateway's "
                                  "log says why"))
             return
-        if self.fleet is not None:
-            try:
-                await self.fleet.hold(held)
-            except ControlUnavailable as exc:
-                logger.error("toolgate: not holding %s: %s", held.call_id, exc)
-                refuse(flow, _fleet_unavailable(held))
-                return
+        if not await self._shared(flow, held):
+            return
 
         approval.setdefault("policy_comment", flow.comment)
         self.held.add(held)
@@ -409,13 +404,8 @@ class Approvals:
         if held.expires_at <= held.requested_at:
             await self._finish(flow, held, approval, _expired_at_once(held.requested_at))
             return
-        if self.fleet is not None:
-            try:
-                await self.fleet.hold(held)
-            except ControlUnavailable as exc:
-                logger.error("toolgate: not holding %s: %s", held.call_id, exc)
-                refuse(flow, _fleet_unavailable(held))
-                return
+        if not await self._shared(flow, held):
+            return
         self.held.add(held)
         self.returned[held.binding] = held
         self._wake[held.id] = asyncio.Event()
@@ -429,6 +419,19 @@ class Approvals:
                     "%s)", held.call_id, held.id, held.caller, held.function, held.rule,
                     ", ".join(held.approvers))
         self._answer_pending(flow, held, approval)
+
+    async def _shared(self, flow: http.HTTPFlow, held: HeldCall) -> bool:
+        """In a fleet, put `held` where every node's reviewers see it; False (and the call
+        refused 503) if the control plane cannot take it."""
+        if self.fleet is None:
+            return True
+        try:
+            await self.fleet.hold(held)
+        except ControlUnavailable as exc:
+            logger.error("toolgate: not holding %s: %s", held.call_id, exc)
+            refuse(flow, _fleet_unavailable(held))
+            return False
+        return True
 
     async def _earlier_return(self, held: HeldCall) -> tuple[HeldCall | None, Verdict | None]:
         """The `return` hold that `held` retries, if any, and its decision (now used up)."""

@@ -133,7 +133,9 @@ class FleetLink:
             try:
                 if not self.joined:
                     await self._join()
-                await self.plane.heartbeat(self.approvals.admin_url, self._heads())
+                # a file read: off the loop
+                heads = await asyncio.to_thread(_heads, self.approvals.store_path())
+                await self.plane.heartbeat(self.approvals.admin_url, heads)
                 await self._catch_up()
                 if lost:
                     logger.warning("toolgate: node %s reaches the fleet's control plane again",
@@ -200,13 +202,13 @@ class FleetLink:
         except ControlUnavailable:
             pass  # the next poll tries again
 
-    def _heads(self) -> dict[str, Any] | None:
-        """The node's chain heads, from the head file its session store keeps."""
-        path = self.approvals.store_path()
-        if not path:
-            return None
-        try:
-            heads = hashchain.read_head(hashchain.head_path(path))
-        except ValueError:
-            return None
-        return {t: h.committed.as_dict() for t, h in (heads or {}).items()} or None
+
+def _heads(store: str | None) -> dict[str, Any] | None:
+    """A node's chain heads, from the head file its session store keeps."""
+    if not store:
+        return None
+    try:
+        heads = hashchain.read_head(hashchain.head_path(store))
+    except ValueError:
+        return None
+    return {t: h.committed.as_dict() for t, h in (heads or {}).items()} or None
