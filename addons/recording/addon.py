@@ -42,6 +42,7 @@ import asyncio
 import logging
 import time
 import urllib.parse
+import weakref
 from collections.abc import Mapping
 from concurrent.futures import Future
 from pathlib import Path
@@ -59,7 +60,7 @@ from toolgate.sessions.query import tool_events as stored_tool_events
 from toolgate.sessions.archive import Archive
 from toolgate.sessions.ocsf_stream import OcsfStream
 from toolgate.sessions.records import (
-    REDACTED, ApprovalRecord, CallRecord, final_decision, finding_table,
+    REDACTED, ApprovalRecord, CallRecord, FindingTable, final_decision, finding_table,
 )
 from toolgate.sessions.sessionize import MCP_SESSION_HEADER, SESSION_HEADER, Sessionizer
 from toolgate.sessions.writer import JOURNAL_MAX, RecordingError, Writer
@@ -388,7 +389,7 @@ class Recorder:
         policy = meta.get(flowmeta.DECISION) or {}
         refused = meta.get(flowmeta.REFUSED)
         request = flow.request
-        findings = finding_table(meta.get(flowmeta.FINDINGS) or ())
+        findings = call_findings(flow)
         if not final:
             findings = findings.only("request")
         decision, enforced, rules, mode = final_decision(policy, refused if final else None,
@@ -450,6 +451,25 @@ class Recorder:
         )
         flow.metadata[flowmeta.SESSION_ID] = session_id
         return session_id
+
+
+# A call's findings as a table, while its `flowmeta.FINDINGS` stay the same (see call_findings).
+_TABLES: "weakref.WeakKeyDictionary[http.HTTPFlow, tuple[Any, int, FindingTable]]" = (
+    weakref.WeakKeyDictionary())
+
+
+def call_findings(flow: http.HTTPFlow) -> FindingTable:
+    """The call's findings so far (`flowmeta.FINDINGS`) as one FindingTable, made once while
+    they do not change: the recorder and the metrics both read the final ones, thousands of rows
+    for a dense answer. Kept beside the flow, never in its metadata (a saved flow stays plain)."""
+    items = flow.metadata.get(flowmeta.FINDINGS) or ()
+    cached = _TABLES.get(flow)
+    if cached is not None and cached[0] is items and cached[1] == len(items):
+        return cached[2]
+    table = finding_table(items)
+    if isinstance(items, list):  # grows by extend(): same list, longer
+        _TABLES[flow] = (items, len(items), table)
+    return table
 
 
 def _headers(headers: http.Headers, decoded: bool = False,

@@ -47,7 +47,8 @@ from prometheus_client.registry import Collector
 
 from toolgate.addons import flowmeta, settings
 from toolgate.addons.failclosed.hooks import flow_hook
-from toolgate.sessions.records import final_decision, finding_table
+from toolgate.addons.recording.addon import call_findings
+from toolgate.sessions.records import FindingTable, final_decision, finding_table
 
 logger = logging.getLogger(__name__)
 
@@ -121,9 +122,9 @@ def is_unnamed(function: str | None, method: str) -> bool:
     return not function or function.startswith(method.upper() + " /")
 
 
-def finding_counts(items: Iterable[Any] | None) -> Tally[tuple[str, str]]:
-    """(label, action) -> how many of a call's findings (`flowmeta.FINDINGS` items) have them;
-    an absent one reads "". Calls with nothing found cost nothing."""
+def finding_counts(items: Iterable[Any] | FindingTable | None) -> Tally[tuple[str, str]]:
+    """(label, action) -> how many of a call's findings (`flowmeta.FINDINGS` items, or their
+    table) have them; an absent one reads "". Calls with nothing found cost nothing."""
     if not items:
         return Tally()
     counts: Tally[tuple[str, str]] = Tally()
@@ -259,9 +260,9 @@ class Metrics:
 
         if refused == "identity":
             self.identity_refusals.labels(identity_reason(refusal_message(flow.response))).inc()
-        items = meta.get(flowmeta.FINDINGS)
-        if items:
-            for (label, action), n in finding_counts(items).items():
+        if meta.get(flowmeta.FINDINGS):
+            # The recorder, just before, made the same table.
+            for (label, action), n in finding_counts(call_findings(flow)).items():
                 pair = (self._labels(label), action if len(action) <= MAX_LABEL_LENGTH else OTHER)
                 found = self._finding_children.get(pair)
                 if found is None:

@@ -19,6 +19,7 @@ from toolgate.addons.approvals.addon import Approvals
 from toolgate.addons.approvals.admin import Admin, AdminRequest
 from toolgate.addons.approvals.ledger import ApprovalDecision
 from toolgate.addons.failclosed.hooks import unguarded_hooks
+from toolgate.addons.recording.addon import call_findings
 from toolgate.addons.identity.oidc import (
     Caller, IdentityError, KeySet, TokenPolicy, bearer_token, verify_token,
 )
@@ -120,6 +121,22 @@ def test_finding_counts_read_the_cores_encoding_and_dicts():
              {"direction": "response", "path": "$.x", "label": "secret", "action": "mask"}]
     assert finding_counts(items) == {("ssn", "mask"): 5, ("phone", ""): 1, ("secret", "mask"): 1}
     assert finding_counts(None) == {} and finding_counts([]) == {}
+
+
+def test_a_calls_finding_table_is_made_once_while_its_findings_stay_the_same():
+    flow = tflow.tflow(resp=True)
+    assert len(call_findings(flow)) == 0
+    rows = [FindingRow("response", f"$[{i}].ssn", "ssn", "high", "mask", "f") for i in range(3)]
+    flow.metadata["toolgate.findings"] = [native.FindingTable(rows).encode()]
+    first = call_findings(flow)
+    assert call_findings(flow) is first and len(first) == 3
+    flow.metadata["toolgate.findings"].append({"direction": "response", "path": "$.k",
+                                               "label": "secret", "action": "mask"})
+    grown = call_findings(flow)  # the same list, one more: made again
+    assert grown is not first and len(grown) == 4
+    flow.metadata["toolgate.findings"] = list(flow.metadata["toolgate.findings"])
+    assert call_findings(flow) is not grown and len(call_findings(flow)) == 4
+    assert finding_counts(call_findings(flow)) == {("ssn", "mask"): 3, ("secret", "mask"): 1}
 
 
 # -- the addon ------------------------------------------------------------------------------------
