@@ -1,7 +1,7 @@
 """Where a call's time goes in the gateway, measured inside a real mitmdump under load.
 
     .venv/bin/python scripts/profile_call.py [--body 1k-clean] [--duration 8] [--concurrency 32]
-        [--durability async] [--top 25]
+        [--durability async] [--top 25] [--set NAME=VALUE ...] [--otlp-sink]
 
 Runs bare `mitmdump` and the gateway (identity with a dev issuer, the bundled packs) in front of
 the bench backend (scripts/bench_bodies.py's bodies), drives each with bench.py's load generator,
@@ -18,6 +18,10 @@ and reports per call:
   Python functions: read it for where inside a hook the time goes and how often things are
   called, not for absolute figures): toolgate's functions by cumulative time, and the
   functions whose own time per call grew most from bare mitmdump to the gateway.
+
+`--set NAME=VALUE` (repeatable) sets a gateway option, to see what one costs and where
+(`--otlp-sink --set 'toolgate_otlp_endpoint={otlp}/v1/traces'`: bench.py's trace sink, in a
+process of its own; the exporter's thread is among the "other threads").
 
 This file is also the mitmdump script (`-s scripts/profile_call.py`) that does the measuring
 inside the proxy: SIGUSR1 starts a window (with cProfile when the file TOOLGATE_PROFILE_OUT with
@@ -266,7 +270,7 @@ def window(proxy, token: str | None, path: str, args: argparse.Namespace, out: P
 
 
 def main() -> None:
-    from toolgate.scripts.bench import AUDIENCE, BODIES, serve
+    from toolgate.scripts.bench import AUDIENCE, BODIES, port_of, serve, spawn
     from toolgate.scripts.dev_issuer import DevIssuer
     from toolgate.scripts.harness import GATEWAY_SCRIPT, mitmdump_args, start_mitmdump
 
@@ -279,12 +283,25 @@ def main() -> None:
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="cProfile's clock: wall (less overhead; a busy machine's waits land on "
                              "system calls) or the thread's CPU time (slower, blind to waits)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a gateway option (repeatable); {otlp} in VALUE is the sink's URL")
+    parser.add_argument("--otlp-sink", action="store_true",
+                        help="start bench.py's loopback OTLP/HTTP trace sink for --set values")
     args = parser.parse_args()
+    settings = []
+    for value in args.set:
+        name, sep, setting = value.partition("=")
+        if not sep or not name.startswith("toolgate_"):
+            raise SystemExit(f"--set {value!r}: expected NAME=VALUE, a toolgate option")
+        if "{otlp}" in setting and not args.otlp_sink:
+            raise SystemExit(f"--set {value!r} names {{otlp}}: add --otlp-sink")
+        settings.append((name, setting))
 
     work = Path(tempfile.mkdtemp(prefix="toolgate-profile-"))
     port_file = work / "backend.port"
     backend = subprocess.Popen([sys.executable, "-c", "from toolgate.scripts.bench import serve; "
                                 f"serve({str(port_file)!r})"], cwd=ROOT)
+    sink = spawn("otlp_sink", work / "sink.port") if args.otlp_sink else None
     issuer = DevIssuer(keys_path=work / "issuer.json", audience=AUDIENCE).start()
     token = issuer.keys.mint("bench", ["support"], ttl=3600)
     path = BODIES[args.body].path
@@ -296,6 +313,9 @@ def main() -> None:
         while not port_file.exists() or not port_file.read_text():
             time.sleep(0.05)
         upstream = f"http://127.0.0.1:{port_file.read_text()}"
+        if sink is not None:
+            otlp = f"http://127.0.0.1:{port_of(work / 'sink.port')}"
+            settings = [(name, value.replace("{otlp}", otlp)) for name, value in settings]
         common = {"flow_detail": 0, "confdir": work / "conf"}
         bare_out, gw_out = work / "bare.json", work / "gateway.json"
         bare = start_mitmdump(mitmdump_args(upstream, common, script=here),
@@ -308,6 +328,7 @@ def main() -> None:
             "toolgate_db": work / "profile.duckdb",
             "toolgate_durability": args.durability,
             "toolgate_admin_listen": "127.0.0.1:0",
+            **dict(settings),
         }, script=GATEWAY_SCRIPT, extra=["-s", str(here)]), env={OUT_ENV: str(gw_out)})
         proxies.append(gateway)
         figures["bare"] = window(bare, None, path, args, bare_out)
@@ -320,8 +341,10 @@ def main() -> None:
         for proxy in proxies:
             proxy.stop()
         issuer.stop()
-        backend.terminate()
-        backend.wait(10)
+        for process in (backend, sink):
+            if process is not None:
+                process.terminate()
+                process.wait(10)
 
     report(figures, args)
     if profiled:
@@ -346,7 +369,7 @@ def report(figures: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
         return value / max(1, data["calls"]) * 1e6
 
     print(f"\n{args.body}, {args.concurrency} connections, {args.duration:g} s, "
-          f"toolgate_durability={args.durability}")
+          f"toolgate_durability={args.durability}" + "".join(f", {s}" for s in args.set))
     print(f"{'':34}{'bare':>10}{'gateway':>10}{'extra':>10}   (us of CPU per call)")
     print(f"{'calls/s':34}{bare['calls'] / bare['seconds']:10.0f}{gateway['calls'] / gateway['seconds']:10.0f}")
     rows = (("main thread (event loop)", "main_cpu"), ("other threads (store writer, DuckDB)", "other_cpu"))

@@ -21,13 +21,16 @@ request), and `tracing.ended` last before the seal (when the call leaves for the
 end of the call, once every other hook has run).
 
 Cost. The SDK's own spans (`start_span`/`end`) and its protobuf encoder each cost ~50 µs per
-span here: four spans were ~400 µs of CPU per call, a fifth of a gateway call. So the spans are
-made after the fact as the SDK's `ReadableSpan`s (ids and sampling from the SDK's provider),
-handed to its `BatchSpanProcessor` (a bounded queue, exported on its own thread), and encoded
-by `encode_request` below for the OTLP exporter's HTTP client (headers, TLS, compression and
-retries from the standard `OTEL_EXPORTER_OTLP_*` variables). A collector that cannot be reached
-costs a counter: the exporter says so once, spans are then dropped as they end, and one span
-every `RETRY_SECONDS` tries the collector again.
+span here: four spans were ~400 µs of CPU per call, a fifth of a gateway call. So a call's
+spans are made after the fact, with ids and sampling from the SDK's provider, and encoded at
+once by `encode_span` below into one `CallSpans` (bytes: one object per call in the queue,
+where a dozen per span, alive until exported, made the garbage collector walk them over and
+over); the SDK's `BatchSpanProcessor` queues those (bounded) and hands them to the OTLP
+exporter's HTTP client on its own thread (headers, TLS, compression and retries from the
+standard `OTEL_EXPORTER_OTLP_*` variables). The encoder writes the bytes the SDK's encoder
+writes (a test compares them). A collector that cannot be reached costs a counter: the
+exporter says so once, spans are then dropped as they end, and one call's every
+`RETRY_SECONDS` tries the collector again.
 """
 
 from __future__ import annotations
@@ -66,8 +69,8 @@ TRACES_PATH = "/v1/traces"
 SCOPE = InstrumentationScope("toolgate")
 EXPORT_TIMEOUT = 2.0  # seconds one export may take, its retries included
 RETRY_SECONDS = 5.0  # while the collector cannot be reached, how often one span tries again
-QUEUE_SIZE = 8192  # spans waiting for export (about two seconds of a busy gateway's)
-BATCH_SIZE = 512
+QUEUE_SIZE = 2048  # calls whose spans wait for export (seconds of a busy gateway's)
+BATCH_SIZE = 128  # calls' spans per export request (about 500 spans)
 EXPORT_DELAY_MS = 1000  # at most this long between a span's end and its export
 SHUTDOWN_WAIT = 1.0  # seconds `done` (sync: a reload too) waits for the last spans to leave
 
@@ -175,7 +178,11 @@ class Tracing:
         self._stop(wait=False)
         self.endpoint = endpoint
         if endpoint is not None:
-            self.pipeline = TracePipeline(endpoint)
+            try:
+                self.pipeline = TracePipeline(endpoint)
+            except RuntimeError as exc:
+                self.endpoint = None
+                raise exceptions.OptionsError(str(exc)) from None
             logger.info("toolgate: traces go to %s", endpoint)
 
     def done(self) -> None:
@@ -288,21 +295,20 @@ class Tracing:
         assert span is not None
         if not span.trace_flags.sampled:
             return
-        resource, on_end, new_id = (pipeline.provider.resource, pipeline.processor.on_end,
-                                    pipeline.provider.id_generator.generate_span_id)
+        new_id = pipeline.provider.id_generator.generate_span_id
         name, attributes = call_attributes(flow, call)
         error = attributes.get("error.type")
         start = int(flow.request.timestamp_start * 1e9)
-        on_end(ReadableSpan(
-            name, span, call.parent, resource, attributes, (), call.links, SERVER, None,
-            Status(StatusCode.ERROR, str(error)) if error else UNSET, start, now, SCOPE))
+        spans = [encode_span(span, call.parent, name, SERVER, start, now, attributes,
+                             Status(StatusCode.ERROR, str(error)) if error else UNSET,
+                             links=call.links)]
 
         def child(name: str, kind: SpanKind, begin: int, end: int, attributes: dict[str, Any],
                   status: Status = UNSET) -> None:
             context = SpanContext(span.trace_id, new_id(), False, span.trace_flags,
                                   span.trace_state)
-            on_end(ReadableSpan(name, context, span, resource, attributes, (), (), kind, None,
-                                status, begin, max(begin, end), SCOPE))
+            spans.append(encode_span(context, span, name, kind, begin, max(begin, end),
+                                     attributes, status))
 
         for direction, begin, end in call.policy:
             child("toolgate.policy", INTERNAL, begin, end, {ATTR_DIRECTION: direction})
@@ -323,6 +329,7 @@ class Tracing:
                 upstream["error.type"] = failed
             child("toolgate.upstream", CLIENT, call.forwarded, end, upstream,
                   Status(StatusCode.ERROR, failed) if failed else UNSET)
+        pipeline.processor.on_end(CallSpans(spans, pipeline.provider.resource))
 
 
 class Checked:
@@ -585,57 +592,61 @@ class TraceProcessor(BatchSpanProcessor):
         self.exporter = exporter
         self.dropped = 0  # by this thread (the event loop's); the exporter counts its own
 
-    def on_end(self, span: ReadableSpan) -> None:
+    def on_end(self, span: CallSpans | ReadableSpan) -> None:  # type: ignore[override]
         exporter = self.exporter
         if exporter.outage:
             now = time.monotonic()
             if now < exporter.retry_at:
-                self.dropped += 1
+                self.dropped += span_count(span)
                 return
-            exporter.retry_at = now + RETRY_SECONDS  # this span is the next try
-        super().on_end(span)
+            exporter.retry_at = now + RETRY_SECONDS  # this call's spans are the next try
+        super().on_end(span)  # type: ignore[arg-type]
 
 
 class TraceExporter(OTLPSpanExporter):
-    """The OTLP/HTTP exporter with toolgate's encoder and outage bookkeeping: a failure is
-    logged once per outage (not per batch), and counted."""
+    """The OTLP/HTTP exporter's HTTP client with toolgate's encoder, and outage bookkeeping:
+    a failure is logged once per outage (not per batch), and counted (in spans)."""
 
     def __init__(self, endpoint: str) -> None:
         super().__init__(endpoint=endpoint, timeout=EXPORT_TIMEOUT,
                          meter_provider=NoOpMeterProvider())
+        # The client that posts encoded bytes (headers, TLS, compression, retries): the SDK's
+        # own, of the release pyproject.toml pins. Another release may not have it: say so
+        # at start, rather than trace nothing.
+        if not callable(getattr(getattr(self, "_client", None), "export", None)):
+            raise RuntimeError("this opentelemetry-exporter-otlp-proto-http release has no "
+                               "HTTP client toolgate can hand encoded spans to: install the "
+                               "release pyproject.toml names")
         self.exported = self.failures = self.dropped = 0
         self.outage = False
         self.retry_at = 0.0  # time.monotonic() before which spans are dropped as they end
         # Its own logger would tell every failed batch; we tell the outage, once.
         logging.getLogger(OTLPSpanExporter.__module__).addFilter(_quiet)
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        # In an outage the processor lets one span through now and then, to try again: a
-        # larger batch was queued before the outage was known, and is not tried.
+    def export(self, spans: Sequence[CallSpans | ReadableSpan]) -> SpanExportResult:  # type: ignore[override]
+        # In an outage the processor lets one call's spans through now and then, to try
+        # again: a larger batch was queued before the outage was known, and is not tried.
+        count = sum(span_count(span) for span in spans)
         if self.outage and time.monotonic() < self.retry_at and len(spans) > 1:
             self.failures += 1
-            self.dropped += len(spans)
+            self.dropped += count
             return SpanExportResult.FAILURE
         why = None
         try:
-            client = getattr(self, "_client", None)
-            if client is not None:
-                result = client.export(encode_request(spans))
-                ok = result.success
-                why = result.status_code or result.reason or result.error
-            else:  # a later exporter release: its own (slower) encoder
-                ok = super().export(spans) is SpanExportResult.SUCCESS
+            result = self._client.export(encode_request(spans))
+            ok = result.success
+            why = result.status_code or result.reason or result.error
         except Exception as exc:  # noqa: BLE001 - the collector's troubles are never ours
             ok, why = False, exc
         if ok:
-            self.exported += len(spans)
+            self.exported += count
             if self.outage:
                 self.outage = False
                 logger.info("toolgate: the trace collector %s is reached again",
                             self._endpoint)
             return SpanExportResult.SUCCESS
         self.failures += 1
-        self.dropped += len(spans)
+        self.dropped += count
         self.retry_at = time.monotonic() + RETRY_SECONDS
         if not self.outage:
             self.outage = True
@@ -741,38 +752,63 @@ def _trace_state(state: Any) -> str:
     return ",".join(f"{k}={v}" for k, v in state.items()) if state else ""
 
 
+_LOCAL, _REMOTE = _fixed32(_HAS_IS_REMOTE), _fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
+
+
 def _flags(parent: SpanContext | None) -> bytes:
-    flags = _HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0)
-    return _fixed32(flags)
+    return _REMOTE if parent is not None and parent.is_remote else _LOCAL
 
 
-def _span(span: ReadableSpan) -> bytes:
-    context = span.context
+class CallSpans:
+    """A call's spans, encoded as they ended: what the batch processor queues for the call.
+    `payload` holds each span as a field of an OTLP `ScopeSpans` (of SCOPE); `count` says how
+    many (the counters are in spans)."""
+
+    __slots__ = ("payload", "count", "resource")
+    instrumentation_scope = SCOPE
+    # What the batch processor reads of a span: only sampled calls' spans are made.
+    context = SpanContext(0, 0, False, SAMPLED)
+
+    def __init__(self, spans: Sequence[bytes], resource: Resource) -> None:
+        self.payload = b"".join(_field(b"\x12", span) for span in spans)
+        self.count = len(spans)
+        self.resource = resource
+
+
+def span_count(span: CallSpans | ReadableSpan) -> int:
+    return span.count if type(span) is CallSpans else 1
+
+
+def encode_span(
+    context: SpanContext, parent: SpanContext | None, name: str, kind: SpanKind, start: int,
+    end: int, attributes: Mapping[str, Any] | None, status: Status, events: Sequence[Any] = (),
+    links: Sequence[Link] = (), dropped: int = 0,
+) -> bytes:
+    """One OTLP `Span` message."""
     parts = [b"\x0a\x10", context.trace_id.to_bytes(16, "big"),
              b"\x12\x08", context.span_id.to_bytes(8, "big")]
     if context.trace_state and (state := _trace_state(context.trace_state)):
         parts.append(_field(b"\x1a", _text(state)))
-    parent = span.parent
     if parent is not None:
         parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
-    name = _NAMES.get(span.name)
-    if name is None:
-        name = _field(b"\x2a", _text(span.name))
+    encoded = _NAMES.get(name)
+    if encoded is None:
+        encoded = _field(b"\x2a", _text(name))
         if len(_NAMES) < _ENCODED_MAX:
-            _NAMES[span.name] = name
-    parts += (name, b"\x30", _BYTE[_KIND[span.kind]])
-    if span.start_time:
-        parts += (b"\x39", _fixed64(span.start_time))
-    if span.end_time:
-        parts += (b"\x41", _fixed64(span.end_time))
-    parts += _attributes(b"\x4a", span.attributes)
-    if dropped := span.dropped_attributes:
+            _NAMES[name] = encoded
+    parts += (encoded, b"\x30", _BYTE[_KIND[kind]])
+    if start:
+        parts += (b"\x39", _fixed64(start))
+    if end:
+        parts += (b"\x41", _fixed64(end))
+    parts += _attributes(b"\x4a", attributes)
+    if dropped:
         parts += (b"\x50", _varint(dropped))
-    for event in span.events:
+    for event in events:
         fields = [b"\x09", _fixed64(event.timestamp), _field(b"\x12", _text(event.name)),
                   *_attributes(b"\x1a", event.attributes)]
         parts.append(_field(b"\x5a", b"".join(fields)))
-    for link in span.links:
+    for link in links:
         linked = link.context
         fields = [b"\x0a\x10", linked.trace_id.to_bytes(16, "big"),
                   b"\x12\x08", linked.span_id.to_bytes(8, "big")]
@@ -781,8 +817,7 @@ def _span(span: ReadableSpan) -> bytes:
         fields += _attributes(b"\x22", link.attributes)
         fields += (b"\x35", _flags(linked))
         parts.append(_field(b"\x6a", b"".join(fields)))
-    status = span.status
-    if status.description or status.status_code.value:
+    if status is not UNSET and (status.description or status.status_code.value):
         fields = []
         if status.description:
             fields.append(_field(b"\x12", _text(status.description)))
@@ -795,6 +830,13 @@ def _span(span: ReadableSpan) -> bytes:
     return b"".join(parts)
 
 
+def _span(span: ReadableSpan) -> bytes:
+    assert span.context is not None
+    return encode_span(span.context, span.parent, span.name, span.kind, span.start_time or 0,
+                       span.end_time or 0, span.attributes, span.status, span.events,
+                       span.links, span.dropped_attributes)
+
+
 def _scope(scope: InstrumentationScope | None) -> bytes:
     if scope is None:
         return b""
@@ -805,21 +847,21 @@ def _scope(scope: InstrumentationScope | None) -> bytes:
     return b"".join(fields)
 
 
-def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
-    """An `ExportTraceServiceRequest` of `spans`, grouped by resource and scope as the SDK's
-    encoder groups them."""
+def encode_request(spans: Sequence[CallSpans | ReadableSpan]) -> bytes:
+    """An `ExportTraceServiceRequest` of `spans` (calls' encoded spans, or the SDK's spans),
+    grouped by resource and scope as the SDK's encoder groups them."""
     # By identity: a Resource hashes by dumping its attributes as JSON, every time.
     groups: dict[int, tuple[Resource, dict[int, tuple[Any, list[bytes]]]]] = {}
     for span in spans:
         resource, scope = span.resource, span.instrumentation_scope
         scopes = groups.setdefault(id(resource), (resource, {}))[1]
-        scopes.setdefault(id(scope), (scope, []))[1].append(_span(span))
+        scopes.setdefault(id(scope), (scope, []))[1].append(
+            span.payload if type(span) is CallSpans else _field(b"\x12", _span(span)))
     out = []
     for resource, scopes in groups.values():
         fields = [_field(b"\x0a", b"".join(_attributes(b"\x0a", resource.attributes)))]
         for scope, encoded in scopes.values():
-            scope_fields = [_field(b"\x0a", _scope(scope))]
-            scope_fields += (_field(b"\x12", span) for span in encoded)
+            scope_fields = [_field(b"\x0a", _scope(scope)), *encoded]
             if scope is not None and scope.schema_url:
                 scope_fields.append(_field(b"\x1a", _text(scope.schema_url)))
             fields.append(_field(b"\x12", b"".join(scope_fields)))

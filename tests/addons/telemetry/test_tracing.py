@@ -15,6 +15,8 @@ from mitmproxy import exceptions
 from mitmproxy.test import taddons, tflow, tutils
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span as ProtoSpan
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
@@ -25,7 +27,7 @@ from toolgate.addons.identity.addon import Identity
 from toolgate.addons.policy.addon import Policy
 from toolgate.addons.telemetry import tracing as tracing_module
 from toolgate.addons.telemetry.tracing import (
-    SAMPLED, SCOPE, TraceExporter, Tracing, encode_request, mcp_call, parse_endpoint,
+    SAMPLED, SCOPE, CallSpans, TraceExporter, Tracing, encode_request, mcp_call, parse_endpoint,
 )
 from toolgate.scripts.harness import free_port
 
@@ -59,16 +61,54 @@ META_PARENT = "b7ad6b7169203331"
 SSN, EMAIL = "123-45-6789", "ada@example.com"
 
 
+KINDS = {1: SpanKind.INTERNAL, 2: SpanKind.SERVER, 3: SpanKind.CLIENT, 4: SpanKind.PRODUCER,
+         5: SpanKind.CONSUMER}
+
+
+def value_of(value: AnyValue):
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [value_of(item) for item in value.array_value.values]
+    return None if kind is None else getattr(value, kind)
+
+
+def readable(span: ProtoSpan, resource: Resource) -> ReadableSpan:
+    """An exported span, decoded from its protobuf, as the SDK's span."""
+    def context(trace_id: bytes, span_id: bytes, remote: bool, state: str = "") -> SpanContext:
+        return SpanContext(int.from_bytes(trace_id, "big"), int.from_bytes(span_id, "big"),
+                           remote, SAMPLED, TraceState.from_header([state]) if state else None)
+
+    def attributes(items) -> dict:
+        return {item.key: value_of(item.value) for item in items}
+
+    parent = (context(span.trace_id, span.parent_span_id, bool(span.flags & 0x200))
+              if span.parent_span_id else None)
+    links = tuple(Link(context(link.trace_id, link.span_id, bool(link.flags & 0x200),
+                               link.trace_state), attributes(link.attributes))
+                  for link in span.links)
+    return ReadableSpan(
+        span.name, context(span.trace_id, span.span_id, False, span.trace_state), parent,
+        resource, attributes(span.attributes), (), links, KINDS[span.kind], None,
+        Status(StatusCode(span.status.code), span.status.message or None),
+        span.start_time_unix_nano, span.end_time_unix_nano, SCOPE)
+
+
 class Captured:
-    """Stands in for the batch processor: keeps the spans the addon ends."""
+    """Stands in for the batch processor: keeps what the addon hands it, each call's spans
+    (encoded as it ended), and those spans decoded."""
 
     dropped = 0
 
     def __init__(self) -> None:
+        self.calls: list[CallSpans] = []
         self.spans: list[ReadableSpan] = []
 
-    def on_end(self, span: ReadableSpan) -> None:
-        self.spans.append(span)
+    def on_end(self, call: CallSpans) -> None:
+        assert isinstance(call, CallSpans)
+        self.calls.append(call)
+        decoded = ScopeSpans.FromString(call.payload).spans
+        assert len(decoded) == call.count
+        self.spans += (readable(span, call.resource) for span in decoded)
 
     def named(self, name: str) -> list[ReadableSpan]:
         return [s for s in self.spans if s.name == name]
@@ -297,7 +337,7 @@ def test_span_attributes_never_hold_a_body_value(chain):
     assert set(span.attributes["toolgate.labels"]) == {"ssn", "email"}
     assert span.attributes["toolgate.rules"] == ["mask-ssn"]
     assert "gen_ai.tool.name" in span.attributes
-    wire = encode_request(captured.spans)
+    wire = encode_request(captured.calls)
     for value in values:
         assert value.encode() not in wire
         for s in captured.spans:
@@ -396,6 +436,26 @@ def test_the_encoder_writes_what_the_sdks_encoder_writes():
         assert ours == theirs
 
 
+def test_a_calls_encoded_spans_are_sent_as_the_sdks_encoder_sends_them(chain):
+    calls, captured = chain
+    for flow in (rest(body={"hello": "world"}), mcp({"jsonrpc": "2.0", "id": 1,
+                                                      "method": "tools/list"})):
+        calls.call(flow)
+    assert [call.count for call in captured.calls] == [4, 4]
+    ours, theirs = ExportTraceServiceRequest(), ExportTraceServiceRequest()
+    ours.ParseFromString(encode_request(captured.calls))
+    theirs.ParseFromString(encode_spans(captured.spans).SerializeToString())
+    assert ours == theirs and len(ours.resource_spans[0].scope_spans[0].spans) == 8
+
+
+def test_an_exporter_release_without_the_pinned_client_stops_the_option(chain, monkeypatch):
+    calls, _ = chain
+    monkeypatch.setattr(tracing_module.OTLPSpanExporter, "__init__", lambda self, **kw: None)
+    with pytest.raises(exceptions.OptionsError, match="release pyproject.toml names"):
+        calls.tctx.configure(calls.tracing, toolgate_otlp_endpoint="http://127.0.0.1:9/x")
+    assert calls.tracing.pipeline is None
+
+
 # -- a collector that is down ---------------------------------------------------------------------
 
 class Collector(BaseHTTPRequestHandler):
@@ -433,6 +493,8 @@ def test_a_collector_that_is_down_costs_a_counter_and_one_log_line(monkeypatch, 
         for n in range(100):  # spans that end in the outage never reach the queue
             processor.on_end(span_of(n))
         assert processor.dropped == 100 and pipeline.dropped() == 106
+        processor.on_end(CallSpans([b"", b"", b""], Resource.create({})))  # counted in spans
+        assert processor.dropped == 103
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1 and "cannot be sent" in warnings[0].getMessage()
 
