@@ -20,8 +20,9 @@ generator itself was is printed too: it must not be the bottleneck.
 `--compare toolgate_metrics=false`), measured in the same run as the others and printed with
 its ratio against the plain `gateway async` setup: what that option costs or saves. On a busy
 machine requests/s vary by 10-30% from one measurement to the next: `--rounds N` measures every
-setup N times in turn, the tables add the rounds up, and the comparison takes the median of
-the rounds' paired ratios.
+setup N times (each round in a shuffled order, each measurement once all proxies are idle),
+the tables add the rounds up, and the comparison takes the median of the rounds' paired
+ratios.
 `--otlp-sink` starts a loopback OTLP/HTTP trace sink in its own process (200 to every POST)
 and puts its URL where a `--compare` value says `{otlp}`
 (`--compare toolgate_otlp_endpoint={otlp}/v1/traces`); it prints how much it received.
@@ -38,6 +39,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -291,20 +293,35 @@ def start_setups(upstream: str, work: Path, issuer: DevIssuer, token: str,
 
 def measure(setups: list[Setup], names: list[str], args: argparse.Namespace) -> dict:
     """Each (setup, body) measured `args.rounds` times: per body, round after round, every
-    setup in turn (each round starting one setup later, so that none is always first)."""
+    setup in turn, in an order shuffled for each round (seeded: the same for the same
+    arguments), so that none is always first or always after another; each measurement
+    starts once every proxy is idle (a gateway may still be storing its last calls)."""
+    order = random.Random(f"{args.rounds}/{','.join(names)}")
     results: dict[tuple[str, str], list[list[Result]]] = {}
     for name in names:
         for turn in range(args.rounds):
-            for setup in setups[turn % len(setups):] + setups[:turn % len(setups)]:
+            for setup in order.sample(setups, len(setups)) if turn else setups:
                 if name == MIXED:
                     large = min(args.large, args.concurrency - 1)
                     groups = [(request_for(BODIES[MIXED_SMALL].path, setup.token), args.concurrency - large),
                               (request_for(BODIES[MIXED_LARGE].path, setup.token), large)]
                 else:
                     groups = [(request_for(BODIES[name].path, setup.token), args.concurrency)]
+                settle([s.proxy.pid for s in setups])
                 results.setdefault((setup.name, name), []).append(asyncio.run(
                     load(setup.proxy.port, groups, args.duration, setup.proxy.pid)))
     return results
+
+
+def settle(pids: list[int], idle: float = 0.05, within: float = 10.0) -> None:
+    """Wait (at most `within` seconds) until processes `pids` together use less than `idle`
+    of a core over a quarter of a second."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        before = sum(process_cpu(pid) for pid in pids)
+        time.sleep(0.25)
+        if not sum(process_cpu(pid) for pid in pids) - before >= idle * 0.25:
+            return
 
 
 def merged(rounds: list[list[Result]]) -> list[Result]:

@@ -1,14 +1,20 @@
-"""bench.py's own parts: `--compare` values, the OTLP sink, and the rounds' arithmetic."""
+"""bench.py's own parts: `--compare` values, the OTLP sink, the rounds' arithmetic, and the
+wait for idle proxies between measurements."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
+import time
 import urllib.request
 from http.server import ThreadingHTTPServer
 
 import pytest
 
+from toolgate.scripts import bench
 from toolgate.scripts.bench import Result, _Sink, median, merged, paired, parse_compare
 
 
@@ -52,3 +58,18 @@ def test_rounds_add_up_and_compare_in_pairs():
     assert rps == pytest.approx([1.1, 1.2]) and median(rps) == pytest.approx(1.15)
     assert cpu == pytest.approx([1.1, 1.2])  # the same CPU for more calls: less per call
     assert median([3.0, 1.0, 2.0]) == 2.0
+
+
+def test_settle_waits_for_a_busy_process_and_not_for_an_idle_one():
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.5\n"
+                             "while time.time() < end: pass"])
+    try:
+        started = time.monotonic()
+        bench.settle([busy.pid], within=5.0)
+        assert busy.poll() is not None or time.monotonic() - started >= 1.0
+        started = time.monotonic()
+        bench.settle([os.getpid()], within=5.0)  # this process sleeps meanwhile
+        assert time.monotonic() - started < 1.0
+    finally:
+        busy.kill()
+        busy.wait()
