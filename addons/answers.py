@@ -130,31 +130,39 @@ def error_body(refusal: Refusal, call_id: str, request_body: bytes | None) -> tu
 
 
 def refuse(
-    flow: http.HTTPFlow, refusal: Refusal, *, resource_metadata: str | None = None
+    flow: http.HTTPFlow, refusal: Refusal, *, resource_metadata: str | None = None,
+    token_sent: bool = True,
 ) -> None:
     """Answer `flow` with `refusal` instead of forwarding it (or instead of the backend's
     answer, when called on a response). An identity refusal names `resource_metadata`, the
-    gateway's OAuth metadata URL, in its challenge when there is one."""
+    gateway's OAuth metadata URL, in its challenge when there is one; `token_sent=False` (no
+    credential at all) leaves the error out of the challenge, as RFC 6750 section 3.1 says."""
     call_id = call_id_of(flow)
     # Only an unencoded body is looked at: decoding a compressed one here could be a bomb.
     request_body = None if "content-encoding" in flow.request.headers else flow.request.raw_content
     status, content = error_body(refusal, call_id, request_body)
     headers = {"Content-Type": "application/json", CALL_ID_HEADER: call_id}
     if refusal.code == "identity":
-        headers["WWW-Authenticate"] = www_authenticate(refusal.message, resource_metadata)
+        headers["WWW-Authenticate"] = www_authenticate(refusal.message, resource_metadata,
+                                                       token_sent)
     flow.response = http.Response.make(status, content, headers)
     flow.metadata[flowmeta.REFUSED] = refusal.code
 
 
-def www_authenticate(reason: str, resource_metadata: str | None = None) -> str:
+def www_authenticate(reason: str, resource_metadata: str | None = None,
+                     token_sent: bool = True) -> str:
     """RFC 6750 challenge; the description is the same actionable reason as the body's. With
     `resource_metadata` (RFC 9728 section 5.1), where a client learns how to get a token; it
     comes before the description, which may quote what the caller sent: clients take the
-    first `resource_metadata=` they find."""
+    first `resource_metadata=` they find. A request without any credential gets no error
+    code or description (RFC 6750 section 3.1: it did not try; the body says what to send)."""
+    challenge = 'Bearer realm="toolgate"'
+    if resource_metadata:
+        challenge += f', resource_metadata="{resource_metadata}"'
+    if not token_sent:
+        return challenge
     description = reason.replace("\\", "\\\\").replace('"', "'")
-    metadata = f'resource_metadata="{resource_metadata}", ' if resource_metadata else ""
-    return (f'Bearer realm="toolgate", {metadata}error="invalid_token", '
-            f'error_description="{description}"')
+    return f'{challenge}, error="invalid_token", error_description="{description}"'
 
 
 def _dumps(value: Any) -> bytes:

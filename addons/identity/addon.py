@@ -242,7 +242,8 @@ class Identity:
                 flow.metadata.setdefault(flowmeta.MONITORED, []).append("identity")
                 flow.metadata[flowmeta.IDENTITY] = ANONYMOUS.as_dict()
                 return
-            refuse(flow, Refusal("identity", reason), resource_metadata=self._metadata_url(flow))
+            refuse(flow, Refusal("identity", reason), resource_metadata=self._metadata_url(flow),
+                   token_sent=taken is not None)
             return
         flow.metadata[flowmeta.IDENTITY] = identity.as_dict()
         _CALLER_TOKENS[flow] = token

@@ -23,7 +23,11 @@ def assert_refused(answer: httpx.Response, backend, reason_part: str) -> None:
     assert reason_part in error["message"]
     assert set(error) == {"code", "message", "rule", "field", "call_id"}
     assert error["call_id"] == answer.headers["X-Toolgate-Call-Id"]
-    assert 'error="invalid_token"' in answer.headers["WWW-Authenticate"]
+    challenge = answer.headers["WWW-Authenticate"]
+    if reason_part == "no bearer token":  # nothing sent: no error in it (RFC 6750 section 3.1)
+        assert challenge == 'Bearer realm="toolgate"'
+    else:
+        assert 'error="invalid_token"' in challenge and "error_description=" in challenge
     assert backend.received == [], "a refused call reached the backend"
 
 

@@ -199,10 +199,14 @@ def test_the_sdk_refreshes_an_expired_token_without_logging_in_again(
     assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant"
 
 
-def assert_refused_with_metadata(answer: httpx.Response, metadata_url: str) -> None:
+def assert_refused_with_metadata(answer: httpx.Response, metadata_url: str,
+                                 token_sent: bool = True) -> None:
     assert answer.status_code == 401, answer.text
     assert answer.json()["error"]["code"] == "identity"
     challenge = answer.headers["WWW-Authenticate"]
+    if not token_sent:  # RFC 6750 section 3.1: no error for a request that sent nothing
+        assert challenge == f'Bearer realm="toolgate", resource_metadata="{metadata_url}"'
+        return
     assert challenge.startswith(
         f'Bearer realm="toolgate", resource_metadata="{metadata_url}", error="invalid_token"')
 
@@ -212,7 +216,7 @@ def test_tokens_must_be_issued_for_the_resource(start_gateway, backend, oauth_is
     metadata_url = f"{gateway.url}{WELL_KNOWN}/mcp"
     keys = oauth_issuer.keys
     with gateway.client() as http:
-        assert_refused_with_metadata(http.get("/customers/1"), metadata_url)
+        assert_refused_with_metadata(http.get("/customers/1"), metadata_url, token_sent=False)
         for audience in ("another-app", AUDIENCE, f"{gateway.url}/other"):
             answer = http.get("/customers/1", headers={
                 "Authorization": f"Bearer {keys.mint('alice', ['support'], audience=audience)}"})

@@ -106,6 +106,13 @@ def test_the_challenge_names_the_metadata_before_the_description():
     assert challenge.count('"') == 8
 
 
+def test_a_request_that_sent_no_token_gets_no_error_in_the_challenge():
+    # RFC 6750 section 3.1; the body still says what to send.
+    assert www_authenticate("no bearer token", METADATA, token_sent=False) == (
+        f'Bearer realm="toolgate", resource_metadata="{METADATA}"')
+    assert www_authenticate("no bearer token", token_sent=False) == 'Bearer realm="toolgate"'
+
+
 def test_without_a_resource_the_challenge_is_as_before():
     assert www_authenticate("expired") == (
         'Bearer realm="toolgate", error="invalid_token", error_description="expired"')
