@@ -16,6 +16,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -47,16 +48,40 @@ def sessions() -> None:
     """Search, show, export, replay, verify and report recorded sessions."""
 
 
+def call_filters(ocsf: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options that select calls, as the admin API's `/api/calls` takes them: for
+    `sessions list`, and (`ocsf`) for `sessions export --format ocsf`, where `--session`
+    stays `session` beside the SESSION_ID argument."""
+    def text(help_text: str) -> str:
+        if not ocsf:
+            return help_text
+        first = help_text[0] if help_text[1:2].isupper() else help_text[0].lower()  # ISO stays
+        return f"ocsf: {first}{help_text[1:]}"
+
+    options = [
+        click.option("--subject", help=text("The caller (the token's subject).")),
+        click.option("--since", callback=check_time,
+                     help=text("ISO time, or a duration ago: 30m, 1h, 2d.")),
+        click.option("--until", callback=check_time, help=text("ISO time, or a duration ago.")),
+        click.option("--function", help=text("A glob on the function name, e.g. 'crm.*'.")),
+        click.option("--label", help=text("Only calls with a finding of this label.")),
+        click.option("--level", type=click.Choice(LEVELS),
+                     help=text("Only calls with a finding at this level or above.")),
+        click.option("--decision", help=text("Comma-separated decisions, e.g. block,deny.")),
+        click.option("--session", *(() if ocsf else ("session_id",)),
+                     help=text("Only this session (as SESSION_ID does)." if ocsf
+                               else "Only this session.")),
+    ]
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):  # listed in --help in this order
+            command = option(command)
+        return command
+    return decorate
+
+
 @sessions.command("list")
-@click.option("--subject", help="The caller (the token's subject).")
-@click.option("--since", callback=check_time, help="ISO time, or a duration ago: 30m, 1h, 2d.")
-@click.option("--until", callback=check_time, help="ISO time, or a duration ago.")
-@click.option("--function", help="A glob on the function name, e.g. 'crm.*'.")
-@click.option("--label", help="Only calls with a finding of this label.")
-@click.option("--level", type=click.Choice(LEVELS),
-              help="Only calls with a finding at this level or above.")
-@click.option("--decision", help="Comma-separated decisions, e.g. block,deny.")
-@click.option("--session", "session_id", help="Only this session.")
+@call_filters()
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 @store_options
 def list_calls(opts: StoreOptions, **filters: Any) -> None:
@@ -139,15 +164,7 @@ EXPORT_FILTERS = {"subject": "subject", "since": "since", "until": "until",
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
               help="The file to write: the .mitm file (required), or the JSON lines (created "
                    "0600; '-' or none: stdout).")
-@click.option("--subject", help="ocsf: the caller (the token's subject).")
-@click.option("--since", callback=check_time, help="ocsf: ISO time, or a duration ago: 1h, 2d.")
-@click.option("--until", callback=check_time, help="ocsf: ISO time, or a duration ago.")
-@click.option("--function", help="ocsf: a glob on the function name, e.g. 'crm.*'.")
-@click.option("--label", help="ocsf: only calls with a finding of this label.")
-@click.option("--level", type=click.Choice(LEVELS),
-              help="ocsf: only calls with a finding at this level or above.")
-@click.option("--decision", help="ocsf: comma-separated decisions, e.g. block,deny.")
-@click.option("--session", help="ocsf: only this session (as SESSION_ID does).")
+@call_filters(ocsf=True)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=10_000, show_default=True,
               help="ocsf: the newest calls at most (written oldest first).")
 @store_options
