@@ -19,7 +19,8 @@ Per call (`toolgate_metrics`, on by default; off, none of these move):
 When read (`GatewayState`): held calls and the oldest one's age, grants, decisions on held
 calls by outcome and channel and how long they waited (`toolgate_approvals_wait_seconds`,
 observed as they are recorded), webhook failures, the store's health, commits and backlog,
-the fleet link, rule and credentials files that failed to reload, admin API requests.
+the archive's seals and the OCSF stream's writes (when set), spans exported and dropped (with
+tracing), the fleet link, rule and credentials files that failed to reload, admin API requests.
 
 Label values are bounded: protocols and decisions are fixed sets, function names the first
 `MAX_FUNCTIONS` seen (then `other`; a call named only by its method and path is `unnamed`),
@@ -330,7 +331,12 @@ class GatewayState(Collector):
             yield from admin_families(admin.requests)
         recorder = addons.get("recorder")
         health = getattr(recorder, "health", None)
-        yield from store_families(health() if callable(health) else None)
+        store = health() if callable(health) else None
+        yield from store_families(store)
+        if store:
+            yield from archive_families(store.get("archive"))
+            yield from ocsf_families(store.get("ocsf"))
+        yield from trace_families(addons.get("tracing"))
         fleet = getattr(approvals, "fleet", None)
         yield from node_families(_node(), fleet.health() if fleet is not None else None)
         yield from reload_families({
@@ -398,6 +404,64 @@ def store_families(store: Mapping[str, Any] | None) -> Iterator[Metric]:
         if key in stats:
             yield SummaryMetricFamily(name, help_text, count_value=int(stats.get(count) or 0),
                                       sum_value=float(stats[key]))
+
+
+def archive_families(archive: Mapping[str, Any] | None) -> Iterator[Metric]:
+    """With `toolgate_archive`: seals and segments written, registered in the control plane,
+    and failures (`sessions.archive.Archive.health()`)."""
+    if not archive:
+        return
+    for name, key, help_text in (
+        ("toolgate_archive_seals", "seals", "Seals that wrote segments to the fleet's archive."),
+        ("toolgate_archive_segments", "segments", "Parquet segments written to the archive."),
+        ("toolgate_archive_failures", "failures", "Seals that failed (tried again at the next "
+                                                  "interval)."),
+        ("toolgate_archive_registered", "registered", "Segments registered in the control "
+                                                      "plane."),
+        ("toolgate_archive_control_failures", "control_failures", "Registrations in the "
+                                                                  "control plane that failed."),
+    ):
+        yield CounterMetricFamily(name, help_text, int(archive.get(key) or 0))
+    if archive.get("unregistered") is not None:
+        yield GaugeMetricFamily("toolgate_archive_unregistered_segments", "Segments written "
+                                "and not yet registered in the control plane.",
+                                int(archive["unregistered"]))
+
+
+def ocsf_families(stream: Mapping[str, Any] | None) -> Iterator[Metric]:
+    """With `toolgate_ocsf_file`: what the OCSF stream wrote, dropped and failed to write
+    (`sessions.ocsf_stream.OcsfStream.health()`)."""
+    if not stream:
+        return
+    for name, key, help_text in (
+        ("toolgate_ocsf_calls", "calls", "Calls whose OCSF events were written to the file."),
+        ("toolgate_ocsf_events", "events", "OCSF events written to the file."),
+        ("toolgate_ocsf_dropped", "dropped", "Calls not streamed: the queue was full."),
+        ("toolgate_ocsf_failed", "failed", "Calls whose events could not be written."),
+    ):
+        yield CounterMetricFamily(name, help_text, int(stream.get(key) or 0))
+    yield GaugeMetricFamily("toolgate_ocsf_queued", "Calls waiting to be streamed.",
+                            int(stream.get("queued") or 0))
+
+
+def trace_families(tracing: Any) -> Iterator[Metric]:
+    """With `toolgate_otlp_endpoint` (or spans already counted): spans exported and dropped,
+    exports that failed, and whether the collector is reached."""
+    if tracing is None or (getattr(tracing, "pipeline", None) is None
+                           and not getattr(tracing, "spans_exported", 0)
+                           and not getattr(tracing, "spans_dropped", 0)):
+        return
+    yield CounterMetricFamily("toolgate_trace_spans_exported", "Spans the trace collector took.",
+                              int(tracing.spans_exported))
+    yield CounterMetricFamily("toolgate_trace_spans_dropped", "Spans dropped: the collector "
+                              "could not be reached, or the queue was full.",
+                              int(tracing.spans_dropped))
+    yield CounterMetricFamily("toolgate_trace_export_failures", "Exports to the trace "
+                              "collector that failed.", int(tracing.export_failures))
+    if tracing.pipeline is not None:
+        yield GaugeMetricFamily("toolgate_trace_collector_up", "Whether the trace collector is "
+                                "reached (1) or spans are dropped (0).",
+                                0 if tracing.collector_down else 1)
 
 
 def node_families(node: str | None, control: Mapping[str, Any] | None) -> Iterator[Metric]:

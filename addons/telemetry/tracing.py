@@ -593,8 +593,20 @@ class TraceProcessor(BatchSpanProcessor):
         super().__init__(exporter, **kwargs)
         self.exporter = exporter
         self.dropped = 0  # by this thread (the event loop's); the exporter counts its own
+        # The SDK's queue (of the pinned release): a full one would drop its oldest entry and
+        # log a warning for every span; here the new call's spans are dropped and counted.
+        self._queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
+        self._full_told = False
 
     def on_end(self, span: CallSpans | ReadableSpan) -> None:  # type: ignore[override]
+        queue = self._queue
+        if queue is not None and queue.maxlen is not None and len(queue) >= queue.maxlen:
+            self.dropped += span_count(span)
+            if not self._full_told:
+                self._full_told = True
+                logger.warning("toolgate: the trace export queue is full (the collector is "
+                               "slower than the calls): spans are dropped, and counted")
+            return
         exporter = self.exporter
         if exporter.outage:
             now = time.monotonic()

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 import pytest
 from click.testing import CliRunner
 
@@ -47,6 +48,13 @@ def test_a_node_seals_its_calls_into_the_archive(start_gateway, issuer, tmp_path
     files = list_segments(archive / "gw-a")["calls"]
     assert files and files[0].first_seq == 1 and files[-1].last_seq >= 3
     assert not list((archive / "gw-a").glob(".*"))  # no temporary file left behind
+    scraped = httpx.get(gateway.admin_url + "/metrics", headers=auth, timeout=10)
+    assert scraped.status_code == 200, scraped.text
+    counted = {s.name: s.value for f in text_string_to_metric_families(scraped.text)
+               for s in f.samples}
+    assert counted["toolgate_archive_seals_total"] >= 1
+    assert counted["toolgate_archive_segments_total"] >= len(files)
+    assert counted["toolgate_archive_failures_total"] == 0
     gateway.stop()
 
     assert {row[0] for row in query(tmp_path / "toolgate.duckdb",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 import pytest
 from click.testing import CliRunner
 from harness import wait_until
@@ -89,6 +90,11 @@ def test_streamed_events_equal_the_export_and_hold_nothing_raw(start_gateway, ba
     live = toolgate("--admin", gateway.admin_url, "--token", carol)
     streamed = events_in(stream_file.read_bytes())
     assert streamed == live
+    scraped = httpx.get(gateway.admin_url + "/metrics", headers=bearer(carol), timeout=10).text
+    counted = {s.name: s.value for f in text_string_to_metric_families(scraped) for s in f.samples}
+    assert counted["toolgate_ocsf_calls_total"] == 5
+    assert counted["toolgate_ocsf_events_total"] == len(streamed)
+    assert counted["toolgate_ocsf_dropped_total"] == counted["toolgate_ocsf_failed_total"] == 0
 
     gateway.stop()
     db = tmp_path / "toolgate.duckdb"

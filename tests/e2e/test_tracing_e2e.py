@@ -18,6 +18,7 @@ import httpx
 import pytest
 from harness import wait_until
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from prometheus_client.parser import text_string_to_metric_families
 
 from toolgate.scripts.demo_service import CUSTOMERS
 from toolgate.scripts.harness import free_port
@@ -253,6 +254,15 @@ def test_a_collector_that_is_down_costs_nothing_but_a_counter(start_gateway, bac
     # an export that blocked the event loop would stall calls for a second or two
     assert statistics.quantiles(down, n=20)[-1] < 0.5, sorted(down)[-5:]
     assert gateway.output.count("spans cannot be sent to the trace collector") == 1
+    scraped = httpx.get(gateway.admin_url + "/metrics", timeout=10,
+                        headers=bearer(issuer.keys.mint("carol", ["sre-leads"])))
+    assert scraped.status_code == 200, scraped.text
+    counted = {s.name: s.value for f in text_string_to_metric_families(scraped.text)
+               for s in f.samples}
+    assert counted["toolgate_trace_collector_up"] == 0
+    assert counted["toolgate_trace_spans_exported_total"] >= 3
+    assert counted["toolgate_trace_spans_dropped_total"] >= 100
+    assert counted["toolgate_trace_export_failures_total"] >= 1
     gateway.stop()
     summary = re.search(r"traces: (\d+) spans exported, (\d+) dropped \((\d+) exports failed\)",
                         gateway.output)

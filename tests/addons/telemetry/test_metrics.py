@@ -334,6 +334,46 @@ def test_the_state_is_read_when_scraped():
     assert "toolgate_store_journal_append_seconds" not in families  # not kept by the writer
     assert families["toolgate_reload_failures"].samples[0].labels == {"files": "rules"}
     assert sample["toolgate_reload_failures"] == 2
+    # no archive, OCSF stream or tracing configured: none of their series
+    assert not [n for n in families if n.startswith(("toolgate_archive", "toolgate_ocsf",
+                                                     "toolgate_trace"))]
+
+
+class ArchivingRecorder(Recorder):
+    name = "recorder"
+
+    def health(self):
+        return {**super().health(),
+                "archive": {"dir": "/arch", "seals": 3, "segments": 6, "failures": 1,
+                            "registered": 5, "control_failures": 2, "unregistered": 1,
+                            "last_seal": "2026-12-06T09:00:00Z"},
+                "ocsf": {"file": "/x.jsonl", "queued": 4, "calls": 10, "events": 31,
+                         "dropped": 2, "failed": 1, "error": None}}
+
+
+class Tracing:
+    """Stands in for the tracing addon (found by its name, `tracing`)."""
+
+    pipeline = object()
+    spans_exported, spans_dropped, export_failures, collector_down = 40, 8, 2, True
+
+
+def test_the_archive_the_ocsf_stream_and_the_traces_are_counted_when_set():
+    with taddons.context(ArchivingRecorder(), Policy(), Tracing()):
+        families = {f.name: f for f in text_string_to_metric_families(
+            generate_latest(state_registry()).decode())}
+    sample = {name: families[name].samples[0].value for name in families}
+    assert (sample["toolgate_archive_seals"], sample["toolgate_archive_segments"],
+            sample["toolgate_archive_failures"], sample["toolgate_archive_registered"],
+            sample["toolgate_archive_control_failures"],
+            sample["toolgate_archive_unregistered_segments"]) == (3, 6, 1, 5, 2, 1)
+    assert (sample["toolgate_ocsf_calls"], sample["toolgate_ocsf_events"],
+            sample["toolgate_ocsf_dropped"], sample["toolgate_ocsf_failed"],
+            sample["toolgate_ocsf_queued"]) == (10, 31, 2, 1, 4)
+    assert (sample["toolgate_trace_spans_exported"], sample["toolgate_trace_spans_dropped"],
+            sample["toolgate_trace_export_failures"],
+            sample["toolgate_trace_collector_up"]) == (40, 8, 2, 0)
+    assert families["toolgate_trace_spans_exported"].type == "counter"
 
 
 def test_the_admin_api_serves_the_registry_as_prometheus_text():

@@ -456,6 +456,34 @@ def test_an_exporter_release_without_the_pinned_client_stops_the_option(chain, m
     assert calls.tracing.pipeline is None
 
 
+def test_a_full_export_queue_drops_the_new_calls_spans_and_counts_them(monkeypatch, caplog):
+    for name, value in (("QUEUE_SIZE", 3), ("BATCH_SIZE", 3), ("EXPORT_DELAY_MS", 60_000)):
+        monkeypatch.setattr(tracing_module, name, value)
+    pipeline = tracing_module.TracePipeline("http://127.0.0.1:9/v1/traces")
+    processor, resource = pipeline.processor, Resource.create({})
+    batches = processor._batch_processor
+    awaken = batches._worker_awaken
+
+    class Asleep:  # the exporter's thread is not woken: the queue stays as filled
+        def is_set(self):
+            return True
+
+    batches._worker_awaken = Asleep()
+    try:
+        calls = [CallSpans([b"a", b"b"], resource) for _ in range(5)]
+        with caplog.at_level(logging.WARNING):
+            for call in calls:
+                processor.on_end(call)
+        assert list(processor._queue)[::-1] == calls[:3]  # the first three, kept
+        assert processor.dropped == 4 and pipeline.dropped() == 4  # two calls' two spans
+        told = [r for r in caplog.records if "queue is full" in r.getMessage()]
+        assert len(told) == 1
+        assert not [r for r in caplog.records if "Queue full" in r.getMessage()]
+    finally:
+        batches._worker_awaken = awaken
+        pipeline.shutdown(0)
+
+
 # -- a collector that is down ---------------------------------------------------------------------
 
 class Collector(BaseHTTPRequestHandler):
@@ -484,7 +512,7 @@ def test_a_collector_that_is_down_costs_a_counter_and_one_log_line(monkeypatch, 
     exporter = TraceExporter(f"http://127.0.0.1:{port}/v1/traces")
     pipeline = tracing_module.TracePipeline.__new__(tracing_module.TracePipeline)
     processor = tracing_module.TraceProcessor.__new__(tracing_module.TraceProcessor)
-    processor.exporter, processor.dropped = exporter, 0
+    processor.exporter, processor.dropped, processor._queue = exporter, 0, None
     pipeline.exporter, pipeline.processor = exporter, processor
     with caplog.at_level(logging.INFO, logger=tracing_module.__name__):
         for _ in range(3):
