@@ -208,6 +208,7 @@ def export_ocsf(opts: StoreOptions, session_id: str | None, output: Path | None,
     if session_id:
         params["session_id"] = session_id
     params["limit"] = str(limit)
+    params["bodies"] = "identity"  # the refusals' reasons: no other call's bodies travel
     calls = opts.get("/api/calls/full", params)["calls"]
     to_stdout = output is None or str(output) == "-"
     events = 0

@@ -19,7 +19,9 @@ Routes (all GET; parameters are query-string values; times are ISO 8601 or relat
   there may be more.
 - `/api/calls/full` — the same parameters as `/api/calls`; the calls oldest first, each with
   its headers, bodies (as in a full timeline) and findings: what `toolgate rules test`
-  re-evaluates. Answer: `{"calls": [...], "count": n}`.
+  re-evaluates. `bodies=identity`: headers and bodies of identity refusals only (null for
+  the other calls: what `sessions export --format ocsf` reads). Answer:
+  `{"calls": [...], "count": n}`.
 - `/api/sessions/{session_id}` — a timeline. Parameter `full=1` adds headers and bodies. Answer:
   `{"session_id", "started_at", "ended_at", "subjects", "count", "calls": [CALL + {"findings":
   [{"direction", "path", "label", "level", "action", "fingerprint"}], "approvals":
@@ -78,7 +80,11 @@ def handle(
         if path == "/api/calls":
             return 200, calls_endpoint(con, params)
         if path == "/api/calls/full":
-            calls = query.calls_with_bodies(con, call_filter(params))
+            bodies = params.get("bodies") or "all"
+            if bodies not in ("all", "identity"):
+                raise BadRequest("bodies must be all or identity")
+            calls = query.calls_with_bodies(con, call_filter(params),
+                                            identity_only=bodies == "identity")
             return 200, {"calls": calls, "count": len(calls)}
         if path.startswith("/api/sessions/"):
             session_id = urllib.parse.unquote(path[len("/api/sessions/"):])

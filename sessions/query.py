@@ -41,6 +41,8 @@ _SUMMARY_NAMES = [
     "error", "forwarded", "node", "findings", "labels",
 ]
 _FULL = ", c.request_headers, c.request_body, c.response_headers, c.response_body"
+_FULL_IDENTITY = "".join(f", CASE WHEN c.error = 'identity' THEN c.{column} END" for column in (
+    "request_headers", "request_body", "response_headers", "response_body"))
 
 
 @dataclass
@@ -129,14 +131,17 @@ def search_calls(con: duckdb.DuckDBPyConnection, flt: CallFilter) -> list[dict[s
     return [_summary(row) for row in rows]
 
 
-def calls_with_bodies(con: duckdb.DuckDBPyConnection, flt: CallFilter) -> list[dict[str, Any]]:
+def calls_with_bodies(con: duckdb.DuckDBPyConnection, flt: CallFilter,
+                      identity_only: bool = False) -> list[dict[str, Any]]:
     """Calls matching `flt`, oldest first, with headers, bodies and findings (fingerprints
-    included): what `toolgate rules test` re-evaluates and `sessions export --format ocsf`
-    exports."""
+    included): what `toolgate rules test` re-evaluates. With `identity_only`, the headers and
+    bodies of identity refusals alone (the gateway's own 401 answer, whose reason
+    `sessions export --format ocsf` reads); other calls' are null and never read."""
     where, params = flt.where()
     limit = max(1, min(int(flt.limit), MAX_LIMIT))
+    full = _FULL_IDENTITY if identity_only else _FULL
     rows = con.execute(
-        f"SELECT {_SUMMARY}{_FULL} FROM calls c{where} ORDER BY {newest_first(con)} "
+        f"SELECT {_SUMMARY}{full} FROM calls c{where} ORDER BY {newest_first(con)} "
         f"LIMIT {limit}", params
     ).fetchall()
     calls = [_call(row, True) for row in reversed(rows)]

@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from click.testing import CliRunner
 from mitmproxy import exceptions
@@ -23,7 +24,7 @@ from mitmproxy.test import taddons, tflow
 
 from toolgate.addons.recording.addon import Recorder
 from toolgate.scripts.cli import cli
-from toolgate.sessions import ocsf
+from toolgate.sessions import api, ocsf
 from toolgate.sessions.ocsf_stream import OcsfStream, call_row
 from toolgate.sessions.records import FindingRow
 from storekit import make_call, record_all
@@ -406,6 +407,23 @@ def test_export_writes_what_the_stream_writes(store, tmp_path):
     assert_valid(exported)
     assert exported == events_of(mixed_calls())  # in the order the calls were made
     assert [v for v in RAW if v.encode() in out.read_bytes()] == []
+
+
+def test_the_export_asks_for_the_identity_refusals_bodies_alone(store):
+    con = duckdb.connect(str(store), read_only=True)
+    try:
+        status, full = api.handle(con, "/api/calls/full", {"bodies": "identity"})
+        assert status == 200
+        with_bodies = {c["call_id"] for c in full["calls"] if c["response_body"] is not None
+                       or c["request_body"] is not None or c["request_headers"]}
+        assert with_bodies == {"token-1"}  # the only identity refusal: its 401's reason
+        assert len(full["calls"]) == 7 and all(c["findings"] is not None for c in full["calls"])
+        status, every = api.handle(con, "/api/calls/full", {})
+        assert status == 200 and all(c["response_body"] for c in every["calls"])
+        status, bad = api.handle(con, "/api/calls/full", {"bodies": "some"})
+        assert status == 400 and "bodies" in bad["error"]["message"]
+    finally:
+        con.close()
 
 
 @pytest.mark.parametrize("args, calls", [
