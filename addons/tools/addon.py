@@ -39,7 +39,7 @@ from toolgate.addons.approvals.admin import AdminRequest, Answer
 from toolgate.addons.approvals.holds import ReviewError
 from toolgate.addons.failclosed.hooks import flow_hook
 from toolgate.addons.headers import header_value
-from toolgate.rules.protocols import EVENT_STREAM, media_type
+from toolgate.rules.protocols import EVENT_STREAM, ProtocolError, jsonbody, media_type
 from toolgate.rules.protocols.sse import parse_all
 from toolgate.rules.toolpins import PinEvent, Pins, listed_tools, tools_list_ids, without_tools
 from toolgate.sessions.control import ControlUnavailable
@@ -173,7 +173,8 @@ class ToolPins:
     @flow_hook
     async def response(self, flow: http.HTTPFlow) -> None:
         response = flow.response
-        if response is None or flow.metadata.get(flowmeta.REFUSED) or not self.loaded:
+        if response is None or flow.metadata.get(flowmeta.REFUSED) or not self.loaded \
+                or not _is_mcp(flow):  # a listing is MCP's: no other call's body is read
             return
         ids = tools_list_ids(_json(flow.request.get_content(strict=False)))
         if not ids:
@@ -321,8 +322,13 @@ def server_of(flow: http.HTTPFlow) -> str:
     return f"{request.scheme}://{request.host}:{request.port}{request.path.split('?', 1)[0]}"
 
 
+def _is_mcp(flow: http.HTTPFlow) -> bool:
+    """Whether the policy read the call as MCP (`flowmeta.PROTOCOL`)."""
+    return (flow.metadata.get(flowmeta.PROTOCOL) or {}).get("protocol") == "mcp"
+
+
 def _tool_calls(flow: http.HTTPFlow) -> list[str]:
-    if (flow.metadata.get(flowmeta.PROTOCOL) or {}).get("protocol") != "mcp":
+    if not _is_mcp(flow):
         return []
     doc = _json(flow.request.get_content(strict=False))
     messages = doc if isinstance(doc, list) else [doc]
@@ -377,9 +383,11 @@ def _channel(request: AdminRequest) -> str:
 
 
 def _json(data: bytes | None) -> Any:
+    """A body read as the policy reads it (its strict reader: what it let through, this reads
+    the same way), for its names and ids; None if it is not JSON."""
     try:
-        return json.loads(data or b"")
-    except (ValueError, RecursionError):
+        return jsonbody.loads(data or b"")
+    except ProtocolError:
         return None
 
 

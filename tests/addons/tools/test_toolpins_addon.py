@@ -101,6 +101,26 @@ def test_a_listing_pins_and_a_later_change_is_left_out_and_refused():
     run(check)
 
 
+def test_only_an_mcp_call_is_read_as_a_listing():
+    async def check(pins):
+        pins.loaded = True
+        tool = {"name": "search", "description": "Search.", "inputSchema": {}}
+        rest = listing(tool)
+        rest.metadata["toolgate.protocol"] = {"protocol": "rest"}  # JSON-RPC-looking REST
+        await pins.response(rest)
+        assert pins.pins.status(server_of(rest), "search") == "unlisted"
+        # read as the policy reads bodies: a listing it would refuse (a repeated key) is none
+        twice = listing(tool)
+        twice.response.content = (b'{"jsonrpc": "2.0", "id": 2, "id": 2, "result": '
+                                  b'{"tools": [' + json.dumps(tool).encode() + b']}}')
+        await pins.response(twice)
+        assert pins.pins.status(server_of(twice), "search") == "unlisted"
+        mcp = listing(tool)
+        await pins.response(mcp)
+        assert pins.pins.status(server_of(mcp), "search") == "pinned"
+    run(check)
+
+
 def test_monitor_only_records():
     recorder = Recorder()
 
