@@ -29,8 +29,8 @@ over); the SDK's `BatchSpanProcessor` queues those (bounded) and hands them to t
 exporter's HTTP client on its own thread (headers, TLS, compression and retries from the
 standard `OTEL_EXPORTER_OTLP_*` variables). The encoder writes the bytes the SDK's encoder
 writes (a test compares them). A collector that cannot be reached costs a counter: the
-exporter says so once, spans are then dropped as they end, and one call's every
-`RETRY_SECONDS` tries the collector again.
+exporter says so once, spans are then dropped as their calls end, and every `RETRY_SECONDS`
+one call's spans try the collector again.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ OPTION = "toolgate_otlp_endpoint"
 TRACES_PATH = "/v1/traces"
 SCOPE = InstrumentationScope("toolgate")
 EXPORT_TIMEOUT = 2.0  # seconds one export may take, its retries included
-RETRY_SECONDS = 5.0  # while the collector cannot be reached, how often one span tries again
+RETRY_SECONDS = 5.0  # while the collector cannot be reached, how often a call's spans try again
 QUEUE_SIZE = 4096  # calls whose spans wait for export (seconds of a busy gateway's)
 # Calls' spans per export request (about 2,000 spans, 200 KB): each request costs the
 # exporter's HTTP client a millisecond or two of CPU, under the interpreter lock.
@@ -637,7 +637,8 @@ class TraceExporter(OTLPSpanExporter):
         # Its own logger would tell every failed batch; we tell the outage, once.
         logging.getLogger(OTLPSpanExporter.__module__).addFilter(_quiet)
 
-    def export(self, spans: Sequence[CallSpans | ReadableSpan]) -> SpanExportResult:  # type: ignore[override]
+    def export(  # type: ignore[override]
+            self, spans: Sequence[CallSpans | ReadableSpan]) -> SpanExportResult:
         # In an outage the processor lets one call's spans through now and then, to try
         # again: a larger batch was queued before the outage was known, and is not tried.
         count = sum(span_count(span) for span in spans)
