@@ -54,7 +54,8 @@ DECISION = "toolgate.decision"
 FINDINGS = "toolgate.findings"
 
 # What a response needs to know of its request ({"protocol", ...}: the parsed request's
-# context). Written and read by the policy.
+# context; for MCP also the tools it calls and its `tools/list` ids, `mcp.request_context`).
+# Written and read by the policy; read by the tool pins and tracing.
 PROTOCOL = "toolgate.protocol"
 
 # A streamed response's headers refused by a rule ({"code", "message", "rule", "field"}):

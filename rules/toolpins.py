@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from toolgate.rules.protocols import mcp
+
 TOOL_CHANGES = ("monitor", "block", "approve")
 DEFINITION_KEYS = ("name", "description", "inputSchema")
 # A pin event's kind: the first definitions of a server, a change seen, a reviewer's acceptance,
@@ -166,10 +168,8 @@ class Pins:
 
 def tools_list_ids(request: Any) -> set[str]:
     """The JSON-RPC ids of the `tools/list` requests in a decoded request body (single or
-    batch), as JSON text."""
-    messages = request if isinstance(request, list) else [request]
-    return {json.dumps(m.get("id"), sort_keys=True) for m in messages
-            if isinstance(m, dict) and m.get("method") == "tools/list" and "id" in m}
+    batch), as JSON text (`mcp.id_key`)."""
+    return set(mcp.request_context(request)["listings"])
 
 
 def listed_tools(messages: Iterable[Any], ids: set[str]) -> list[dict[str, Any]]:
@@ -177,7 +177,7 @@ def listed_tools(messages: Iterable[Any], ids: set[str]) -> list[dict[str, Any]]
     found = []
     for message in messages:
         for m in message if isinstance(message, list) else [message]:
-            if not isinstance(m, dict) or json.dumps(m.get("id"), sort_keys=True) not in ids:
+            if not isinstance(m, dict) or mcp.id_key(m.get("id")) not in ids:
                 continue
             tools = (m.get("result") or {}).get("tools") if isinstance(m.get("result"),
                                                                         dict) else None
@@ -191,7 +191,7 @@ def without_tools(message: Any, ids: set[str], names: set[str]) -> Any:
     """`message` with the tools `names` left out of its answers to `ids`."""
     if isinstance(message, list):
         return [without_tools(m, ids, names) for m in message]
-    if (isinstance(message, dict) and json.dumps(message.get("id"), sort_keys=True) in ids
+    if (isinstance(message, dict) and mcp.id_key(message.get("id")) in ids
             and isinstance(message.get("result"), dict)
             and isinstance(message["result"].get("tools"), list)):
         result = dict(message["result"])

@@ -176,7 +176,9 @@ class ToolPins:
         if response is None or flow.metadata.get(flowmeta.REFUSED) or not self.loaded \
                 or not _is_mcp(flow):  # a listing is MCP's: no other call's body is read
             return
-        ids = tools_list_ids(_json(flow.request.get_content(strict=False)))
+        context = flow.metadata.get(flowmeta.PROTOCOL) or {}
+        ids = (set(context["listings"]) if isinstance(context.get("listings"), list)
+               else tools_list_ids(_json(flow.request.get_content(strict=False))))
         if not ids:
             return
         stream = media_type(header_value(response.headers, "content-type")) == EVENT_STREAM
@@ -328,8 +330,13 @@ def _is_mcp(flow: http.HTTPFlow) -> bool:
 
 
 def _tool_calls(flow: http.HTTPFlow) -> list[str]:
+    """The tools an MCP request calls: as the policy read them (`mcp.request_context`), or
+    read here from the body when it did not say."""
     if not _is_mcp(flow):
         return []
+    called = flow.metadata[flowmeta.PROTOCOL].get("called")
+    if isinstance(called, list):
+        return [name for name in called if isinstance(name, str)]
     doc = _json(flow.request.get_content(strict=False))
     messages = doc if isinstance(doc, list) else [doc]
     return [m["params"]["name"] for m in messages

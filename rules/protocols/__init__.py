@@ -59,7 +59,7 @@ def parse_request(
     if value is _NOT_JSON:
         return rest.text_message(_text(body, "request body"), "request")
     if mcp.is_jsonrpc(value):
-        return mcp.message(value, {"protocol": "mcp"})
+        return mcp.message(value, mcp.request_context(value))
     is_anthropic = bool(headers and "anthropic-version" in headers)
     if anthropic.is_messages(value, path, is_anthropic):
         return anthropic.request_message(value)

@@ -62,6 +62,18 @@ def units_of(message: dict[str, Any], location: str, tools: dict[str, str]) -> l
                  f"{location}.{key}", rpc_id=rid, is_rpc=True)]
 
 
+def request_context(value: Any) -> dict[str, Any]:
+    """A request's context for its answer (`message` adds the ids' names), with what the tool
+    pins read of it: the tools it calls (`called`, in order) and the JSON-RPC ids of its
+    `tools/list` requests (`listings`, as `id_key` writes them)."""
+    messages = [m for m in (value if isinstance(value, list) else [value])
+                if isinstance(m, dict) and isinstance(m.get("method"), str)]
+    called = [m["params"]["name"] for m in messages if m["method"] == "tools/call"
+              and isinstance(m.get("params"), dict) and isinstance(m["params"].get("name"), str)]
+    listings = [id_key(m.get("id")) for m in messages if m["method"] == "tools/list" and "id" in m]
+    return {"protocol": "mcp", "called": called, "listings": listings}
+
+
 def message(value: Any, context: dict[str, Any]) -> Message:
     """Units of a JSON-RPC body (already parsed). Requests record their tool names in
     `context["tools"]` for the matching results."""

@@ -10,6 +10,7 @@ from mitmproxy.test import taddons, tflow, tutils
 
 from toolgate.addons.failclosed.hooks import unguarded_hooks
 from toolgate.addons.tools.addon import ToolPins, server_of
+from toolgate.rules.protocols import mcp
 from toolgate.rules.model import RuleSet
 
 
@@ -118,6 +119,30 @@ def test_only_an_mcp_call_is_read_as_a_listing():
         mcp = listing(tool)
         await pins.response(mcp)
         assert pins.pins.status(server_of(mcp), "search") == "pinned"
+    run(check)
+
+
+def test_what_the_policy_read_of_the_request_is_used_not_read_again():
+    async def check(pins):
+        pins.loaded = True
+        tool = {"name": "search", "description": "Search.", "inputSchema": {}}
+        first = listing(tool)
+        first.metadata["toolgate.protocol"] = mcp.request_context(
+            json.loads(first.request.content))
+        first.request.content = b"not read again"  # the policy's context says what it asked
+        await pins.response(first)
+        assert pins.pins.status(server_of(first), "search") == "pinned"
+        batch = [{"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                  "params": {"name": "search", "arguments": {}}},
+                 {"jsonrpc": "2.0", "method": "tools/call",  # a notification calls too
+                  "params": {"name": "never-listed", "arguments": {}}}]
+        assert mcp.request_context(batch)["called"] == ["search", "never-listed"]
+        called = call("search")
+        called.metadata["toolgate.protocol"] = mcp.request_context(batch)
+        called.request.content = b"not read again"
+        await pins.request(called)
+        error = json.loads(called.response.content)["error"]  # plain: no JSON-RPC body left
+        assert error["code"] == "tool_changed" and "never-listed" in error["message"]
     run(check)
 
 
