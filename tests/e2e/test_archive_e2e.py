@@ -67,4 +67,9 @@ def test_a_node_seals_its_calls_into_the_archive(start_gateway, issuer, tmp_path
     verified = toolgate("sessions", "verify", "--archive", str(archive))
     assert verified.exit_code == 0, verified.output
     assert "ok: 1 node(s), 3 call(s)" in verified.output
+    exported = toolgate("sessions", "export", "--format", "ocsf", "--archive", str(archive))
+    assert exported.exit_code == 0, exported.output
+    activities = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert {e["metadata"]["correlation_uid"] for e in activities
+            if e["class_uid"] == 6003} == call_ids
     assert toolgate("sessions", "verify", "--db", str(tmp_path / "toolgate.duckdb")).exit_code == 0
