@@ -54,6 +54,7 @@ from toolgate.addons import flowmeta, settings
 from toolgate.addons.answers import Refusal, call_id_of, refuse
 from toolgate.addons.failclosed.hooks import flow_hook
 from toolgate.addons.headers import header_value
+from toolgate.addons.recording.waiters import Waiters
 from toolgate.rules.toolpins import PinEvent
 from toolgate.sessions import api
 from toolgate.sessions.query import tool_events as stored_tool_events
@@ -110,6 +111,7 @@ class Recorder:
         self.archive_interval = DEFAULT_ARCHIVE_INTERVAL
         self._sealing: asyncio.Task[None] | None = None
         self.ocsf: OcsfStream | None = None  # toolgate_ocsf_file's writer
+        self._waiters: Waiters | None = None  # the event loop's side of the writer's futures
 
     def load(self, loader) -> None:
         loader.add_option("toolgate_db", str, "toolgate.duckdb", "The session store (DuckDB file).")
@@ -373,13 +375,13 @@ class Recorder:
             self.writer.start()
         return self.writer
 
-    @staticmethod
-    async def _committed(future: Future) -> bool:
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(future), COMMIT_TIMEOUT)
-        except (RecordingError, asyncio.TimeoutError):
-            return False
-        return True
+    async def _committed(self, future: Future) -> bool:
+        """Whether the writer made the record durable (False: it failed, or not within
+        COMMIT_TIMEOUT)."""
+        loop = asyncio.get_running_loop()
+        if self._waiters is None or self._waiters.loop is not loop:
+            self._waiters = Waiters(loop, COMMIT_TIMEOUT, (RecordingError,))
+        return await self._waiters.wait(future)
 
     def _record(self, flow: http.HTTPFlow, final: bool, forwarded: bool = False,
                 held_at: float | None = None) -> CallRecord:
