@@ -4,8 +4,9 @@ Everything that changes the store goes through `Writer`: the request of a call l
 under audit durability (`submit_request`, a `pending` row), a call held for approval
 (`submit_held`, a `pending` row marked held), a finished call (`submit_call`: its
 `calls` row and its findings, in one transaction), an approval decision (`record_approval`).
-Each returns a `concurrent.futures.Future`; the event loop awaits it with
-`asyncio.wrap_future` and never touches the files itself.
+Each returns a `concurrent.futures.Future`, resolved on the writer's thread that kept the record;
+the event loop awaits it (the recorder through `addons.recording.waiters`, one wake-up for a
+group of records; others with `asyncio.wrap_future`) and never touches the files itself.
 
 Two threads, in a line. The journal thread takes what was submitted, makes each record's
 values (checked against the columns: once acknowledged, a record must fit the store), and,
@@ -316,6 +317,14 @@ def _drain(source: queue.SimpleQueue, add: Callable[[Any], None],
     return False
 
 
+def _resolve(futures: list[Future]) -> None:
+    """Tell the waiters of a group of records that they are kept, on the thread that kept them
+    (the recorder's `Waiters` wakes the event loop once for the whole group: a thread of its
+    own for this cost every record a thread switch more)."""
+    for future in futures:
+        future.set_result(None)
+
+
 def _entry(item: _Item) -> _Entry:
     rec = item.record
     findings = None
@@ -376,9 +385,6 @@ class Writer:
         self._stopping = False
         self._first_open = threading.Event()  # set once the store was first tried
         self._checked = threading.Event()  # set once the journal was checked (see `fatal`)
-        self._resolved: queue.SimpleQueue[list[Future] | None] = queue.SimpleQueue()
-        self._resolver = threading.Thread(target=self._resolve, name="toolgate-writer-done",
-                                          daemon=True)
         self._previous: Writer | None = None
         # The journal's records of the last run, still to be applied when the store opens.
         self._backlog: list[_Entry] = []
@@ -407,7 +413,6 @@ class Writer:
             _latest[self.path] = self
         if self._previous is not None:
             self._previous.stop()
-        self._resolver.start()
         self._thread.start()
         return self
 
@@ -562,8 +567,6 @@ class Writer:
             else:
                 self._checked.set()
                 self._first_open.set()
-                self._resolved.put(None)
-            self._resolver.join()
             if self._journal is not None:
                 self._journal.close()
 
@@ -618,7 +621,7 @@ class Writer:
             self._handed += len(entries)
         self._apply.put(entries)
         if durable:  # only now: a reader asked after this sees them (see run_query)
-            self._resolved.put([item.future for item, entry in durable if id(entry) not in refused])
+            _resolve([item.future for item, entry in durable if id(entry) not in refused])
 
     def _journal_append(self, durable: list[tuple[_Item, _Entry]]) -> set[int]:
         """Append the records to the journal, durably; those refused (journal full, disk
@@ -675,13 +678,6 @@ class Writer:
             return
         self._generation = journal.generation
         self._applied_position = journal.end
-
-    def _resolve(self) -> None:
-        # Waking each waiter costs a syscall per future (asyncio's self-pipe): this thread does
-        # it while the others go on.
-        while (futures := self._resolved.get()) is not None:
-            for future in futures:
-                future.set_result(None)
 
     @staticmethod
     def _fail_queued(source: queue.SimpleQueue, error: Exception) -> None:
@@ -752,7 +748,6 @@ class Writer:
                 if entry.future is not None and not entry.future.done():
                     entry.future.set_exception(RecordingError("the session store's writer stopped"))
             self._close()
-            self._resolved.put(None)
 
     @staticmethod
     def _journaled(entries: list[_Entry]) -> bool:
@@ -803,7 +798,7 @@ class Writer:
             if position:
                 self._applied_position = position
             self._progress.notify_all()
-        self._resolved.put([e.future for e in entries if e.future is not None])
+        _resolve([e.future for e in entries if e.future is not None])
         return len(entries)
 
     def _store_ok(self) -> None:
