@@ -15,7 +15,7 @@ from http.server import ThreadingHTTPServer
 import pytest
 
 from toolgate.scripts import bench
-from toolgate.scripts.bench import Result, _Sink, median, merged, paired, parse_compare
+from toolgate.scripts.bench import Result, _Sink, audit_pairs, median, merged, paired, parse_compare
 
 
 def test_compare_values_are_options_with_values():
@@ -58,6 +58,17 @@ def test_rounds_add_up_and_compare_in_pairs():
     assert rps == pytest.approx([1.1, 1.2]) and median(rps) == pytest.approx(1.15)
     assert cpu == pytest.approx([1.1, 1.2])  # the same CPU for more calls: less per call
     assert median([3.0, 1.0, 2.0]) == 2.0
+
+
+def test_audit_is_compared_with_async_round_by_round():
+    def round_of(requests: int, latency: float) -> list[Result]:
+        return [Result(2.0, requests, 0, [latency] * requests, 0.05, 0.2)]
+
+    fast = [round_of(100, 0.010), round_of(50, 0.020), round_of(100, 0.010)]
+    audit = [round_of(90, 0.012), round_of(48, 0.021), round_of(95, 0.0105)]
+    ratios, adds = audit_pairs(audit, fast)
+    assert ratios == pytest.approx([0.9, 0.95, 0.96])  # each round against its own async
+    assert adds == pytest.approx([0.5, 1.0, 2.0])
 
 
 def test_settle_waits_for_a_busy_process_and_not_for_an_idle_one():
