@@ -166,8 +166,11 @@ def main() -> int:
     proc = mitmweb.proc
     # SIGTERM stops the demo like Ctrl-C. The main thread only sleeps: a signal that the OS
     # delivers to another thread (the demo servers') is still acted on within a moment, which
-    # a main thread blocked reading mitmweb's output would not do.
+    # a main thread blocked reading mitmweb's output would not do. SIGINT is set too: Python
+    # leaves it ignored when the demo was started with it ignored (a shell's background job,
+    # and every process that job starts), and then Ctrl-C or `kill -INT` would not stop it.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while proc.poll() is None:
             time.sleep(0.2)
