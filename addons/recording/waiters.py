@@ -5,8 +5,8 @@ record). `asyncio.wait_for(asyncio.wrap_future(future), timeout)` per wait costs
 two futures, a task switch, a timer and a wake-up through asyncio's self-pipe (a system call on
 the writer's side, another on the loop's) per record; and with a 30 s timeout, the loop's timer
 heap holds every wait of the last 30 s (tens of thousands under load, each push and clean-up a
-Python comparison per level): `profile_call.py --durability audit` put ~0.5 ms per 1 KB call on
-the loop there.
+Python comparison per level). `profile_call.py --body 1k-clean --durability audit`: the event
+loop's CPU per call went from 2.44 ms to 2.07 ms with `Waiters` (`async`: 1.85 ms).
 
 `Waiters` keeps one loop future per record, wakes the loop once for all the records the writer
 settled since the loop last looked (the writer settles a whole group commit in a burst), and
