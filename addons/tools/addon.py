@@ -39,9 +39,9 @@ from toolgate.addons.approvals.admin import AdminRequest, Answer
 from toolgate.addons.approvals.holds import ReviewError
 from toolgate.addons.failclosed.hooks import flow_hook
 from toolgate.addons.headers import header_value
-from toolgate.rules.protocols import EVENT_STREAM, ProtocolError, jsonbody, media_type
+from toolgate.rules.protocols import EVENT_STREAM, ProtocolError, jsonbody, mcp, media_type
 from toolgate.rules.protocols.sse import parse_all
-from toolgate.rules.toolpins import PinEvent, Pins, listed_tools, tools_list_ids, without_tools
+from toolgate.rules.toolpins import PinEvent, Pins, listed_tools, without_tools
 from toolgate.sessions.control import ControlUnavailable
 from toolgate.sessions.records import ApprovalRecord
 
@@ -176,9 +176,7 @@ class ToolPins:
         if response is None or flow.metadata.get(flowmeta.REFUSED) or not self.loaded \
                 or not _is_mcp(flow):  # a listing is MCP's: no other call's body is read
             return
-        context = flow.metadata.get(flowmeta.PROTOCOL) or {}
-        ids = (set(context["listings"]) if isinstance(context.get("listings"), list)
-               else tools_list_ids(_json(flow.request.get_content(strict=False))))
+        ids = set(_request_reading(flow)["listings"])
         if not ids:
             return
         stream = media_type(header_value(response.headers, "content-type")) == EVENT_STREAM
@@ -329,19 +327,21 @@ def _is_mcp(flow: http.HTTPFlow) -> bool:
     return (flow.metadata.get(flowmeta.PROTOCOL) or {}).get("protocol") == "mcp"
 
 
+def _request_reading(flow: http.HTTPFlow) -> dict[str, Any]:
+    """What an MCP request calls and lists (`called`, `listings`): the policy's reading of it
+    (`mcp.request_context`, kept in `flowmeta.PROTOCOL`), or the body read the same way here
+    when the policy did not say."""
+    context = flow.metadata.get(flowmeta.PROTOCOL) or {}
+    if isinstance(context.get("called"), list) and isinstance(context.get("listings"), list):
+        return context
+    return mcp.request_context(_json(flow.request.get_content(strict=False)))
+
+
 def _tool_calls(flow: http.HTTPFlow) -> list[str]:
-    """The tools an MCP request calls: as the policy read them (`mcp.request_context`), or
-    read here from the body when it did not say."""
+    """The tools an MCP request calls."""
     if not _is_mcp(flow):
         return []
-    called = flow.metadata[flowmeta.PROTOCOL].get("called")
-    if isinstance(called, list):
-        return [name for name in called if isinstance(name, str)]
-    doc = _json(flow.request.get_content(strict=False))
-    messages = doc if isinstance(doc, list) else [doc]
-    return [m["params"]["name"] for m in messages
-            if isinstance(m, dict) and m.get("method") == "tools/call"
-            and isinstance(m.get("params"), dict) and isinstance(m["params"].get("name"), str)]
+    return [name for name in _request_reading(flow)["called"] if isinstance(name, str)]
 
 
 def _why(server: str, tool: str, status: str) -> str:

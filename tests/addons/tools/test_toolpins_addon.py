@@ -13,6 +13,8 @@ from toolgate.addons.tools.addon import ToolPins, server_of
 from toolgate.rules.protocols import mcp
 from toolgate.rules.model import RuleSet
 
+SEARCH = {"name": "search", "description": "Search.", "inputSchema": {}}
+
 
 class Policy:
     """Stands in for the policy addon: only its rules are read."""
@@ -83,7 +85,7 @@ def test_before_the_pins_are_read_no_tool_is_trusted():
 def test_a_listing_pins_and_a_later_change_is_left_out_and_refused():
     async def check(pins):
         pins.loaded = True
-        tool = {"name": "search", "description": "Search.", "inputSchema": {}}
+        tool = SEARCH
         first = listing(tool)
         await pins.response(first)
         server = server_of(first)
@@ -105,7 +107,7 @@ def test_a_listing_pins_and_a_later_change_is_left_out_and_refused():
 def test_only_an_mcp_call_is_read_as_a_listing():
     async def check(pins):
         pins.loaded = True
-        tool = {"name": "search", "description": "Search.", "inputSchema": {}}
+        tool = SEARCH
         rest = listing(tool)
         rest.metadata["toolgate.protocol"] = {"protocol": "rest"}  # JSON-RPC-looking REST
         await pins.response(rest)
@@ -125,7 +127,7 @@ def test_only_an_mcp_call_is_read_as_a_listing():
 def test_what_the_policy_read_of_the_request_is_used_not_read_again():
     async def check(pins):
         pins.loaded = True
-        tool = {"name": "search", "description": "Search.", "inputSchema": {}}
+        tool = SEARCH
         first = listing(tool)
         first.metadata["toolgate.protocol"] = mcp.request_context(
             json.loads(first.request.content))
@@ -161,7 +163,7 @@ def test_monitor_only_records():
 def test_a_listing_whose_pins_cannot_be_kept_is_not_released():
     async def check(pins):
         pins.loaded = True
-        flow = listing({"name": "search", "description": "Search.", "inputSchema": {}})
+        flow = listing(SEARCH)
         await pins.response(flow)
         assert flow.response.status_code == 503  # the listing's answer is withheld
         assert json.loads(flow.response.content)["error"]["data"]["code"] == "unrecorded"
