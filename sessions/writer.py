@@ -98,6 +98,15 @@ READ_WAIT = 10.0
 ANSWERED_BATCH = 512  # leftover pending rows deleted together
 # Never resolve an unknown table name to a Python variable of the caller (DuckDB's default).
 CONNECTION_CONFIG = {"python_enable_replacements": False}
+# The writer's store works with one DuckDB thread. Its work is appends and their checkpoints,
+# background work that parallelism hardly speeds up, while DuckDB's thread pool (one thread per
+# core by default) takes cores from the event loop. With 256 KB answers, the gateway's CPU per
+# call was 7-28% lower with one thread in each of four alternating `scripts/bench.py` runs
+# (throughput better in 6 of 8 pairs); 1 KB calls showed no difference. It is SET after
+# connecting, not given as a connection option: DuckDB refuses a second connection to the same
+# file in the process with options that differ, and the setting belongs to the database, so the
+# gateway's in-process readers share it. The CLI, a process of its own, keeps DuckDB's default.
+WRITER_THREADS = 1
 
 # One writer per store per process: a new writer for the same file (a script reload) waits
 # for the previous one to finish; pending rows are recovered once per process.
@@ -953,6 +962,7 @@ class Writer:
             return
         con = duckdb.connect(self.path, config=CONNECTION_CONFIG)
         try:
+            con.execute(f"SET threads = {WRITER_THREADS}")
             migrate(con)
             self._check_node(con)
             self._positions = self._chain_positions(con)

@@ -39,6 +39,14 @@ def test_a_future_resolves_only_once_its_transaction_committed(open_writer, db):
     assert seen == 1
 
 
+def test_the_writer_keeps_duckdb_to_one_thread(open_writer):
+    # DuckDB's pool would otherwise take cores from the event loop (sessions/writer.py).
+    w = open_writer()
+    w.submit_call(make_call()).result(10)
+    threads = w.run_query(lambda con: con.execute("SELECT current_setting('threads')").fetchone()[0])
+    assert threads.result(10) == 1
+
+
 def test_concurrent_submissions_are_grouped_into_few_commits(open_writer):
     w = open_writer()
     w.submit_call(make_call()).result(10)  # the store is open
