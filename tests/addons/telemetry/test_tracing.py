@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from mitmproxy import exceptions
@@ -20,6 +18,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span as ProtoSpan
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
+from otlp_receiver import Receiver
 
 from toolgate.addons import flowmeta
 from toolgate.addons.approvals.addon import Approvals
@@ -487,20 +486,6 @@ def test_a_full_export_queue_drops_the_new_calls_spans_and_counts_them(monkeypat
 
 # -- a collector that is down ---------------------------------------------------------------------
 
-class Collector(BaseHTTPRequestHandler):
-    received: list[bytes] = []
-
-    def do_POST(self):  # noqa: N802
-        self.received.append(self.rfile.read(int(self.headers["content-length"])))
-        self.send_response(200)
-        self.send_header("content-type", "application/x-protobuf")
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 def span_of(n: int) -> ReadableSpan:
     context = SpanContext(int(TRACE, 16), n + 1, False, SAMPLED)
     return ReadableSpan("s", context, None, Resource.create({}), {}, (), (), SpanKind.INTERNAL,
@@ -527,17 +512,13 @@ def test_a_collector_that_is_down_costs_a_counter_and_one_log_line(monkeypatch, 
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1 and "cannot be sent" in warnings[0].getMessage()
 
-        server = ThreadingHTTPServer(("127.0.0.1", port), Collector)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        collector = Receiver(port)
         try:
             exporter.retry_at = 0  # the next try is due
             assert exporter.export([span_of(1)]).name == "SUCCESS"
         finally:
-            server.shutdown()
-            server.server_close()
+            collector.stop()
     assert not exporter.outage and exporter.exported == 1
     assert any("reached again" in r.getMessage() for r in caplog.records)
-    received = ExportTraceServiceRequest()
-    received.ParseFromString(Collector.received[-1])
-    assert received.resource_spans[0].scope_spans[0].spans[0].name == "s"
+    assert [span["name"] for span in collector.spans] == ["s"]
     exporter.shutdown()
