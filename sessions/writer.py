@@ -101,8 +101,8 @@ CONNECTION_CONFIG = {"python_enable_replacements": False}
 # The writer's store works with one DuckDB thread. Its work is appends and their checkpoints,
 # background work that parallelism hardly speeds up, while DuckDB's thread pool (one thread per
 # core by default) takes cores from the event loop. With 256 KB answers, the gateway's CPU per
-# call was 7-28% lower with one thread in each of four alternating `scripts/bench.py` runs
-# (throughput better in 6 of 8 pairs); 1 KB calls showed no difference. It is SET after
+# call was 5-40% lower (median 17%) with one thread in all 8 pairs of four alternating
+# `scripts/bench.py` runs, throughput better in 6 of them; 1 KB calls showed no difference. It is SET after
 # connecting, not given as a connection option: DuckDB refuses a second connection to the same
 # file in the process with options that differ, and the setting belongs to the database, so the
 # gateway's in-process readers share it. The CLI, a process of its own, keeps DuckDB's default.
