@@ -154,7 +154,7 @@ class Policy:
     @flow_hook
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
-            self._record_headers_unread(flow, "request")  # refused unread: stored redacted too
+            self._record_unread(flow, "request")  # refused unread: stored redacted too
             return
         request = flow.request
         try:
@@ -165,7 +165,7 @@ class Policy:
                                     request.headers)
         except ProtocolError as exc:
             refuse(flow, _refusal(exc, request=True))
-            self._record_headers_unread(flow, "request")
+            self._record_unread(flow, "request")
             return
         flow.metadata[flowmeta.PROTOCOL] = message.context or {"protocol": message.protocol}
         outcome = self._decide(flow, message, "request", headers=request.headers)
@@ -394,13 +394,22 @@ class Policy:
         return evaluate(self.rules.current, Call(direction=phase, body=value, content=True),
                         self.mask_key, monitor=True)
 
-    def _record_headers_unread(self, flow: http.HTTPFlow, phase: str) -> None:
-        """The headers' record version for a message the policy did not read (refused before,
-        or unreadable): redacted, nothing else decided."""
+    def _record_unread(self, flow: http.HTTPFlow, phase: str) -> None:
+        """The record version of the headers and of a request's query for a message the policy
+        did not read (refused before, or unreadable): redacted, nothing else decided. A token
+        sent in the URL (`?access_token=`) to a gateway that refuses it is stored redacted and
+        left on the flow redacted, as one sent in a header is."""
         message = flow.request if phase == "request" else flow.response
         header = _header_unit(message.headers, "rest", phase, None) if message else None
         if header is not None:
             _keep_header_record(flow, header, self._classify_whole(header.body, phase), phase)
+        query = _query_items(flow.request) if phase == "request" else None
+        if query:
+            decision = evaluate(self.rules.current, Call(direction=phase, query=query, content=True),
+                                self.mask_key, monitor=True)
+            if decision.record_query is not decision.query:
+                flow.metadata[flowmeta.RECORD_QUERY] = dict(decision.record_query)
+                _show_record_query(flow)
 
     @staticmethod
     def _hand_over_approval(flow: http.HTTPFlow, outcome: CallDecision) -> None:
@@ -417,6 +426,7 @@ class Policy:
             for name, kept in (flow.metadata.get(RECORD_HEADER_KEYS["request"]) or {}).items():
                 flow.request.headers.set_all(name, kept["stored"])
                 kept["sent"] = kept["stored"]
+            _show_record_query(flow)
         refused = outcome.refused
         assert refused is not None
         refuse(flow, Refusal(refused.code, refused.message, refused.rule, refused.field))
@@ -586,6 +596,15 @@ MAX_CACHED_AUTHORITY = 256
 @functools.lru_cache(maxsize=1024)
 def _authority_host(authority: str) -> str:
     return url.parse_authority(authority, check=False)[0]
+
+
+def _show_record_query(flow: http.HTTPFlow) -> None:
+    """A request that is not forwarded keeps on its flow (mitmweb, mitmdump's log) the query
+    as stored, if that differs: nothing raw stays where it can be seen."""
+    record = flow.metadata.get(flowmeta.RECORD_QUERY)
+    if record is not None:
+        flow.request.query = [(key, str(item)) for key, value in record.items()
+                              for item in (value if isinstance(value, list) else [value])]
 
 
 def _query_items(request: http.Request) -> dict[str, Any]:

@@ -197,3 +197,28 @@ def test_a_refused_token_is_not_stored_either(start_gateway, issuer, raw_backend
     data, subjects, rows = stored(tmp_path / "toolgate.duckdb")
     assert subjects == [None] and "identity" in rows  # the refusal was recorded ...
     assert token.encode() not in data and token not in rows  # ... without the token
+
+
+def test_a_token_in_the_query_reaches_no_backend_log_or_store(start_gateway, issuer, raw_backend,
+                                                              tmp_path):
+    """`?access_token=` (RFC 6750's query form) is not how the gateway takes a token: alone it
+    gets 401; beside a valid header, the bundled secrets pack blocks the JWT in the request.
+    Either way nothing is forwarded, and the URL is stored and logged with the token redacted."""
+    gateway = start_gateway(upstream=raw_backend.url)
+    token = issuer.keys.mint("alice", ["support"])
+    with gateway.client() as http:
+        alone = http.get(f"/plain?access_token={token}&page=2")
+        beside = http.get(f"/plain?access_token={token}&page=2",
+                          headers={"Authorization": f"Bearer {token}"})
+        after = http.get("/plain?page=3", headers={"Authorization": f"Bearer {token}"})
+    assert alone.status_code == 401 and alone.json()["error"]["code"] == "identity"
+    assert beside.status_code == 403 and beside.json()["error"]["code"] == "blocked"
+    assert after.status_code == 200
+    [request] = raw_backend.received  # only the call without a token in its URL
+    assert request.startswith(b"GET /plain?page=3 ")
+    gateway.stop()
+    data, subjects, rows = stored(tmp_path / "toolgate.duckdb")
+    assert subjects == [None, "alice", "alice"]
+    assert token.encode() not in data and token not in rows
+    assert rows.count("access_token=%5BREDACTED%3Ajwt%5D&page=2") == 2  # both refused calls' URLs
+    assert token not in gateway.output and "access_token=%5BREDACTED%3Ajwt%5D" in gateway.output

@@ -407,6 +407,43 @@ def test_headers_of_a_request_refused_unread_are_stored_redacted(tmp_path):
     with_policy(header_policy(tmp_path), check)
 
 
+def test_a_token_in_the_query_of_a_refused_request_is_stored_and_shown_redacted(tmp_path):
+    """`?access_token=` (RFC 6750's query form): refused before the policy reads the call (no
+    header: 401), unreadable (400), or by a rule (403), the token is neither in what the store
+    keeps nor on the flow that mitmweb and mitmdump's log show."""
+    from toolgate.addons.answers import Refusal, refuse
+    from toolgate.addons.recording.addon import _recorded_url
+
+    def check(policy):
+        path = f"/customers/1?access_token={JWT}&page=2".encode()
+        refused_before = json_flow(path=path)
+        refuse(refused_before, Refusal("identity", "no token"))
+        malformed = json_flow(path=path, body=b'{"a": 1, "a": 2}')
+        blocked = json_flow(path=path)
+        for flow, status in ((refused_before, 401), (malformed, 400), (blocked, 403)):
+            policy.request(flow)
+            assert flow.response.status_code == status  # never forwarded
+            assert flow.metadata["toolgate.record_query"] == {
+                "access_token": "[REDACTED:jwt]", "page": "2"}
+            for seen in (_recorded_url(flow), flow.request.url, flow.request.path):
+                assert JWT not in seen and "page=2" in seen, seen
+
+    with_policy(header_policy(tmp_path), check)
+
+
+def test_a_query_without_labelled_values_is_left_as_sent_on_a_refused_request(tmp_path):
+    from toolgate.addons.answers import Refusal, refuse
+
+    def check(policy):
+        flow = json_flow(path=b"/customers/1?page=2&sort=name")
+        refuse(flow, Refusal("identity", "no token"))
+        policy.request(flow)
+        assert "toolgate.record_query" not in flow.metadata
+        assert flow.request.path == "/customers/1?page=2&sort=name"
+
+    with_policy(header_policy(tmp_path), check)
+
+
 def test_request_headers_are_masked_before_they_reach_the_backend(tmp_path):
     def check(policy):
         body = b'{"subject":  "hello"}'
