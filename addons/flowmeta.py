@@ -84,6 +84,11 @@ RECORD_RESPONSE = "toolgate.record_response"
 # injected credentials redacted by credentials; read by the recorder (the row's `url`).
 RECORD_QUERY = "toolgate.record_query"
 
+# A request's path as the store keeps it, where labelled values in it are redacted:
+# {"sent": the path the policy decided on, "stored": the path to store}. Written by the policy;
+# read by the recorder (the row's `url`, and the `function` of a call named by its path).
+RECORD_PATH = "toolgate.record_path"
+
 # Header values as the store keeps them, by lower-case name: {name: {"sent": [values the policy
 # left on the flow], "stored": [what to store instead]}}. Written by the policy; read by the
 # recorder (and by the policy, which puts the stored values on a request it refuses).

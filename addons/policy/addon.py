@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import secrets
+import urllib.parse
 from typing import Any, Callable, Optional
 
 from mitmproxy import command, ctx, exceptions, http
@@ -21,7 +22,7 @@ from toolgate.addons.policy import decoding
 from toolgate.addons import flowmeta, settings
 from toolgate.addons.answers import Refusal, call_id_of, error_document, refuse
 from toolgate.addons.policy.outcome import (
-    HEADERS_LOCATION, CallDecision, decision_header, summarize,
+    HEADERS_LOCATION, PATH_LOCATION, CallDecision, decision_header, summarize,
 )
 from toolgate.addons.failclosed.hooks import flow_hook
 from toolgate.addons.headers import header_value
@@ -360,27 +361,34 @@ class Policy:
         uncovered: list[dict[str, Any]] = []
         if keep_record:
             uncovered = _keep_record(flow, message, decisions, phase, self._classify_whole)
-        header = _header_unit(headers, message.protocol, phase, _call_function(flow, decisions)) \
-            if headers is not None else None
-        # Headers are decided only when they hold labelled data: rules that match the call
-        # alone (a function, a direction) are the body's to apply, as before.
-        if header is not None and ruleset.classifier.classify(Document(header.body)):
-            # The call's function, direction and arguments, so rules act on its headers as on
-            # its body; not a function call of its own (no catalog outcomes).
-            first = next((u for u in message.units if not u.content), None)
-            arguments = {} if first is None else first.arguments if first.arguments is not None \
-                else rest_arguments(first.body, query) if phase == "request" and first.protocol == "rest" \
-                else first.body
+        # The headers, and a request's path, are decided only when they hold labelled data:
+        # rules that match the call alone (a function, a direction) are the body's to apply.
+        function = _call_function(flow, decisions)
+        path_unit = _RequestPath(request, message.protocol, function) if phase == "request" else None
+        contexts = [_header_unit(headers, message.protocol, phase, function) if headers is not None
+                    else None, path_unit.unit if path_unit is not None else None]
+        arguments: Any = None
+        for context in contexts:
+            if context is None or not ruleset.classifier.classify(Document(context.body)):
+                continue
+            if arguments is None:
+                arguments = _call_arguments(message, query, phase)
+            # The call's function, direction and arguments, so rules act on it as on the body;
+            # not a function call of its own (no catalog outcomes).
             decision = evaluate(ruleset, Call(
-                direction=phase, protocol=header.protocol, function=header.function,
+                direction=phase, protocol=context.protocol, function=context.function,
                 method=request.method, host=host, path=path,
                 subject=identity.get("subject"), groups=tuple(identity.get("groups") or ()),
-                body=header.body, arguments=arguments, content=True,
+                body=context.body, arguments=arguments, content=True,
             ), self.mask_key, monitor=monitor)
-            decisions.append((header, decision))
+            decisions.append((context, decision))
             if decision.changed and decision.action != "block":
-                header.put(decision.body)
-            _keep_header_record(flow, header, decision, phase)
+                context.put(decision.body)
+            if context.location == HEADERS_LOCATION:
+                _keep_header_record(flow, context, decision, phase)
+            elif path_unit is not None and decision.record_body is not context.body:
+                flow.metadata[flowmeta.RECORD_PATH] = {
+                    "sent": path, "stored": path_unit.render(decision.record_body)}
         outcome = summarize(decisions, phase, message.jsonrpc)
         outcome.findings += uncovered
         outcome.labels += list(dict.fromkeys(f["label"] for f in uncovered
@@ -395,14 +403,22 @@ class Policy:
                         self.mask_key, monitor=True)
 
     def _record_unread(self, flow: http.HTTPFlow, phase: str) -> None:
-        """The record version of the headers and of a request's query for a message the policy
-        did not read (refused before, or unreadable): redacted, nothing else decided. A token
-        sent in the URL (`?access_token=`) to a gateway that refuses it is stored redacted and
-        left on the flow redacted, as one sent in a header is."""
+        """The record version of the headers, and of a request's path and query, for a message
+        the policy did not read (refused before, or unreadable): redacted, nothing else decided.
+        A token sent in the URL (`?access_token=`) to a gateway that refuses it is stored
+        redacted and left on the flow redacted, as one sent in a header is."""
         message = flow.request if phase == "request" else flow.response
         header = _header_unit(message.headers, "rest", phase, None) if message else None
         if header is not None:
             _keep_header_record(flow, header, self._classify_whole(header.body, phase), phase)
+        if phase == "request":
+            path = _RequestPath(flow.request, "rest", None)
+            if path.unit is not None:
+                decision = self._classify_whole(path.segments, phase)
+                if decision.record_body is not path.segments:
+                    flow.metadata[flowmeta.RECORD_PATH] = {
+                        "sent": path.path, "stored": path.render(decision.record_body)}
+                    _show_record_path(flow)
         query = _query_items(flow.request) if phase == "request" else None
         if query:
             decision = evaluate(self.rules.current, Call(direction=phase, query=query, content=True),
@@ -426,6 +442,7 @@ class Policy:
             for name, kept in (flow.metadata.get(RECORD_HEADER_KEYS["request"]) or {}).items():
                 flow.request.headers.set_all(name, kept["stored"])
                 kept["sent"] = kept["stored"]
+            _show_record_path(flow)
             _show_record_query(flow)
         refused = outcome.refused
         assert refused is not None
@@ -596,6 +613,56 @@ MAX_CACHED_AUTHORITY = 256
 @functools.lru_cache(maxsize=1024)
 def _authority_host(authority: str) -> str:
     return url.parse_authority(authority, check=False)[0]
+
+
+class _RequestPath:
+    """A request's path as a unit of its own: its segments after the leading `/`,
+    percent-decoded (findings read `path[N]`); masks write the changed segments back
+    percent-encoded, the others as sent. Labelled values in a path are data like any other:
+    a REST call names a customer by email, an SSN, a token as often in its URL as in its body."""
+
+    def __init__(self, request: http.Request, protocol: str, function: str | None) -> None:
+        self.request = request
+        self.path, mark, query = request.path.partition("?")
+        self.query = mark + query
+        self.raw = self.path[1:].split("/") if self.path.startswith("/") else []
+        self.segments = [urllib.parse.unquote(segment, errors="replace") for segment in self.raw]
+        self.unit = Unit(protocol, "request", function, self.segments, self.put, PATH_LOCATION,
+                         content=True) if any(self.segments) else None
+
+    def render(self, masked: Any) -> str:
+        """The path with the segments of `masked` (the unit's body as masked)."""
+        if not isinstance(masked, list):
+            return "/"
+        if len(masked) != len(self.segments):  # a segment removed: the rest, encoded
+            return "/" + "/".join(urllib.parse.quote(str(item), safe="") for item in masked)
+        return "/" + "/".join(
+            sent if new == decoded else urllib.parse.quote(str(new), safe="")
+            for sent, decoded, new in zip(self.raw, self.segments, masked))
+
+    def put(self, masked: Any) -> None:
+        self.request.path = self.render(masked) + self.query
+
+
+def _call_arguments(message: Message, query: dict[str, Any] | None, phase: str) -> Any:
+    """What `when` conditions see of a call's headers and path: its first function call's
+    arguments."""
+    first = next((u for u in message.units if not u.content), None)
+    if first is None:
+        return {}
+    if first.arguments is not None:
+        return first.arguments
+    if phase == "request" and first.protocol == "rest":
+        return rest_arguments(first.body, query)
+    return first.body
+
+
+def _show_record_path(flow: http.HTTPFlow) -> None:
+    """A request that is not forwarded keeps on its flow the path as stored, if that differs."""
+    record = flow.metadata.get(flowmeta.RECORD_PATH)
+    if record is not None:
+        _, mark, query = flow.request.path.partition("?")
+        flow.request.path = record["stored"] + mark + query
 
 
 def _show_record_query(flow: http.HTTPFlow) -> None:

@@ -17,6 +17,9 @@ MARKERS = {"allow": ":white_check_mark:", "mask": ":see_no_evil:", "approve": ":
            "deny": ":no_entry:", "block": ":no_entry:"}
 # The location of a message's headers, a unit of their own: findings read `headers.x-name`.
 HEADERS_LOCATION = "headers"
+# A request's path, a unit of its own too: findings read `path[N]`, N from its first segment.
+PATH_LOCATION = "path"
+CONTEXT_LOCATIONS = (HEADERS_LOCATION, PATH_LOCATION)
 
 
 @dataclass
@@ -104,7 +107,7 @@ def summarize(decisions: list[tuple[Unit, Decision]], phase: str, jsonrpc: bool)
             outcome.action, decisive = action, (unit, decision)
         if STRENGTH[would] > STRENGTH[outcome.would]:
             outcome.would = would
-        if decision.changed and decision.action != "block" and unit.location != HEADERS_LOCATION:
+        if decision.changed and decision.action != "block" and unit.location not in CONTEXT_LOCATIONS:
             if unit.protocol == "rest" and decision.query is not None:
                 outcome.query = dict(decision.query)
             outcome.changed_body = outcome.changed_body or decision.body is not unit.body
@@ -135,10 +138,11 @@ def summarize(decisions: list[tuple[Unit, Decision]], phase: str, jsonrpc: bool)
 
 
 def _actions(unit: Unit, decision: Decision) -> tuple[str, str]:
-    """A unit's (action, would). Headers are a mask only when a value in them is (or would be)
-    masked: a mask rule that matches the call without naming labels leaves them as they are."""
+    """A unit's (action, would). Headers and a path are a mask only when a value in them is (or
+    would be) masked: a mask rule that matches the call without naming labels leaves them as
+    they are."""
     action, would = decision.action, decision.would
-    if unit.location == HEADERS_LOCATION:
+    if unit.location in CONTEXT_LOCATIONS:
         if action == "mask" and not decision.changed:
             action = "allow"
         if would == "mask" and not decision.findings.any_action("mask"):

@@ -412,7 +412,7 @@ class Recorder:
             token_id=identity.get("token_id"),
             groups=list(identity.get("groups") or []),
             protocol=policy.get("protocol") or "http",
-            function=policy.get("function") or f"{request.method} {request.path.split('?')[0]}",
+            function=_recorded_function(flow, policy.get("function")),
             method=request.method,
             url=_recorded_url(flow),
             request_headers=_headers(request.headers, decoded=flowmeta.RECORD_REQUEST in meta,
@@ -519,11 +519,27 @@ def _recorded_body(meta: Mapping[str, Any], key: str, message: http.Message,
 
 
 def _recorded_url(flow: http.HTTPFlow) -> str:
+    """The URL as the store keeps it: labelled values in its path and query redacted."""
+    path = flow.metadata.get(flowmeta.RECORD_PATH)
     query = flow.metadata.get(flowmeta.RECORD_QUERY)
-    if query is None:
+    if path is None and query is None:
         return flow.request.url
     parts = urllib.parse.urlsplit(flow.request.url)
-    return parts._replace(query=urllib.parse.urlencode(query, doseq=True)).geturl()
+    if path is not None:
+        parts = parts._replace(path=path["stored"])
+    if query is not None:
+        parts = parts._replace(query=urllib.parse.urlencode(query, doseq=True))
+    return parts.geturl()
+
+
+def _recorded_function(flow: http.HTTPFlow, function: str | None) -> str:
+    """The function as the store keeps it: a call named by its method and path (a REST call
+    outside the catalog) is named by its path as stored."""
+    method = flow.request.method
+    path = flow.metadata.get(flowmeta.RECORD_PATH)
+    if path is not None and function in (None, f"{method.upper()} {path['sent']}"):
+        return f"{method.upper()} {path['stored']}"
+    return function or f"{method} {flow.request.path.split('?')[0]}"
 
 
 def _text(data: bytes) -> str:

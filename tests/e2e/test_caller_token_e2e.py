@@ -222,3 +222,29 @@ def test_a_token_in_the_query_reaches_no_backend_log_or_store(start_gateway, iss
     assert token.encode() not in data and token not in rows
     assert rows.count("access_token=%5BREDACTED%3Ajwt%5D&page=2") == 2  # both refused calls' URLs
     assert token not in gateway.output and "access_token=%5BREDACTED%3Ajwt%5D" in gateway.output
+
+
+def test_values_in_a_path_reach_the_store_redacted(start_gateway, issuer, raw_backend, tmp_path):
+    """A path is data like a body (bundled packs): personal values in it are let through to the
+    backend and stored redacted, in the URL and in the name of a call outside the catalog; a
+    token in it is blocked, never forwarded, and neither stored nor logged."""
+    gateway = start_gateway(upstream=raw_backend.url)
+    token = issuer.keys.mint("alice", ["support"])
+    ssn, email = "536-22-1234", "jane.doe@example.com"
+    bearer = {"Authorization": f"Bearer {token}"}
+    with gateway.client() as http:
+        allowed = http.get(f"/lookup/{email}/{ssn}", headers=bearer)
+        blocked = http.get(f"/sessions/{token}", headers=bearer)
+        unread = http.get(f"/lookup/{ssn}")
+    assert allowed.status_code == 200
+    assert blocked.status_code == 403 and blocked.json()["error"]["field"] == "path[1]"
+    assert unread.status_code == 401
+    [request] = raw_backend.received  # the personal values go where the policy lets them
+    assert request.startswith(f"GET /lookup/{email}/{ssn} ".encode())
+    gateway.stop()
+    data, _, rows = stored(tmp_path / "toolgate.duckdb")
+    for value in (ssn, email, token):
+        assert value.encode() not in data and value not in rows, value
+    assert rows.count("GET /lookup/%5BREDACTED%3Aemail%5D/%5BREDACTED%3Assn%5D") == 1  # function
+    assert "/sessions/%5BREDACTED%3Ajwt%5D" in rows and "/lookup/%5BREDACTED%3Assn%5D" in rows
+    assert token not in gateway.output

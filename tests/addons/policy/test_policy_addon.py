@@ -444,6 +444,59 @@ def test_a_query_without_labelled_values_is_left_as_sent_on_a_refused_request(tm
     with_policy(header_policy(tmp_path), check)
 
 
+def test_labelled_values_in_a_path_are_stored_redacted_and_forwarded_as_policy_says(tmp_path):
+    """A REST call names a customer in its URL as often as in its body: the path's segments are
+    classified (percent-decoded), a rule blocks on them, and the store keeps the URL and the
+    name of a call outside the catalog with them redacted."""
+    from toolgate.addons.answers import Refusal, refuse
+    from toolgate.addons.recording.addon import _recorded_function, _recorded_url
+
+    def check(policy):
+        allowed = json_flow(path=b"/lookup/jane.doe%40example.com/orders?page=2")
+        policy.request(allowed)
+        assert allowed.response is None  # no rule stops emails in requests: forwarded as sent
+        assert allowed.request.path == "/lookup/jane.doe%40example.com/orders?page=2"
+        assert [f["path"] for f in finding_dicts(allowed.metadata["toolgate.findings"])] == [
+            "path[1]"]
+        stored = "/lookup/%5BREDACTED%3Aemail%5D/orders"
+        assert _recorded_url(allowed).endswith(stored + "?page=2")
+        assert _recorded_function(allowed, allowed.metadata["toolgate.decision"]["function"]) \
+            == "POST " + stored
+
+        blocked = json_flow(path=b"/lookup/536-22-1234")
+        policy.request(blocked)
+        assert blocked.response.status_code == 403
+        error = json.loads(blocked.response.content)["error"]
+        assert error["rule"] == "no-ssn-in" and error["field"] == "path[1]"
+        unread = json_flow(path=b"/lookup/536-22-1234")
+        refuse(unread, Refusal("identity", "no token"))
+        policy.request(unread)
+        for flow in (blocked, unread):  # never forwarded: nothing raw stays on the flow either
+            assert "536-22-1234" not in _recorded_url(flow) + flow.request.url
+            assert _recorded_function(flow, None) == "POST /lookup/%5BREDACTED%3Assn%5D"
+
+        plain = json_flow(path=b"/customers/42/orders")
+        policy.request(plain)
+        assert "toolgate.record_path" not in plain.metadata
+        assert _recorded_url(plain) == plain.request.url
+
+    with_policy(header_policy(tmp_path), check)
+
+
+def test_a_mask_rule_masks_a_path_segment_before_it_reaches_the_backend(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(HEADER_RULES.replace("path: /mail}", "path: /mail/**}"))
+
+    def check(policy):
+        flow = json_flow(path=b"/mail/jane%40example.com/inbox")
+        policy.request(flow)
+        assert flow.response is None
+        assert flow.request.path == "/mail/%5BREDACTED%3Aemail%5D/inbox"
+        assert flow.metadata["toolgate.decision"]["action"] == "mask"
+
+    with_policy(rules, check)
+
+
 def test_request_headers_are_masked_before_they_reach_the_backend(tmp_path):
     def check(policy):
         body = b'{"subject":  "hello"}'
