@@ -102,6 +102,9 @@ INJECTED_HEADERS = "toolgate.injected_headers"
 # The call's session id. Written by the recorder (for mitmweb and the flow's later records);
 # set on exported flows.
 SESSION_ID = "toolgate.session_id"
+# The session a caller named (`X-Toolgate-Session`) as the store keeps it, when the name holds
+# a labelled value: `s-<keyed fingerprint>`. Written by the policy; read by the recorder.
+RECORD_SESSION = "toolgate.record_session"
 
 # How far the call is on record: "request" once its `pending` row is committed, "call" once its
 # final row is submitted. Written and read by the recorder.

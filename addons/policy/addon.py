@@ -35,7 +35,9 @@ from toolgate.rules.protocols import (
 )
 from toolgate.rules.protocols.sse import Event, encode_all, parse_all
 from toolgate.rules.walk import Document
+from toolgate.rules.masking import fingerprint
 from toolgate.sessions.records import CREDENTIAL_HEADERS
+from toolgate.sessions.sessionize import SESSION_HEADER, explicit_session
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +156,7 @@ class Policy:
 
     @flow_hook
     def request(self, flow: http.HTTPFlow) -> None:
+        self._record_session_name(flow)
         if flow.response is not None:
             self._record_unread(flow, "request")  # refused unread: stored redacted too
             return
@@ -402,6 +405,21 @@ class Policy:
         return evaluate(self.rules.current, Call(direction=phase, body=value, content=True),
                         self.mask_key, monitor=True)
 
+    def _record_session_name(self, flow: http.HTTPFlow) -> None:
+        """A session named by the caller (`X-Toolgate-Session`) after a labelled value (an end
+        user's email, say) is stored under a keyed fingerprint of its name, `s-<16 hex>`: its
+        calls still make one session, and neither `session_id` nor the stored header holds the
+        value. The name is toolgate's, not the backend's: no finding, no rule applies."""
+        headers = flow.request.headers
+        name = explicit_session(None, header_value(headers, SESSION_HEADER))
+        if name is None or not self.rules.current.classifier.classify(Document(name)):
+            return
+        stored = "s-" + fingerprint(name, self.mask_key)[:16]
+        flow.metadata[flowmeta.RECORD_SESSION] = stored
+        kept = flow.metadata.setdefault(RECORD_HEADER_KEYS["request"], {})
+        sent = headers.get_all(SESSION_HEADER)
+        kept[SESSION_HEADER.lower()] = {"sent": sent, "stored": [stored] * len(sent)}
+
     def _record_unread(self, flow: http.HTTPFlow, phase: str) -> None:
         """The record version of the headers, and of a request's path and query, for a message
         the policy did not read (refused before, or unreadable): redacted, nothing else decided.
@@ -581,7 +599,7 @@ def _keep_header_record(flow: http.HTTPFlow, header: Unit, decision: Decision, p
             kept[name] = {"sent": _values(sent.get(name) if isinstance(sent, dict) else None),
                           "stored": _values(new)}
     if kept:
-        flow.metadata[RECORD_HEADER_KEYS[phase]] = kept
+        flow.metadata.setdefault(RECORD_HEADER_KEYS[phase], {}).update(kept)
 
 
 def _values(value: Any) -> list[str]:

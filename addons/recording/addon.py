@@ -441,7 +441,8 @@ class Recorder:
         if not mcp and final and flow.response is not None:
             # the answer to `initialize`
             mcp = header_value(flow.response.headers, MCP_SESSION_HEADER)
-        toolgate_session = header_value(headers, SESSION_HEADER)
+        toolgate_session = flow.metadata.get(flowmeta.RECORD_SESSION) or header_value(
+            headers, SESSION_HEADER)
         named = mcp or toolgate_session
         if not named and flowmeta.SESSION_ID in flow.metadata:
             return flow.metadata[flowmeta.SESSION_ID]

@@ -1,9 +1,11 @@
 """The caller's token never leaves the gateway, whatever header it was sent in (spec "Vaulted
-credentials"): through a real mitmdump in front of a backend that keeps the exact bytes it
-received, then searching those bytes, the gateway's log and the store's file for the token."""
+credentials"), nor is it or a labelled value in the URL or the session's name stored raw:
+through a real mitmdump in front of a backend that keeps the exact bytes it received, then
+searching those bytes, the gateway's log and the store's file."""
 
 from __future__ import annotations
 
+import re
 import socket
 import socketserver
 import threading
@@ -248,3 +250,28 @@ def test_values_in_a_path_reach_the_store_redacted(start_gateway, issuer, raw_ba
     assert rows.count("GET /lookup/%5BREDACTED%3Aemail%5D/%5BREDACTED%3Assn%5D") == 1  # function
     assert "/sessions/%5BREDACTED%3Ajwt%5D" in rows and "/lookup/%5BREDACTED%3Assn%5D" in rows
     assert token not in gateway.output
+
+
+def test_a_session_named_after_a_labelled_value_is_stored_under_its_fingerprint(
+        start_gateway, issuer, raw_backend, tmp_path):
+    """`X-Toolgate-Session: jane.doe@example.com` (a session per end user): its calls still make
+    one session, stored as `s-<keyed fingerprint>`, in `session_id` and in the stored header;
+    a name without labelled values is kept as it is."""
+    gateway = start_gateway(upstream=raw_backend.url)
+    token = issuer.keys.mint("alice", ["support"])
+    email = "jane.doe@example.com"
+    with gateway.client() as http:
+        for session in (email, email, "nightly-run"):
+            answer = http.get("/plain", headers={"Authorization": f"Bearer {token}",
+                                                  "X-Toolgate-Session": session})
+            assert answer.status_code == 200
+        assert http.get("/plain", headers={"X-Toolgate-Session": email}).status_code == 401
+    gateway.stop()
+    data, _, rows = stored(tmp_path / "toolgate.duckdb")
+    assert email.encode() not in data and email not in rows
+    with open_store(tmp_path / "toolgate.duckdb") as con:
+        sessions = [session for session, in con.execute(
+            "SELECT session_id FROM calls ORDER BY seq").fetchall()]
+    hashed = sessions[0]
+    assert re.fullmatch(r"s-[0-9a-f]{16}", hashed)
+    assert sessions == [hashed, hashed, "nightly-run", hashed]
