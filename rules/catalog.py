@@ -46,6 +46,14 @@ def rest_name(method: str | None, path: str | None) -> str:
     return f"{(method or 'GET').upper()} {path or '/'}"
 
 
+def is_rest_name(function: str | None, method: str | None) -> bool:
+    """Whether `function` is only a call's method and path (`rest_name`: a REST call outside the
+    catalog, or any call no protocol named): a path may hold values, so it is never a metric's
+    label or a span's tool name. Decided by its shape, not by the flow's path, which the policy
+    may have masked or replaced by the stored one since."""
+    return not function or function.startswith(f"{(method or 'GET').upper()} /")
+
+
 @dataclass(frozen=True)
 class AccessOutcome:
     """Why the catalog's access grants stop or hold a call."""

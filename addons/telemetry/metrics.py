@@ -49,6 +49,7 @@ from prometheus_client.registry import Collector
 from toolgate.addons import flowmeta, settings
 from toolgate.addons.failclosed.hooks import flow_hook
 from toolgate.addons.recording.addon import call_findings
+from toolgate.rules.catalog import is_rest_name
 from toolgate.sessions.records import FindingTable, final_decision, finding_table
 
 logger = logging.getLogger(__name__)
@@ -115,12 +116,6 @@ class BoundedNames:
             return OTHER
         self.known[value] = value
         return value
-
-
-def is_unnamed(function: str | None, method: str) -> bool:
-    """Whether `function` is only the call's method and path (a REST call outside the catalog,
-    or any call no protocol named: the recorder's fallback): a path never becomes a label."""
-    return not function or function.startswith(method.upper() + " /")
 
 
 def finding_counts(items: Iterable[Any] | FindingTable | None) -> Tally[tuple[str, str]]:
@@ -251,7 +246,7 @@ class Metrics:
         if protocol not in PROTOCOLS:
             protocol = OTHER
         function = policy.get("function")
-        function = (UNNAMED if is_unnamed(function, flow.request.method)
+        function = (UNNAMED if is_rest_name(function, flow.request.method)
                     else self._functions(function))
         key = (protocol, function, decision, enforced)
         child = self._call_children.get(key)

@@ -59,7 +59,7 @@ from toolgate.addons import flowmeta, settings
 from toolgate.addons.answers import call_id_of
 from toolgate.addons.failclosed.hooks import flow_hook
 from toolgate.addons.headers import header_value
-from toolgate.rules.catalog import rest_name
+from toolgate.rules.catalog import is_rest_name
 from toolgate.sessions.records import final_decision
 
 logger = logging.getLogger(__name__)
@@ -458,9 +458,10 @@ def call_attributes(flow: http.HTTPFlow, call: CallTrace) -> tuple[str, dict[str
         else:
             name = "chat"
             attributes["gen_ai.operation.name"] = "chat"
-    elif protocol == "rest" and function and function != rest_name(
-            request.method, request.path.split("?", 1)[0]):
-        tool = function  # a catalogued function (an unnamed one is its path: values, maybe)
+    elif protocol == "rest" and not is_rest_name(function, request.method):
+        # a catalogued function: an unnamed one is its method and path (values, maybe), and
+        # the path on the flow may no longer be the one it was named by (masked, or stored)
+        tool = function
     if tool:
         tool = tool[:MAX_TEXT]
         name = f"execute_tool {tool}"

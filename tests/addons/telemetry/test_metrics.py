@@ -25,8 +25,9 @@ from toolgate.addons.identity.oidc import (
 )
 from toolgate.addons.telemetry.metrics import (
     IDENTITY_REASON_NAMES, MAX_FUNCTIONS, BoundedNames, Metrics, finding_counts,
-    identity_reason, is_unnamed, state_registry,
+    identity_reason, state_registry,
 )
+from toolgate.rules.catalog import is_rest_name
 from toolgate.rules.core import native
 from toolgate.sessions.records import FindingRow
 from toolgate.scripts.dev_issuer import DevKeys, new_key
@@ -111,7 +112,7 @@ def test_bounded_names_keep_the_first_ones_seen():
     ("deploy", "POST", False), ("GET /x", "POST", False),
 ])
 def test_a_function_named_by_its_path_is_unnamed(function, method, unnamed):
-    assert is_unnamed(function, method) is unnamed
+    assert is_rest_name(function, method) is unnamed
 
 
 def test_finding_counts_read_the_cores_encoding_and_dicts():

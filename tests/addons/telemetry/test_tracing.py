@@ -343,6 +343,19 @@ def test_span_attributes_never_hold_a_body_value(chain):
             assert not any(value in str(v) for v in s.attributes.values()), (s.name, value)
 
 
+def test_a_call_named_by_its_path_gives_no_value_in_it_to_a_span(chain):
+    """A call outside the catalog is named by its method and path, which may hold values: the
+    policy masks them (mask-ssn) or, on a refused call, puts the stored path on the flow; the
+    span has neither the path nor the name."""
+    calls, captured = chain
+    calls.call(rest(method=b"GET", path=f"/lookup/{SSN}".encode()))
+    calls.call(rest(method=b"DELETE", path=f"/lookup/{EMAIL}".encode()))
+    assert [s.name for s in captured.spans if s.kind is SpanKind.SERVER] == ["GET", "DELETE"]
+    wire = encode_request(captured.calls)
+    for value in (SSN, EMAIL, "lookup"):
+        assert value.encode() not in wire, value
+
+
 def test_a_refused_call_has_its_error_and_no_upstream(chain):
     calls, captured = chain
     flow = rest(method=b"DELETE", path=b"/customers/7")
