@@ -429,15 +429,16 @@ class Policy:
         header = _header_unit(message.headers, "rest", phase, None) if message else None
         if header is not None:
             _keep_header_record(flow, header, self._classify_whole(header.body, phase), phase)
-        if phase == "request":
-            path = _RequestPath(flow.request, "rest", None)
-            if path.unit is not None:
-                decision = self._classify_whole(path.segments, phase)
-                if decision.record_body is not path.segments:
-                    flow.metadata[flowmeta.RECORD_PATH] = {
-                        "sent": path.path, "stored": path.render(decision.record_body)}
-                    _show_record_path(flow)
-        query = _query_items(flow.request) if phase == "request" else None
+        if phase != "request":
+            return
+        path = _RequestPath(flow.request, "rest", None)
+        if path.unit is not None:
+            decision = self._classify_whole(path.segments, phase)
+            if decision.record_body is not path.segments:
+                flow.metadata[flowmeta.RECORD_PATH] = {
+                    "sent": path.path, "stored": path.render(decision.record_body)}
+                _show_record_path(flow)
+        query = _query_items(flow.request)
         if query:
             decision = evaluate(self.rules.current, Call(direction=phase, query=query, content=True),
                                 self.mask_key, monitor=True)
