@@ -102,10 +102,11 @@ CONNECTION_CONFIG = {"python_enable_replacements": False}
 # background work that parallelism hardly speeds up, while DuckDB's thread pool (one thread per
 # core by default) takes cores from the event loop. With 256 KB answers, the gateway's CPU per
 # call was 5-40% lower (median 17%) with one thread in all 8 pairs of four alternating
-# `scripts/bench.py` runs, throughput better in 6 of them; 1 KB calls showed no difference. It is SET after
-# connecting, not given as a connection option: DuckDB refuses a second connection to the same
-# file in the process with options that differ, and the setting belongs to the database, so the
-# gateway's in-process readers share it. The CLI, a process of its own, keeps DuckDB's default.
+# `scripts/bench.py` runs, throughput better in 6 of them; 1 KB calls showed no difference.
+# It is SET after connecting, not given as a connection option: DuckDB refuses a second
+# connection to the same file in the process with options that differ, and the setting belongs
+# to the database, so the gateway's in-process readers share it. The CLI, a process of its
+# own, keeps DuckDB's default.
 WRITER_THREADS = 1
 
 # One writer per store per process: a new writer for the same file (a script reload) waits

@@ -389,9 +389,8 @@ class Policy:
                 context.put(decision.body)
             if context.location == HEADERS_LOCATION:
                 _keep_header_record(flow, context, decision, phase)
-            elif path_unit is not None and decision.record_body is not context.body:
-                flow.metadata[flowmeta.RECORD_PATH] = {
-                    "sent": path, "stored": path_unit.render(decision.record_body)}
+            elif path_unit is not None:
+                path_unit.keep_record(flow, decision)
         outcome = summarize(decisions, phase, message.jsonrpc)
         outcome.findings += uncovered
         outcome.labels += list(dict.fromkeys(f["label"] for f in uncovered
@@ -432,12 +431,8 @@ class Policy:
         if phase != "request":
             return
         path = _RequestPath(flow.request, "rest", None)
-        if path.unit is not None:
-            decision = self._classify_whole(path.segments, phase)
-            if decision.record_body is not path.segments:
-                flow.metadata[flowmeta.RECORD_PATH] = {
-                    "sent": path.path, "stored": path.render(decision.record_body)}
-                _show_record_path(flow)
+        if path.unit is not None and path.keep_record(flow, self._classify_whole(path.segments, phase)):
+            _show_record_path(flow)
         query = _query_items(flow.request)
         if query:
             decision = evaluate(self.rules.current, Call(direction=phase, query=query, content=True),
@@ -661,6 +656,15 @@ class _RequestPath:
 
     def put(self, masked: Any) -> None:
         self.request.path = self.render(masked) + self.query
+
+    def keep_record(self, flow: http.HTTPFlow, decision: Decision) -> bool:
+        """Keep the path as the store keeps it (`flowmeta.RECORD_PATH`) if `decision`'s record
+        version of the segments differs; whether it did."""
+        if decision.record_body is self.segments:
+            return False
+        flow.metadata[flowmeta.RECORD_PATH] = {"sent": self.path,
+                                               "stored": self.render(decision.record_body)}
+        return True
 
 
 def _call_arguments(message: Message, query: dict[str, Any] | None, phase: str) -> Any:

@@ -55,6 +55,7 @@ from toolgate.addons.answers import Refusal, call_id_of, refuse
 from toolgate.addons.failclosed.hooks import flow_hook
 from toolgate.addons.headers import header_value
 from toolgate.addons.recording.waiters import Waiters
+from toolgate.rules.catalog import rest_name
 from toolgate.rules.toolpins import PinEvent
 from toolgate.sessions import api
 from toolgate.sessions.query import tool_events as stored_tool_events
@@ -538,8 +539,8 @@ def _recorded_function(flow: http.HTTPFlow, function: str | None) -> str:
     outside the catalog) is named by its path as stored."""
     method = flow.request.method
     path = flow.metadata.get(flowmeta.RECORD_PATH)
-    if path is not None and function in (None, f"{method.upper()} {path['sent']}"):
-        return f"{method.upper()} {path['stored']}"
+    if path is not None and function in (None, rest_name(method, path["sent"])):
+        return rest_name(method, path["stored"])
     return function or f"{method} {flow.request.path.split('?')[0]}"
 
 
