@@ -13,11 +13,12 @@ the values its paths select.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Iterable
 
 from toolgate.rules.core import native
 from toolgate.rules.detectors import DETECTORS, Detector, Span
-from toolgate.rules.masking import is_mask_token
+from toolgate.rules.masking import fingerprint, is_mask_token, normalize
 from toolgate.rules.model import Label
 from toolgate.rules.walk import HOLDER, Document
 
@@ -34,10 +35,11 @@ class Hit:
     detector: Detector | None = None
     span: Span | None = None  # None: the whole value at (node, key)
     text: str | None = None  # the detected text (for spans and numbers)
+    in_key: bool = False  # the span is in the key at (node, key), not in its value
 
     @property
     def path(self) -> str:
-        return self.document.path(self.node, self.key)
+        return self.document.path(self.node, self.key) + ("<key>" if self.in_key else "")
 
     @property
     def raw(self) -> Any:
@@ -65,8 +67,10 @@ class Classifier:
         self._scoped = frozenset(self.index[label.name] for label in self.labels if label.paths and label.detector)
         self.path_labels = tuple(label for label in self.labels if label.paths and not label.detector)
 
-    def classify_call(self, *documents: Document | None) -> Any:
-        """The labelled values of `documents` (None ones skipped), as the core's rows."""
+    def classify_call(self, *documents: Document | None, mask_key: bytes | None = None) -> Any:
+        """The labelled values of `documents` (None ones skipped), as the core's rows. With
+        `mask_key`, the keys holding labelled values are named by their hash tokens (in paths,
+        and when the core masks the documents)."""
         found = native.Classified(self._scanner, self._labels_of)
         for document in documents:
             if document is None:
@@ -84,14 +88,16 @@ class Classifier:
                     slots.append((node, key))
                 if slots:
                     found.add_wholes(doc, self.index[label.name], slots)
+        if mask_key is not None:
+            found.name_keys(self.names, mask_key, partial(_generic_fingerprint, mask_key))
         return found
 
     def classify(self, document: Document) -> list[Hit]:
         """The labelled values of one document as `Hit`s, in order."""
         found = self.classify_call(document)
         return [
-            Hit(document, node, key, self.labels[label], self.detectors[d] if d is not None else None, span, text)
-            for node, key, span, d, label, text in found.rows()
+            Hit(document, node, key, self.labels[label], self.detectors[d] if d is not None else None, span, text, in_key)
+            for node, key, span, d, label, text, in_key in found.rows()
         ]
 
     @staticmethod
@@ -109,3 +115,8 @@ class Classifier:
                 node = HOLDER if container is document.holder else document.node_of(container)
                 if node is not None:
                     yield node, key
+
+
+def _generic_fingerprint(key: bytes, value: Any) -> str:
+    """The fingerprint of a value no detector read (a path label's value, a key)."""
+    return fingerprint(normalize(value), key)

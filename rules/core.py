@@ -12,7 +12,7 @@ from types import ModuleType
 
 # Bumped with every change to what the Python side expects from the module: a stale build
 # (sources changed, extension not rebuilt) is refused rather than trusted.
-INTERFACE = 6
+INTERFACE = 7
 
 HOW_TO_BUILD = (
     "build it with `make core` in a checkout (cargo and a C toolchain are needed), "

@@ -92,7 +92,7 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
     body_doc = Document(call.body)
     query_doc = Document(query, root_name="?") if query else None
     classifier = ruleset.classifier
-    found = classifier.classify_call(body_doc, query_doc)
+    found = classifier.classify_call(body_doc, query_doc, mask_key=bytes(mask_key))
 
     outcomes: list[_Outcome] = []
     if call.direction == "request" and not call.content:  # prompts are not function calls

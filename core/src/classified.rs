@@ -38,6 +38,8 @@ pub struct Row {
     label: usize,
     /// The text detected (a span, or a JSON integer's digits); None for a path label's value.
     text: Option<String>,
+    /// The span is in the key of the slot's member, not in its value.
+    in_key: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -133,7 +135,12 @@ pub struct Classified {
     labels_of: Vec<Vec<usize>>,
     fingerprints: Vec<HashMap<String, String>>,
     keyed: Option<Keyed>,
+    /// (doc, slot, new name) of every key holding a labelled value (see `name_keys`).
+    key_names: Vec<(usize, Slot, String)>,
 }
+
+/// Per document, {slot: new name; None: the member is removed} of the keys renamed.
+type KeyRenames = Vec<HashMap<Slot, Option<String>>>;
 
 fn is_token_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
@@ -181,6 +188,91 @@ impl Classified {
         let print = self.keyed.as_ref().expect("a key").of(&normalized);
         self.fingerprints[detector].insert(text.to_owned(), print.clone());
         Ok(print)
+    }
+
+    /// A row's path; a value in a key has `<key>` after the member's path.
+    fn row_path(&self, py: Python<'_>, row: &Row) -> PyResult<String> {
+        let mut document = self.docs[row.doc].bind(py).borrow_mut();
+        let path = document.slot_path(py, row.node, row.item, &row.key)?;
+        Ok(if row.in_key { path + "<key>" } else { path })
+    }
+
+    /// The rows of the values in `seen`'s object keys (the reference's `_scan_keys`): each
+    /// distinct key scanned once, a row for every member it names (nodes in order, then members).
+    fn scan_keys(
+        &mut self,
+        py: Python<'_>,
+        scanner: &crate::ScannerHandle,
+        seen: &Document,
+        doc: usize,
+    ) -> PyResult<()> {
+        let found = scanner.scan_keys(seen)?;
+        if found.is_empty() {
+            return Ok(());
+        }
+        let mut spans_of: Vec<Vec<(usize, usize, usize, String)>> = vec![Vec::new(); seen.keys_found.len()];
+        let index = PyDict::new(py); // key -> its spans' index, by Python's equality
+        for (key, start, end, detector, text) in found {
+            index.set_item(seen.keys_found[key].value.bind(py), key)?;
+            spans_of[key].push((start, end, detector, text));
+        }
+        for node in 0..seen.containers.len() {
+            let Ok(dict) = seen.container(node).bind(py).cast_exact::<PyDict>() else { continue };
+            for (item, name) in dict.keys().iter().enumerate() {
+                if !name.is_exact_instance_of::<PyString>() {
+                    continue;
+                }
+                let Some(key) = index.get_item(&name)? else { continue };
+                for (start, end, detector, text) in &spans_of[key.extract::<usize>()?] {
+                    for &label in &self.labels_of[*detector] {
+                        self.rows.push(Row {
+                            doc,
+                            node,
+                            item,
+                            key: Key::Name(name.clone().unbind()),
+                            span: Some((*start, *end)),
+                            string: None,
+                            detector: Some(*detector),
+                            label,
+                            text: Some(text.clone()),
+                            in_key: true,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Which keys the forwarded and the recorded versions rename (the reference's
+    /// `_key_renames`): the record all of `key_names`, the forwarded body those an enforced mask
+    /// covers (the strongest mask `remove` removes the member); and whether the two differ.
+    fn key_renames(&self, plans: &[Option<LabelPlan>]) -> (KeyRenames, KeyRenames, bool) {
+        let mut forwarded: KeyRenames = (0..self.docs.len()).map(|_| HashMap::default()).collect();
+        let mut recorded: KeyRenames = (0..self.docs.len()).map(|_| HashMap::default()).collect();
+        let mut differ = false;
+        if self.key_names.is_empty() {
+            return (forwarded, recorded, differ);
+        }
+        let mut styles: HashMap<(usize, Slot), (i64, Style)> = HashMap::default();
+        for row in self.rows.iter().filter(|r| r.in_key) {
+            let Some(plan) = plans[row.label] else { continue };
+            let slot = (row.doc, (row.node, row.item));
+            if styles.get(&slot).is_none_or(|(strength, _)| plan.strength > *strength) {
+                styles.insert(slot, (plan.strength, plan.style));
+            }
+        }
+        for (doc, slot, name) in &self.key_names {
+            let style = styles.get(&(*doc, *slot)).map(|(_, style)| *style);
+            let new = if style == Some(Style::Remove) { None } else { Some(name.clone()) };
+            if style.is_some() {
+                forwarded[*doc].insert(*slot, new.clone());
+            } else {
+                differ = true;
+            }
+            recorded[*doc].insert(*slot, new);
+        }
+        (forwarded, recorded, differ)
     }
 
     fn row_text(&self, py: Python<'_>, row: usize) -> Option<String> {
@@ -240,6 +332,9 @@ impl Classified {
         let mut slot_order: Vec<Vec<(Slot, (usize, usize))>> = vec![Vec::new(); self.docs.len()];
         for (i, row) in self.rows.iter().enumerate() {
             let Some(plan) = plans[row.label] else { continue };
+            if row.in_key {
+                continue; // keys are renamed, not masked (`key_renames`)
+            }
             let slot = (row.node, row.item);
             let rank = (-plan.strength, plan.order, i);
             let entry = Entry { style: plan.style, row: i };
@@ -303,7 +398,7 @@ impl Classified {
     fn delta(&self, plans: &[Option<LabelPlan>], plan: &[Plan]) -> Option<Vec<Plan>> {
         let mut delta: Option<Vec<Plan>> = None;
         for (i, row) in self.rows.iter().enumerate() {
-            if plans[row.label].is_some() {
+            if row.in_key || plans[row.label].is_some() {
                 continue;
             }
             let slot = (row.node, row.item);
@@ -516,18 +611,28 @@ impl Classified {
 
     /// The reference's `apply_edits`: the body with `edits` applied; only the containers on the
     /// way from a changed value to the root are copied, embedded JSON is encoded again.
+    fn original(&self, py: Python<'_>, doc: usize) -> PyResult<Py<PyAny>> {
+        let document = self.docs[doc].bind(py).borrow();
+        Ok(document.container(HOLDER).bind(py).get_item(0)?.unbind())
+    }
+
+    /// The reference's `apply_edits`: the body with `edits` applied and the keys of `renames`
+    /// renamed (their objects keep their order); only the containers on the way from a change
+    /// to the root are copied, embedded JSON is encoded again.
     fn apply(
         &self,
         py: Python<'_>,
         doc: usize,
         edits: &[(Slot, usize, Masked)],
+        renames: &HashMap<Slot, Option<String>>,
         generic: &Generic<'_>,
     ) -> PyResult<Py<PyAny>> {
         let document = self.docs[doc].bind(py).borrow();
         let holder = document.container(HOLDER).bind(py);
-        if edits.is_empty() {
+        if edits.is_empty() && renames.is_empty() {
             return Ok(holder.get_item(0)?.unbind());
         }
+        let renamed_nodes: HashSet<usize> = renames.keys().map(|(node, _)| *node).collect();
         let edited: HashSet<Slot> = edits.iter().map(|(s, _, _)| *s).collect();
         // per node: (item, key, new value) in the order they come
         let mut by_node: NodeChanges = Default::default();
@@ -538,6 +643,9 @@ impl Classified {
                 Masked::Value(v) => Some(v.clone_ref(py)),
             };
             by_node.entry(*node).or_default().push((*item, key, value));
+        }
+        for node in &renamed_nodes {
+            by_node.entry(*node).or_default();
         }
         let nodes: Vec<usize> = by_node.keys().copied().collect();
         for mut node in nodes {
@@ -558,10 +666,12 @@ impl Classified {
                 });
             }
             let container = document.container(node).bind(py);
-            let copy: Bound<'_, PyAny> = if let Ok(dict) = container.cast_exact::<PyDict>() {
-                dict.copy()?.into_any()
+            let (copy, changes): (Bound<'_, PyAny>, _) = if renamed_nodes.contains(&node) {
+                (renamed_copy(py, container.cast_exact::<PyDict>()?, node, changes, renames)?, Vec::new())
+            } else if let Ok(dict) = container.cast_exact::<PyDict>() {
+                (dict.copy()?.into_any(), changes)
             } else {
-                PyList::new(py, container.try_iter()?.collect::<PyResult<Vec<_>>>()?)?.into_any()
+                (PyList::new(py, container.try_iter()?.collect::<PyResult<Vec<_>>>()?)?.into_any(), changes)
             };
             let mut removed: Vec<(usize, Py<PyAny>)> = Vec::new();
             for (item, key, value) in changes {
@@ -598,6 +708,33 @@ impl Classified {
     }
 }
 
+/// A copy of `dict` with its `changes` (item, key, new value; None: removed) and the renames of
+/// its keys applied, in its order.
+fn renamed_copy<'py>(
+    py: Python<'py>,
+    dict: &Bound<'py, PyDict>,
+    node: usize,
+    changes: Vec<(usize, Py<PyAny>, Option<Py<PyAny>>)>,
+    renames: &HashMap<Slot, Option<String>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let changed: HashMap<usize, Option<Py<PyAny>>> =
+        changes.into_iter().map(|(item, _, value)| (item, value)).collect();
+    let copy = PyDict::new(py);
+    for (item, (key, value)) in dict.iter().enumerate() {
+        let value = match changed.get(&item) {
+            Some(None) => continue,
+            Some(Some(new)) => new.bind(py).clone(),
+            None => value,
+        };
+        match renames.get(&(node, item)) {
+            Some(None) => {}
+            Some(Some(name)) => copy.set_item(name, value)?,
+            None => copy.set_item(key, value)?,
+        }
+    }
+    Ok(copy.into_any())
+}
+
 fn changes(py: Python<'_>, new: &Masked, value: &Bound<'_, PyAny>) -> PyResult<bool> {
     match new {
         Masked::Remove => Ok(true),
@@ -616,6 +753,7 @@ impl Classified {
             fingerprints: vec![HashMap::default(); labels_of.len()],
             labels_of,
             keyed: None,
+            key_names: Vec::new(),
         }
     }
 
@@ -644,6 +782,7 @@ impl Classified {
                         detector: Some(detector),
                         label,
                         text: Some(text.clone()),
+                        in_key: false,
                     });
                 }
             }
@@ -664,11 +803,13 @@ impl Classified {
                                 detector: Some(d),
                                 label,
                                 text: Some(number.text.clone()),
+                                in_key: false,
                             });
                         }
                     }
                 }
             }
+            self.scan_keys(py, &scanner, &seen, doc)?;
         }
         self.docs.push(document);
         Ok(doc)
@@ -736,7 +877,84 @@ impl Classified {
                 }
                 _ => Key::Name(key),
             };
-            self.rows.push(Row { doc, node, item, key, span: None, string: None, detector: None, label, text: None });
+            self.rows.push(Row {
+                doc,
+                node,
+                item,
+                key,
+                span: None,
+                string: None,
+                detector: None,
+                label,
+                text: None,
+                in_key: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// Name every key holding a labelled value (the reference's `_name_keys`): the hash token of
+    /// its first value's label (`tok_email_<12 hex>`), of that value when it is the whole key, else
+    /// of the key (`fingerprint(key)`); `~2`, `~3`... after it when the name is taken in its
+    /// object. Paths through the key show the name from now on.
+    fn name_keys(
+        &mut self,
+        py: Python<'_>,
+        names: Vec<String>,
+        key: &[u8],
+        fingerprint: Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let mut firsts: Vec<usize> = Vec::new();
+        let mut seen: HashSet<(usize, Slot)> = HashSet::default();
+        for (i, row) in self.rows.iter().enumerate() {
+            if row.in_key && seen.insert((row.doc, (row.node, row.item))) {
+                firsts.push(i);
+            }
+        }
+        // per (doc, node), in order of first occurrence: {item: base name}
+        let mut groups: Vec<((usize, usize), HashMap<usize, String>)> = Vec::new();
+        let mut group_of: HashMap<(usize, usize), usize> = HashMap::default();
+        for i in firsts {
+            let (doc, node, item, label, detector, span) = {
+                let r = &self.rows[i];
+                (r.doc, r.node, r.item, r.label, r.detector, r.span)
+            };
+            let name = self.rows[i].key.to_object(py).into_bound(py);
+            let length = name.len()?;
+            let print = match (detector, self.rows[i].text.clone()) {
+                (Some(d), Some(text)) if span == Some((0, length)) => self.detected_fingerprint(d, &text, key)?,
+                _ => fingerprint.call1((&name,))?.extract::<String>()?,
+            };
+            let base = format!("tok_{}_{}", names[label], &print[..TOKEN_HEX]);
+            let at = *group_of.entry((doc, node)).or_insert_with(|| {
+                groups.push(((doc, node), HashMap::default()));
+                groups.len() - 1
+            });
+            groups[at].1.insert(item, base);
+        }
+        for ((doc, node), bases) in groups {
+            let document = self.docs[doc].clone_ref(py);
+            let mut document = document.borrow_mut(py);
+            let dict = document.container(node).bind(py).cast_exact::<PyDict>()?.clone();
+            let taken = pyo3::types::PySet::empty(py)?;
+            for (item, name) in dict.keys().iter().enumerate() {
+                if !bases.contains_key(&item) {
+                    taken.add(name)?;
+                }
+            }
+            let mut renamed = Vec::new();
+            for item in 0..dict.len() {
+                let Some(base) = bases.get(&item) else { continue };
+                let (mut name, mut n) = (base.clone(), 2);
+                while taken.contains(&name)? {
+                    name = format!("{base}~{n}");
+                    n += 1;
+                }
+                taken.add(&name)?;
+                self.key_names.push((doc, (node, item), name.clone()));
+                renamed.push(((node, item), name));
+            }
+            document.rename_keys(renamed);
         }
         Ok(())
     }
@@ -745,11 +963,17 @@ impl Classified {
         self.rows.len()
     }
 
-    /// (node, key, span, detector index, label, text) of every row, in order (for tools and
+    /// (node, key, span, detector index, label, text, in a key) of every row, in order (for tools and
     /// tests: the engine never asks for them).
     #[allow(clippy::type_complexity)]
-    fn rows(&self, py: Python<'_>) -> Vec<(usize, Py<PyAny>, Option<Span>, Option<usize>, usize, Option<String>)> {
-        self.rows.iter().map(|r| (r.node, r.key.to_object(py), r.span, r.detector, r.label, r.text.clone())).collect()
+    fn rows(
+        &self,
+        py: Python<'_>,
+    ) -> Vec<(usize, Py<PyAny>, Option<Span>, Option<usize>, usize, Option<String>, bool)> {
+        self.rows
+            .iter()
+            .map(|r| (r.node, r.key.to_object(py), r.span, r.detector, r.label, r.text.clone(), r.in_key))
+            .collect()
     }
 
     /// (label, number of values) in order of first occurrence.
@@ -772,8 +996,7 @@ impl Classified {
             if limit.is_some_and(|l| out.len() >= l) {
                 break;
             }
-            let mut document = self.docs[row.doc].bind(py).borrow_mut();
-            out.push(document.slot_path(py, row.node, &row.key)?);
+            out.push(self.row_path(py, row)?);
         }
         Ok(out)
     }
@@ -801,35 +1024,36 @@ impl Classified {
         let generic = Generic { partial, fingerprint, dumps: py.import("json")?.getattr("dumps")? };
         let plan = self.plan(py, &plans);
         let delta = self.delta(&plans, &plan);
+        let (forwarded_keys, recorded_keys, keys_differ) = self.key_renames(&plans);
         let mut out = Vec::with_capacity(self.docs.len());
         for (doc, own) in plan.iter().enumerate() {
+            let (forwarded_keys, recorded_keys) = (&forwarded_keys[doc], &recorded_keys[doc]);
             let edits = self.edits(py, doc, &own.wholes, &own.spans, &[own], &names, key, &generic)?;
-            let body = self.apply(py, doc, &edits, &generic)?;
-            let Some(delta) = &delta else {
+            let body = self.apply(py, doc, &edits, forwarded_keys, &generic)?;
+            if delta.is_none() && !keys_differ {
                 out.push((body.clone_ref(py), body));
                 continue;
-            };
-            let extra = &delta[doc];
-            if extra.is_empty() {
-                // the delta is in the call's other document: the record is still a separate object
-                let again = self.edits(py, doc, &own.wholes, &own.spans, &[own], &names, key, &generic)?;
-                let record = self.apply(py, doc, &again, &generic)?;
+            }
+            let Some(extra) = delta.as_ref().map(|d| &d[doc]).filter(|extra| !extra.is_empty()) else {
+                // The record renames every key the forwarded body does, and maybe more. When it
+                // renames no more, the delta is in the call's other document: the record is
+                // still a separate object.
+                let renames = if recorded_keys.len() == forwarded_keys.len() { forwarded_keys } else { recorded_keys };
+                let record = self.apply(py, doc, &edits, renames, &generic)?;
                 out.push((body, record));
                 continue;
-            }
+            };
             let mut record: Vec<(Slot, usize, Masked)> = edits
                 .into_iter()
                 .filter(|(slot, _, _)| !extra.has_whole(slot) && !extra.span_index.contains_key(slot))
                 .collect();
             let more = self.edits(py, doc, &extra.wholes, &extra.spans, &[extra, own], &names, key, &generic)?;
             record.extend(more);
-            if record.is_empty() {
-                let document = self.docs[doc].bind(py).borrow();
-                let original = document.container(HOLDER).bind(py).get_item(0)?.unbind();
-                out.push((body, original));
+            if record.is_empty() && recorded_keys.is_empty() {
+                out.push((body, self.original(py, doc)?));
                 continue;
             }
-            let recorded = self.apply(py, doc, &record, &generic)?;
+            let recorded = self.apply(py, doc, &record, recorded_keys, &generic)?;
             out.push((body, recorded));
         }
         Ok(out)
@@ -851,11 +1075,7 @@ impl Classified {
     ) -> PyResult<Findings> {
         let mut rows = Vec::with_capacity(self.rows.len());
         for i in 0..self.rows.len() {
-            let path = {
-                let row = &self.rows[i];
-                let mut document = self.docs[row.doc].bind(py).borrow_mut();
-                document.slot_path(py, row.node, &row.key)?
-            };
+            let path = self.row_path(py, &self.rows[i])?;
             let (label, detector, span) = (self.rows[i].label, self.rows[i].detector, self.rows[i].span);
             let print = match (detector, self.rows[i].text.as_deref()) {
                 (Some(d), Some(text)) => {

@@ -57,6 +57,14 @@ pub struct StringSlot {
     pub exact: bool,
 }
 
+/// A distinct object key of the document (a key can hold a labelled value:
+/// `{"by_email": {"jane@example.com": ...}}`), read as `StringSlot` reads its text.
+pub struct KeyText {
+    pub value: Py<PyString>,
+    pub text: String,
+    pub exact: bool,
+}
+
 pub struct NumberSlot {
     pub node: usize,
     pub item: usize,
@@ -80,6 +88,10 @@ pub struct Document {
     pub strings: Vec<StringSlot>,
     pub texts: String,
     pub numbers: Vec<NumberSlot>,
+    /// The distinct keys of at least `min_length` characters, first seen first.
+    pub keys_found: Vec<KeyText>,
+    /// (node, item): the new name of a key renamed for the record, shown in every path through it.
+    pub renamed: HashMap<(usize, usize), String>,
     node_of: Option<HashMap<usize, usize>>,
     node_paths: HashMap<usize, String>,
     key_texts: HashMap<String, String>,
@@ -117,10 +129,32 @@ impl Document {
         } else {
             None
         };
+        // Keys repeat in every record, mostly as the same objects (json's and orjson's key caches)
+        // in the same places: a key object at the place it had in the last object is passed over,
+        // any other is read once, and each text kept once.
+        let mut keys_seen: rustc_hash::FxHashSet<usize> = Default::default();
+        let mut key_texts: rustc_hash::FxHashSet<String> = Default::default();
+        let mut last_keys: Vec<usize> = Vec::new();
         while let Some(node) = pending.pop() {
             let container = self.containers[node].bind(py).clone();
             let items: Vec<(Key, Bound<'_, PyAny>)> = if let Ok(dict) = container.cast_exact::<PyDict>() {
-                dict.iter().map(|(k, v)| (Key::Name(k.unbind()), v)).collect()
+                let mut items = Vec::with_capacity(dict.len());
+                for (position, (k, v)) in dict.iter().enumerate() {
+                    let object = k.as_ptr() as usize;
+                    if last_keys.get(position) != Some(&object) {
+                        if keys_seen.insert(object) {
+                            if let Ok(name) = k.cast_exact::<PyString>() {
+                                self.add_key(name, min_length, &mut key_texts);
+                            }
+                        }
+                        match last_keys.get_mut(position) {
+                            Some(last) => *last = object,
+                            None => last_keys.push(object),
+                        }
+                    }
+                    items.push((Key::Name(k.unbind()), v));
+                }
+                items
             } else {
                 let list = container.cast::<PyList>()?;
                 list.iter().enumerate().map(|(i, v)| (Key::Index(i), v)).collect()
@@ -167,6 +201,19 @@ impl Document {
             }
         }
         Ok(())
+    }
+
+    fn add_key(&mut self, name: &Bound<'_, PyString>, min_length: usize, seen: &mut rustc_hash::FxHashSet<String>) {
+        let (text, exact) = utf8(name);
+        let length = if text.is_ascii() { text.len() } else { text.chars().count() };
+        if length < min_length {
+            return;
+        }
+        // a text read with lone surrogates stands for several keys: each is kept
+        if exact && !seen.insert(text.clone().into_owned()) {
+            return;
+        }
+        self.keys_found.push(KeyText { value: name.clone().unbind(), text: text.into_owned(), exact });
     }
 
     /// The object or array a string holds, or None when it is just text.
@@ -265,22 +312,44 @@ impl Document {
                 format!("{}{suffix}", self.root_name)
             } else {
                 let prefix = self.node_paths[&parent].clone();
-                let key = self.keys[node].as_ref().expect("every node but the holder has a key").clone_ref(py);
-                format!("{prefix}{}{suffix}", self.key_text(&key, py, &prefix)?)
+                let text = match self.renamed.get(&(parent, self.items[node])) {
+                    Some(name) => renamed_text(py, name, &prefix)?,
+                    None => {
+                        let key = self.keys[node].as_ref().expect("every node but the holder has a key").clone_ref(py);
+                        self.key_text(&key, py, &prefix)?
+                    }
+                };
+                format!("{prefix}{text}{suffix}")
             };
             self.node_paths.insert(node, path);
         }
         Ok(self.node_paths[&node].clone())
     }
 
-    /// `$.customers[0].ssn`, `$.args<json>.card`, `?email`.
-    pub fn slot_path(&mut self, py: Python<'_>, node: usize, key: &Key) -> PyResult<String> {
+    /// `$.customers[0].ssn`, `$.args<json>.card`, `?email`, for the slot (node, item).
+    pub fn slot_path(&mut self, py: Python<'_>, node: usize, item: usize, key: &Key) -> PyResult<String> {
         if node == HOLDER {
             return Ok(self.root_name.clone());
         }
         let prefix = self.node_path(py, node)?;
-        Ok(format!("{prefix}{}", self.key_text(key, py, &prefix)?))
+        let text = match self.renamed.get(&(node, item)) {
+            Some(name) => renamed_text(py, name, &prefix)?,
+            None => self.key_text(key, py, &prefix)?,
+        };
+        Ok(format!("{prefix}{text}"))
     }
+
+    /// Render the keys at these (node, item) slots by their new names from now on.
+    pub fn rename_keys(&mut self, renamed: impl IntoIterator<Item = ((usize, usize), String)>) {
+        self.renamed.extend(renamed);
+        self.node_paths.clear();
+    }
+}
+
+/// `key_text` of a key's new name.
+fn renamed_text(py: Python<'_>, name: &str, prefix: &str) -> PyResult<String> {
+    let text = format_key(PyString::new(py, name).as_any())?;
+    Ok(if prefix == "?" && text.starts_with('.') { text[1..].to_owned() } else { text })
 }
 
 /// The reference's `format_key`: `.name`, `[3]` or `['odd key']`.
@@ -323,6 +392,8 @@ impl Document {
             strings: Vec::new(),
             texts: String::new(),
             numbers: Vec::new(),
+            keys_found: Vec::new(),
+            renamed: HashMap::default(),
             node_of: None,
             node_paths: HashMap::default(),
             key_texts: HashMap::default(),
@@ -382,6 +453,12 @@ impl Document {
         self.strings.iter().map(|s| (s.node, s.key.to_object(py))).collect()
     }
 
+    /// The distinct object keys a value could be found in, first seen first.
+    #[getter]
+    fn key_strings(&self, py: Python<'_>) -> Vec<Py<PyString>> {
+        self.keys_found.iter().map(|k| k.value.clone_ref(py)).collect()
+    }
+
     /// The integers (as ints) a card number could be, and their slots.
     #[getter]
     fn numbers(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
@@ -432,10 +509,11 @@ impl Document {
 
     /// A JSONPath-like location: `$.customers[0].ssn`, `$.args<json>.card`, `?email`.
     fn path(&mut self, py: Python<'_>, node: usize, key: &Bound<'_, PyAny>) -> PyResult<String> {
+        let item = self.item_of(py, node, key)?.unwrap_or(usize::MAX);
         let key = match key.extract::<usize>() {
             Ok(i) if key.is_exact_instance_of::<PyInt>() => Key::Index(i),
             _ => Key::Name(key.clone().unbind()),
         };
-        self.slot_path(py, node, &key)
+        self.slot_path(py, node, item, &key)
     }
 }

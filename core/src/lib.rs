@@ -114,7 +114,32 @@ impl ScannerHandle {
                 })
             })
             .collect();
-        let found = self.inner.scan(&distinct);
+        let items: Vec<(&str, bool, &Py<PyString>)> =
+            slots.iter().map(|slot| (document.text(slot), slot.exact, &slot.value)).collect();
+        self.detect(&items, &distinct, &which)
+    }
+
+    /// `scan_slots` for the document's distinct object keys: (key index, start, end, detector,
+    /// text detected).
+    #[allow(clippy::type_complexity)]
+    pub fn scan_keys(&self, document: &document::Document) -> PyResult<Vec<(usize, usize, usize, usize, String)>> {
+        let items: Vec<(&str, bool, &Py<PyString>)> =
+            document.keys_found.iter().map(|k| (k.text.as_str(), k.exact, &k.value)).collect();
+        let distinct: Vec<&str> = items.iter().map(|item| item.0).collect();
+        let which: Vec<usize> = (0..items.len()).collect();
+        self.detect(&items, &distinct, &which)
+    }
+
+    /// The values in `items` (text, read exactly, the string), which are the `distinct` texts
+    /// by `which`: each distinct text is scanned once.
+    #[allow(clippy::type_complexity)]
+    fn detect(
+        &self,
+        items: &[(&str, bool, &Py<PyString>)],
+        distinct: &[&str],
+        which: &[usize],
+    ) -> PyResult<Vec<(usize, usize, usize, usize, String)>> {
+        let found = self.inner.scan(distinct);
         raise_pending()?;
         if found.is_empty() {
             return Ok(Vec::new());
@@ -125,13 +150,12 @@ impl ScannerHandle {
         }
         Python::attach(|py| {
             let mut hits = Vec::new();
-            for (string, (slot, &i)) in slots.iter().zip(&which).enumerate() {
+            for (string, (&(text, exact, value), &i)) in items.iter().zip(which).enumerate() {
                 if spans_of[i].is_empty() {
                     continue;
                 }
-                let text = document.text(slot);
                 let ascii = text.is_ascii();
-                let offsets: Vec<usize> = if ascii || !slot.exact {
+                let offsets: Vec<usize> = if ascii || !exact {
                     Vec::new()
                 } else {
                     text.char_indices().map(|(b, _)| b).chain([text.len()]).collect()
@@ -139,10 +163,10 @@ impl ScannerHandle {
                 for &(start, end, detector) in &spans_of[i] {
                     let detected = if ascii {
                         text[start..end].to_owned()
-                    } else if slot.exact {
+                    } else if exact {
                         text[offsets[start]..offsets[end]].to_owned()
                     } else {
-                        let piece = slot.value.bind(py).get_item(PySlice::new(py, start as isize, end as isize, 1))?;
+                        let piece = value.bind(py).get_item(PySlice::new(py, start as isize, end as isize, 1))?;
                         piece.cast_into::<PyString>()?.to_string_lossy().into_owned()
                     };
                     hits.push((string, start, end, detector, detected));
@@ -195,7 +219,7 @@ fn _panic_for_tests() {
 }
 
 /// What the Python side (`toolgate/rules/core.py`) expects; it refuses any other build.
-const INTERFACE: u32 = 6;
+const INTERFACE: u32 = 7;
 
 /// The JWT detector's header check (`detectors::secrets::JWT_HEADER_CHECK`): Python's own
 /// `json.loads` of the decoded header gives a dict whose `alg` is a str. Every exception is

@@ -1,10 +1,12 @@
 """The caller's token never leaves the gateway, whatever header it was sent in (spec "Vaulted
-credentials"), nor is it or a labelled value in the URL or the session's name stored raw:
+credentials"), nor is it or a labelled value in the URL, the session's name or an object's key
+stored raw:
 through a real mitmdump in front of a backend that keeps the exact bytes it received, then
 searching those bytes, the gateway's log and the store's file."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import socketserver
@@ -32,13 +34,15 @@ targets:
 
 
 class RawBackend(socketserver.ThreadingTCPServer):
-    """Answers every request 200 `{}` and keeps each request's bytes as they arrived."""
+    """Answers every request 200 with `answer` (JSON, `{}` unless set) and keeps each request's
+    bytes as they arrived."""
 
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _RawHandler)
+        self.answer = b"{}"
         self.received: list[bytes] = []
         self.lock = threading.Lock()
 
@@ -72,8 +76,9 @@ class _RawHandler(socketserver.BaseRequestHandler):
             with self.server.lock:  # type: ignore[attr-defined]
                 self.server.received.append(head + b"\r\n\r\n" + rest[:length])  # type: ignore[attr-defined]
             buffer = rest[length:]
+            answer = self.server.answer  # type: ignore[attr-defined]
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: 2\r\n\r\n{}")
+                         b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
 
 
 @pytest.fixture
@@ -250,6 +255,33 @@ def test_values_in_a_path_reach_the_store_redacted(start_gateway, issuer, raw_ba
     assert rows.count("GET /lookup/%5BREDACTED%3Aemail%5D/%5BREDACTED%3Assn%5D") == 1  # function
     assert "/sessions/%5BREDACTED%3Ajwt%5D" in rows and "/lookup/%5BREDACTED%3Assn%5D" in rows
     assert token not in gateway.output
+
+
+def test_values_in_object_keys_reach_the_store_renamed(start_gateway, issuer, raw_backend, tmp_path):
+    """Maps keyed by a personal value (bundled packs): a request's key goes to the backend as
+    sent and is stored as its hash token; an answer's key reaches the caller as that token (the
+    packs hash emails in answers); a secret as a key is refused, never forwarded, not stored."""
+    gateway = start_gateway(upstream=raw_backend.url)
+    token = issuer.keys.mint("alice", ["support"])
+    email, ssn, aws = "jane.doe@example.com", "536-22-1234", "AKIAIOSFODNN7EXAMPLE"
+    raw_backend.answer = json.dumps({"by_email": {email: {"ssn": ssn, "plan": "pro"}}}).encode()
+    bearer = {"Authorization": f"Bearer {token}"}
+    with gateway.client() as http:
+        allowed = http.post("/customers/notes", headers=bearer, json={"by_email": {email: "call back"}})
+        blocked = http.post("/customers/notes", headers=bearer, json={"filters": {aws: "x"}})
+    assert allowed.status_code == 200
+    [(renamed, customer)] = allowed.json()["by_email"].items()
+    assert re.fullmatch(r"tok_email_[0-9a-f]{12}", renamed) and customer == {"ssn": "***-**-1234", "plan": "pro"}
+    assert blocked.status_code == 403
+    assert re.fullmatch(r"\$\.filters\.tok_aws_access_key_[0-9a-f]{12}<key>", blocked.json()["error"]["field"])
+    [request] = raw_backend.received  # the allowed request, as the caller sent it
+    assert json.loads(request.split(b"\r\n\r\n", 1)[1]) == {"by_email": {email: "call back"}}
+    gateway.stop()
+    data, _, rows = stored(tmp_path / "toolgate.duckdb")
+    for value in (email, ssn, aws):
+        assert value.encode() not in data and value not in rows, value
+    assert rows.count(renamed) >= 3  # the request's key, the answer's key, their findings' paths
+    assert aws not in gateway.output and email not in gateway.output
 
 
 def test_a_session_named_after_a_labelled_value_is_stored_under_its_fingerprint(

@@ -40,12 +40,13 @@ class Hit:
     detector: Detector | None = None
     span: Span | None = None  # None: the whole value at (node, key)
     text: str | None = None  # the detected text (for spans and numbers)
+    in_key: bool = False  # the span is in the key at (node, key), not in its value
     _path: str | None = None
 
     @property
     def path(self) -> str:
         if self._path is None:
-            self._path = self.document.path(self.node, self.key)
+            self._path = self.document.path(self.node, self.key) + ("<key>" if self.in_key else "")
         return self._path
 
     @property
@@ -77,6 +78,7 @@ class Classifier:
     def classify(self, document: Document) -> list[Hit]:
         hits = self._scan_strings(document)
         hits.extend(self._scan_numbers(document))
+        hits.extend(self._scan_keys(document))
         if any(hit.label.paths for hit in hits):
             hits = self._within_paths(document, hits)
         for label in self.path_labels:
@@ -106,7 +108,35 @@ class Classifier:
         strings = document.strings
         if not strings or not self.string_detectors:
             return []
-        distinct = list(dict.fromkeys(strings))
+        spans_of = self._spans(list(dict.fromkeys(strings)))
+        if not spans_of:
+            return []
+        hits = []
+        slots = document.string_slots
+        # positions of every occurrence of a value with findings, iterated in C
+        for string_index in compress(count(), map(spans_of.__contains__, strings)):
+            value = strings[string_index]
+            node, key = slots[string_index]
+            for start, end, detector in spans_of[value]:
+                for label in self.by_detector[detector.name]:
+                    hits.append(Hit(document, node, key, label, detector, (start, end), value[start:end]))
+        return hits
+
+    def _scan_keys(self, document: Document) -> list[Hit]:
+        """The values in object keys: each distinct key scanned once, as a string of its own; a
+        hit for every member it names (nodes in order, then members)."""
+        if not document.key_strings or not self.string_detectors:
+            return []
+        spans_of = self._spans(document.key_strings)
+        hits = []
+        for node, key in document.key_slots(set(spans_of)) if spans_of else ():
+            for start, end, detector in spans_of[key]:
+                for label in self.by_detector[detector.name]:
+                    hits.append(Hit(document, node, key, label, detector, (start, end), key[start:end], in_key=True))
+        return hits
+
+    def _spans(self, distinct: list[str]) -> dict[str, list[tuple[int, int, Detector]]]:
+        """{string: its values' (start, end, detector)} for the distinct strings holding any."""
         positions: dict[int, list[int]] = {}  # strings with invisible characters: visible -> original
         everything = _Joined(distinct)
         if everything.text.count(SEPARATOR) >= len(distinct) or _invisible_besides_separators(everything.text):
@@ -143,21 +173,11 @@ class Classifier:
                 else:
                     found[index] = [spot]
         if not found:
-            return []
+            return {}
         for index, keep in positions.items():  # back to positions in the original strings
             if index in found:
                 found[index] = [(keep[start], keep[end - 1] + 1, detector) for start, end, detector in found[index]]
-        spans_of = {distinct[index]: spans if len(spans) == 1 else _without_overlaps(spans) for index, spans in found.items()}
-        hits = []
-        slots = document.string_slots
-        # positions of every occurrence of a value with findings, iterated in C
-        for string_index in compress(count(), map(spans_of.__contains__, strings)):
-            value = strings[string_index]
-            node, key = slots[string_index]
-            for start, end, detector in spans_of[value]:
-                for label in self.by_detector[detector.name]:
-                    hits.append(Hit(document, node, key, label, detector, (start, end), value[start:end]))
-        return hits
+        return {distinct[index]: spans if len(spans) == 1 else _without_overlaps(spans) for index, spans in found.items()}
 
     def _scan_numbers(self, document: Document) -> list[Hit]:
         hits = []

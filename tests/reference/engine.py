@@ -24,7 +24,7 @@ from toolgate.rules.callmatch import call_matches
 from toolgate.rules.catalog import check_access, find_function, rest_name
 from reference.classify import Classifier, Hit
 from toolgate.rules.decision import Call, Decision, Finding, RuleMatch
-from reference.masking import REMOVE, Changes, Fingerprints, apply_edits, mask_spans, mask_whole, reapply_edits, redact_token
+from reference.masking import REMOVE, TOKEN_HEX, Changes, Fingerprints, apply_edits, mask_spans, mask_whole, reapply_edits, redact_token
 from toolgate.rules.model import MASK_STRENGTH, STRENGTH, Label, Origin, Rule, RuleSet
 from reference.walk import HOLDER, Document
 
@@ -97,6 +97,8 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
     hits = classifier.classify(body_doc)
     if query_doc is not None:
         hits.extend(classifier.classify(query_doc))
+    prints = Fingerprints(mask_key)
+    names = _name_keys(hits, prints)
 
     outcomes: list[_Outcome] = []
     if call.direction == "request" and not call.content:  # prompts are not function calls
@@ -121,11 +123,11 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
     # (allowed, only monitored, or in a refused call) redacted as well.
     masked_labels = {name for o in enforced if o.action == "mask" and o.mask is not None for name in o.labels}
     delta = _record_delta(plan, hits, masked_labels)
-    prints = Fingerprints(mask_key)
-    body, record_body = _masked(body_doc, plan, delta, prints)
+    renames = _key_renames(enforced, names)
+    body, record_body = _masked(body_doc, plan, delta, prints, renames)
     masked_query = record_query = query
     if query_doc is not None:
-        masked_query, record_query = _masked(query_doc, plan, delta, prints)
+        masked_query, record_query = _masked(query_doc, plan, delta, prints, renames)
     findings = _findings(labelled, outcomes, call.direction, prints)
     return Decision(
         action=action,
@@ -317,6 +319,8 @@ def _mask_plan(outcomes: list[_Outcome]) -> _MaskPlan:
         style = outcome.mask
         strength = MASK_STRENGTH[style]
         for hit in outcome.hits:
+            if hit.in_key:  # keys are renamed, not masked (`_key_renames`)
+                continue
             slot = (hit.node, hit.key)
             if hit.span is None:
                 table = plan.wholes.setdefault(hit.document, {})
@@ -336,7 +340,7 @@ def _record_delta(plan: _MaskPlan, hits: list[Hit], masked_labels: set[str]) -> 
     `masked_labels` (those an enforced mask rule covers) are all in the plan."""
     delta: _MaskPlan | None = None
     for hit in hits:
-        if hit.label.name in masked_labels or _planned(plan, hit):
+        if hit.in_key or hit.label.name in masked_labels or _planned(plan, hit):
             continue
         if delta is None:
             delta = _MaskPlan({}, {})
@@ -359,25 +363,30 @@ def _planned(plan: _MaskPlan, hit: Hit) -> bool:
     return hit.span is not None and hit.span in plan.spans.get(hit.document, {}).get(slot, {})
 
 
-def _masked(document: Document, plan: _MaskPlan, delta: _MaskPlan | None, prints: Fingerprints) -> tuple[Any, Any]:
-    """The document masked by `plan` (to forward), and by `plan` plus `delta` (to record).
+def _masked(
+    document: Document, plan: _MaskPlan, delta: _MaskPlan | None, prints: Fingerprints, renames: _KeyRenames
+) -> tuple[Any, Any]:
+    """The document masked by `plan` (to forward), and by `plan` plus `delta` (to record), with
+    the keys `renames` renames in each.
 
     The record version reuses the forwarded one's edits and copied containers: only the slots
     `delta` changes, and the containers on their way to the root, are done again. Without a
     delta both are the very same object."""
     empty: dict[Any, Any] = {}
+    forwarded_keys = renames.forwarded.get(document, empty)
+    recorded_keys = renames.recorded.get(document, empty)
     wholes = plan.wholes.get(document, empty)
     edits = _edits(document, wholes, plan.spans.get(document, empty), prints)
     changes: Changes = {}
-    body = apply_edits(document, edits, changes)
-    if delta is None:
+    body = apply_edits(document, edits, changes, forwarded_keys)
+    if delta is None and not renames.differ:
         return body, body
-    extra_wholes = delta.wholes.get(document, empty)
-    extra_spans = delta.spans.get(document, empty)
-    if not extra_wholes and not extra_spans:
+    extra_wholes = delta.wholes.get(document, empty) if delta is not None else empty
+    extra_spans = delta.spans.get(document, empty) if delta is not None else empty
+    if not extra_wholes and not extra_spans and recorded_keys == forwarded_keys:
         # The delta is in the call's other document. A record that differs from what is
         # forwarded only there is still a separate object (callers compare with `is`).
-        return body, apply_edits(document, _edits(document, wholes, plan.spans.get(document, empty), prints))
+        return body, apply_edits(document, _edits(document, wholes, plan.spans.get(document, empty), prints), None, forwarded_keys)
     record_edits = dict(edits)
     for slot in extra_wholes:
         record_edits.pop(slot, None)
@@ -386,9 +395,84 @@ def _masked(document: Document, plan: _MaskPlan, delta: _MaskPlan | None, prints
             record_edits.pop(slot, None)
     # a delta slot is never one of the plan's wholes (those hits are planned)
     record_edits.update(_edits(document, extra_wholes, extra_spans, prints, wholes))
-    if not record_edits:
+    if not record_edits and not recorded_keys:
         return body, document.holder[0]
+    if recorded_keys:
+        return body, apply_edits(document, record_edits, None, recorded_keys)
     return body, reapply_edits(document, record_edits, changes, [*extra_wholes, *extra_spans])
+
+
+@dataclass
+class _KeyRenames:
+    """Per document, {(node, key): new name or REMOVE} for the keys holding labelled values:
+    `recorded` has all of them, `forwarded` those an enforced mask rule covers; `differ` when
+    the two differ in any document of the call."""
+
+    forwarded: dict[Document, dict[tuple[int, Any], Any]]
+    recorded: dict[Document, dict[tuple[int, Any], Any]]
+    differ: bool
+
+
+def _name_keys(hits: list[Hit], prints: Fingerprints) -> dict[tuple[Document, int, Any], str]:
+    """The new name of every key holding a labelled value: the hash token of its first value's
+    label (`tok_email_<12 hex>`), of that value when it is the whole key, else of the key; `~2`,
+    `~3`... after it when the name is taken in its object. Paths through the key show it."""
+    firsts: dict[tuple[Document, int, Any], Hit] = {}
+    for hit in hits:
+        if hit.in_key:
+            firsts.setdefault((hit.document, hit.node, hit.key), hit)
+    if not firsts:
+        return {}
+    bases: dict[tuple[Document, int], dict[Any, str]] = {}
+    for (document, node, key), hit in firsts.items():
+        if hit.span == (0, len(key)):
+            print_ = prints.of(hit.text, hit.detector)
+        else:
+            print_ = prints.of(key, None)
+        bases.setdefault((document, node), {})[key] = f"tok_{hit.label.name}_{print_[:TOKEN_HEX]}"
+    names: dict[tuple[Document, int, Any], str] = {}
+    for (document, node), base_of in bases.items():
+        container = document.containers[node]
+        taken = {key for key in container if key not in base_of}
+        renamed = {}
+        for key in container:
+            base = base_of.get(key)
+            if base is None:
+                continue
+            name, n = base, 2
+            while name in taken:
+                name, n = f"{base}~{n}", n + 1
+            taken.add(name)
+            names[(document, node, key)] = renamed[(node, key)] = name
+        document.rename_keys(renamed)
+    return names
+
+
+def _key_renames(outcomes: list[_Outcome], names: dict[tuple[Document, int, Any], str]) -> _KeyRenames:
+    """Keys are renamed in the record always, and in the forwarded body when an enforced mask
+    rule covers a value in them (the strongest rule's `remove` removes the member instead)."""
+    renames = _KeyRenames({}, {}, False)
+    if not names:
+        return renames
+    styles: dict[tuple[Document, int, Any], str] = {}
+    for outcome in outcomes:
+        if outcome.action != "mask" or outcome.mask is None:
+            continue
+        for hit in outcome.hits:
+            if hit.in_key:
+                slot = (hit.document, hit.node, hit.key)
+                current = styles.get(slot)
+                if current is None or MASK_STRENGTH[outcome.mask] > MASK_STRENGTH[current]:
+                    styles[slot] = outcome.mask
+    for (document, node, key), name in names.items():
+        style = styles.get((document, node, key))
+        new = REMOVE if style == "remove" else name
+        renames.recorded.setdefault(document, {})[(node, key)] = new
+        if style is not None:
+            renames.forwarded.setdefault(document, {})[(node, key)] = new
+        else:
+            renames.differ = True
+    return renames
 
 
 def _edits(

@@ -186,8 +186,15 @@ def mask_spans(text: str, spans: list[tuple[int, int, str, str, Detector | None]
 Changes = dict[int, dict[Any, Any]]  # {node: {key: new value, REMOVE or a copied container}}
 
 
-def apply_edits(document: Document, edits: dict[tuple[int, Any], Any], changes_out: Changes | None = None) -> Any:
-    """The document's body with `edits` ({(node, key): new value or REMOVE}) applied.
+def apply_edits(
+    document: Document,
+    edits: dict[tuple[int, Any], Any],
+    changes_out: Changes | None = None,
+    renames: dict[tuple[int, Any], Any] | None = None,
+) -> Any:
+    """The document's body with `edits` ({(node, key): new value or REMOVE}) applied, and the
+    keys of `renames` ({(node, key): new name or REMOVE}) renamed in their objects, which keep
+    their order (REMOVE removes the member).
 
     The input is never changed: only the containers on the way from a changed value to the root
     are copied (children before parents: a node's index is always above its parent's), and
@@ -195,7 +202,7 @@ def apply_edits(document: Document, edits: dict[tuple[int, Any], Any], changes_o
     removed; it is redacted instead. `changes_out` receives what was changed in each copied
     container (the copies of its children included), for `reapply_edits`.
     """
-    if not edits:
+    if not edits and not renames:
         return document.holder[0]
     by_node: Changes = {}
     for (node, key), value in edits.items():
@@ -204,6 +211,8 @@ def apply_edits(document: Document, edits: dict[tuple[int, Any], Any], changes_o
             by_node[node] = {key: value}
         else:
             changes[key] = value
+    for node, _ in renames or ():
+        by_node.setdefault(node, {})
     parents = document.parents
     for node in list(by_node):  # every container on the way to the root gets a copy
         while node != HOLDER:
@@ -213,7 +222,7 @@ def apply_edits(document: Document, edits: dict[tuple[int, Any], Any], changes_o
             by_node[node] = {}
     if changes_out is not None:
         changes_out.update(by_node)
-    return _rebuild(document, by_node, edits)
+    return _rebuild(document, by_node, edits, renames)
 
 
 def reapply_edits(
@@ -242,7 +251,9 @@ def reapply_edits(
     return _rebuild(document, by_node, edits)
 
 
-def _rebuild(document: Document, by_node: Changes, edits: dict[tuple[int, Any], Any]) -> Any:
+def _rebuild(
+    document: Document, by_node: Changes, edits: dict[tuple[int, Any], Any], renames: dict[tuple[int, Any], Any] | None = None
+) -> Any:
     """Copy each container of `by_node` with its changes, children first, up to the body."""
     containers, parents, keys, kinds = document.containers, document.parents, document.keys, document.kinds
     for node in sorted(by_node, reverse=True):
@@ -251,6 +262,18 @@ def _rebuild(document: Document, by_node: Changes, edits: dict[tuple[int, Any], 
             new = changes[0]
             return new if new is not REMOVE else redact_token("body")
         container = containers[node]
+        if renames and type(container) is dict and any((node, key) in renames for key in container):
+            copy = {}
+            for key, value in container.items():
+                name = renames.get((node, key), key)
+                value = changes.get(key, value)
+                if name is not REMOVE and value is not REMOVE:
+                    copy[name] = value
+            replacement = json.dumps(copy, ensure_ascii=False) if kinds[node] == DECODED_JSON else copy
+            parent, key = parents[node], keys[node]
+            if (parent, key) not in edits:
+                by_node[parent][key] = replacement
+            continue
         copy = dict(container) if type(container) is dict else list(container)
         removed = []
         for key, value in changes.items():

@@ -5,7 +5,9 @@ be a card number, plus a table of containers (parent, key, kind), so that a find
 is rendered as `$.customers[0].ssn` only when it is needed, and masking can copy just the
 containers on the way to a changed value instead of the whole body. A string that holds a JSON
 object or array is decoded and walked too (its items render as `$.payload<json>.ssn`); the masking
-step re-encodes it.
+step re-encodes it. The distinct object keys are collected too (`key_strings`): a key can hold a
+labelled value (`{"by_email": {"jane@example.com": ...}}`); a key renamed for the record
+(`renamed`) is rendered by its new name in every path through it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ class Document:
 
     __slots__ = (
         "root_name", "holder", "containers", "parents", "keys", "kinds", "embedded",
-        "strings", "string_slots", "numbers", "number_slots", "_node_of", "_node_paths", "_key_texts",
+        "strings", "string_slots", "numbers", "number_slots", "key_strings", "renamed", "_node_of", "_node_paths",
+        "_key_texts",
     )  # fmt: skip
 
     def __init__(self, value: Any, root_name: str = "$", decode_embedded: bool = True, min_length: int = 3) -> None:
@@ -41,6 +44,8 @@ class Document:
         self.string_slots: list[tuple[int, Any]] = []
         self.numbers: list[int] = []
         self.number_slots: list[tuple[int, Any]] = []
+        self.key_strings: list[str] = []  # distinct object keys of at least `min_length`, first seen first
+        self.renamed: dict[tuple[int, Any], str] = {}  # (node, key): the key's name in paths (see `rename_keys`)
         self._node_of: dict[int, int] | None = None
         self._node_paths: dict[int, str] = {}
         self._key_texts: dict[Any, str] = {}
@@ -62,10 +67,18 @@ class Document:
         containers, parents, keys, kinds, embedded = (
             self.containers, self.parents, self.keys, self.kinds, self.embedded,
         )  # fmt: skip
+        keys_seen: set[Any] = set()
+        add_key = self.key_strings.append
         pending = [HOLDER]
         while pending:
             node = pending.pop()
             container = containers[node]
+            if type(container) is dict:
+                for key in container:
+                    if key not in keys_seen:
+                        keys_seen.add(key)
+                        if type(key) is str and len(key) >= min_length:
+                            add_key(key)
             for key, value in container.items() if type(container) is dict else enumerate(container):
                 kind = type(value)
                 if kind is str:
@@ -112,6 +125,21 @@ class Document:
     def value_at(self, node: int, key: Any) -> Any:
         return self.containers[node][key]
 
+    def key_slots(self, keys: set[str]) -> list[tuple[int, str]]:
+        """Every (node, key) where one of `keys` names a member: nodes in order, then members."""
+        return [
+            (node, key)
+            for node, container in enumerate(self.containers)
+            if type(container) is dict
+            for key in container
+            if type(key) is str and key in keys
+        ]
+
+    def rename_keys(self, renamed: dict[tuple[int, Any], str]) -> None:
+        """Render the keys at these (node, key) slots by their new names from now on."""
+        self.renamed.update(renamed)
+        self._node_paths.clear()
+
     def node_of(self, container: Any) -> int | None:
         """The node of a container object of the top-level body (for JSONPath results)."""
         if self._node_of is None:
@@ -135,9 +163,12 @@ class Document:
         prefix = self._node_paths.get(node)
         if prefix is None:
             prefix = self._node_path(node)
-        return prefix + self._key_text(key, prefix)
+        return prefix + self._key_text(key, prefix, self.renamed.get((node, key)) if self.renamed else None)
 
-    def _key_text(self, key: Any, prefix: str) -> str:
+    def _key_text(self, key: Any, prefix: str, renamed: str | None = None) -> str:
+        if renamed is not None:
+            text = format_key(renamed)
+            return text[1:] if prefix == "?" and text.startswith(".") else text
         if type(key) is int:
             return f"[{key}]"  # format_key, for the list items of a large body
         text = self._key_texts.get(key) if type(key) is str else None
@@ -157,6 +188,7 @@ class Document:
             prefix = self._node_paths.get(parent)
             if prefix is None:
                 prefix = self._node_path(parent)
-            path = prefix + self._key_text(key, prefix) + suffix
+            renamed = self.renamed.get((parent, key)) if self.renamed else None
+            path = prefix + self._key_text(key, prefix, renamed) + suffix
         self._node_paths[node] = path
         return path

@@ -4,7 +4,7 @@ bodies, on 100,000 bodies full of look-alikes (`TOOLGATE_DIFFERENTIAL_CASES` to 
 
 Bodies mix the detectors' values and near misses (from test_core_detectors' generator), JSON
 nested in strings, card numbers as JSON numbers, invisible characters, other scripts, odd keys,
-and lists; the rule sets mix every mask style, path labels, a label with a detector and paths,
+keys that hold values (and keys their renaming collides with), and lists; the rule sets mix every mask style, path labels, a label with a detector and paths,
 two labels on one detector, monitored, blocking and approving rules and `when` conditions."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import random
 
 import pytest
 from reference import engine as reference
+from reference.masking import hash_token
 from reference.differential import comparable, differences
 from test_core_detectors import NAMES, generated
 
@@ -57,6 +58,13 @@ rules:
 """
 
 KEYS = ["id", "name", "ssn", "note", "contact", "tax_id", "card", "a b", "x'y", "é", "args", "value", "limit"]
+# keys that collide once keys holding values are renamed: an email in other cases (one token),
+# and the very tokens the email and the SSN become
+COLLIDING_KEYS = [
+    "jane.doe@example.com", "Jane.Doe@example.com", "JANE.DOE@EXAMPLE.COM", "536-22-1234", "536 22 1234",
+    *(hash_token(label, value, KEY) for label in ("email", "ssn", "us_ssn") for value in ("jane.doe@example.com", "536221234")),
+    hash_token("email", "jane.doe@example.com", KEY) + "~2", "[REDACTED:email]",
+]
 
 
 def _value(rng: random.Random, strings: list[str], depth: int):
@@ -74,8 +82,17 @@ def _value(rng: random.Random, strings: list[str], depth: int):
     return _body(rng, strings, depth + 1)
 
 
+def _key(rng: random.Random, strings: list[str]) -> str:
+    kind = rng.random()
+    if kind < 0.8:
+        return rng.choice(KEYS)
+    if kind < 0.93:
+        return rng.choice(strings)  # a key holding a value, or a near miss
+    return rng.choice(COLLIDING_KEYS)
+
+
 def _body(rng: random.Random, strings: list[str], depth: int = 0) -> dict:
-    return {rng.choice(KEYS): _value(rng, strings, depth) for _ in range(rng.randint(1, 4))}
+    return {_key(rng, strings): _value(rng, strings, depth) for _ in range(rng.randint(1, 4))}
 
 
 def calls(count: int, seed: int = 14):
