@@ -609,8 +609,7 @@ impl Classified {
         Ok(Masked::Value(joined.unbind()))
     }
 
-    /// The reference's `apply_edits`: the body with `edits` applied; only the containers on the
-    /// way from a changed value to the root are copied, embedded JSON is encoded again.
+    /// The document's body as it came.
     fn original(&self, py: Python<'_>, doc: usize) -> PyResult<Py<PyAny>> {
         let document = self.docs[doc].bind(py).borrow();
         Ok(document.container(HOLDER).bind(py).get_item(0)?.unbind())
