@@ -28,6 +28,7 @@ from toolgate.scripts.cli_common import (
     CannotRun, StoreOptions, emit_json, given, new_console, store_options,
 )
 from toolgate.sessions.query import LEVELS
+from toolgate.sessions.sessionize import explicit_session, hashed_session
 from toolgate.sessions.timeparse import parse_time
 
 DECISION_STYLES = {"allow": "green", "mask": "yellow", "approve": "cyan", "block": "red",
@@ -403,8 +404,8 @@ def report(opts: StoreOptions, since: str | None, until: str | None, fail_on: st
 @click.argument("value")
 @store_options
 def find_value(opts: StoreOptions, value: str) -> None:
-    """Was VALUE ever seen? Looks its keyed fingerprint up in the findings ('-' reads VALUE
-    from stdin, which keeps it out of shell history)."""
+    """Was VALUE ever seen? Looks its keyed fingerprint up in the findings, and the session a
+    caller named after it ('-' reads VALUE from stdin, which keeps it out of shell history)."""
     from toolgate.rules.keys import DEFAULT_DB, default_mask_key_file, mask_key_reference, resolve_secret
 
     # Resolved as the gateway resolves it, by the same code: else the gateway's default key.
@@ -425,10 +426,26 @@ def find_value(opts: StoreOptions, value: str) -> None:
     # card, lower case for an email...), so "4242 4242 4242 4242" finds "4242-4242-...".
     result = _merged([opts.get("/api/findings", {"fingerprint": fp})
                       for fp in sorted(candidate_fingerprints(value.strip(), key))])
+    # A session named after the value (X-Toolgate-Session: jane@example.com) is stored under
+    # the name's keyed fingerprint, as the policy computes it.
+    result["sessions"] = []
+    name = explicit_session(None, value)
+    if name is not None:
+        session = hashed_session(name, key)
+        named = opts.get("/api/calls", {"session_id": session, "limit": "10000"})
+        if named["count"]:
+            result["sessions"].append({"session_id": session, "calls": named["count"]})
+    result["seen"] = result["seen"] or bool(result["sessions"])
     if opts.as_json:
         return emit_json(result)
     if not result["seen"]:
-        click.echo("not seen: no finding in the store has this value's fingerprint")
+        click.echo("not seen: no finding in the store has this value's fingerprint, and no "
+                   "session is named after it")
+        return
+    for session in result["sessions"]:
+        click.echo(f"session {session['session_id']} is named after this value "
+                   f"({session['calls']} call(s)): toolgate sessions show {session['session_id']}")
+    if not result["findings"]:
         return
     columns = ["started_at", "session_id", "subject", "function", "direction", "path", "label",
                "action", "call_id"]

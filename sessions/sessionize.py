@@ -13,6 +13,8 @@ import threading
 import uuid
 from collections.abc import Callable
 
+from toolgate.rules.masking import fingerprint
+
 MCP_SESSION_HEADER = "Mcp-Session-Id"
 SESSION_HEADER = "X-Toolgate-Session"
 IDLE_SECONDS = 30 * 60
@@ -25,6 +27,12 @@ def explicit_session(mcp_session: str | None, toolgate_session: str | None) -> s
         if value and value.strip():
             return value.strip()[:MAX_ID_LENGTH]
     return None
+
+
+def hashed_session(name: str, mask_key: bytes) -> str:
+    """The session id stored for a name that holds a labelled value (an end user's email):
+    `s-<16 hex>`, a keyed fingerprint of the name as `explicit_session` reads it."""
+    return "s-" + fingerprint(name, mask_key)[:16]
 
 
 class Sessionizer:

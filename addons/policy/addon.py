@@ -35,9 +35,8 @@ from toolgate.rules.protocols import (
 )
 from toolgate.rules.protocols.sse import Event, encode_all, parse_all
 from toolgate.rules.walk import Document
-from toolgate.rules.masking import fingerprint
 from toolgate.sessions.records import CREDENTIAL_HEADERS
-from toolgate.sessions.sessionize import SESSION_HEADER, explicit_session
+from toolgate.sessions.sessionize import SESSION_HEADER, explicit_session, hashed_session
 
 logger = logging.getLogger(__name__)
 
@@ -413,7 +412,7 @@ class Policy:
         name = explicit_session(None, header_value(headers, SESSION_HEADER))
         if name is None or not self.rules.current.classifier.classify(Document(name)):
             return
-        stored = "s-" + fingerprint(name, self.mask_key)[:16]
+        stored = hashed_session(name, self.mask_key)
         flow.metadata[flowmeta.RECORD_SESSION] = stored
         kept = flow.metadata.setdefault(RECORD_HEADER_KEYS["request"], {})
         sent = headers.get_all(SESSION_HEADER)

@@ -14,7 +14,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from toolgate.scripts.cli import cli
 from toolgate.scripts.harness import open_store, store_bytes
 
 pytestmark = pytest.mark.e2e
@@ -307,3 +309,8 @@ def test_a_session_named_after_a_labelled_value_is_stored_under_its_fingerprint(
     hashed = sessions[0]
     assert re.fullmatch(r"s-[0-9a-f]{16}", hashed)
     assert sessions == [hashed, hashed, "nightly-run", hashed]
+    # the store's reader finds the session from the value (the gateway's key beside the store)
+    found = CliRunner().invoke(cli, ["sessions", "find-value", email, "--json",
+                                     "--db", str(tmp_path / "toolgate.duckdb")])
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.output)["sessions"] == [{"session_id": hashed, "calls": 3}]

@@ -17,6 +17,7 @@ from toolgate.scripts.cli import cli
 from toolgate.scripts.harness import StubHandler, StubServer
 from toolgate.rules import Call, bundled_packs_path, evaluate, load_rules
 from toolgate.sessions.records import FindingRow
+from toolgate.sessions.sessionize import hashed_session
 from storekit import make_call, record_all
 
 KEY = b"mask-key-for-tests"
@@ -169,6 +170,30 @@ def test_find_value_uses_the_fingerprint_only(store, tmp_path):
     wrong_key = toolgate("sessions", "find-value", "536-22-1234", "--json", "--db", str(store),
                          env={"TOOLGATE_MASK_KEY": "env:OTHER", "OTHER": "another-key"})
     assert json.loads(wrong_key.output)["seen"] is False
+
+
+def test_find_value_finds_a_session_named_after_the_value(open_writer, db, tmp_path):
+    """`X-Toolgate-Session: jane.doe@example.com` is stored under the name's keyed fingerprint
+    (the policy's `hashed_session`): find-value finds the session from the value."""
+    email = "jane.doe@example.com"
+    session = hashed_session(email, KEY)
+    w = open_writer()
+    record_all(w, [make_call(call_id=f"j{n}", session_id=session, findings=[]) for n in range(3)]
+               + [make_call(call_id="other", session_id="s-other", findings=[])])
+    w.stop()
+    w.join(10)
+    key_file = tmp_path / "key"
+    key_file.write_bytes(KEY)
+    found = toolgate("sessions", "find-value", f" {email} ", "--json", "--mask-key", f"file:{key_file}",
+                     "--db", str(db))
+    assert found.exit_code == 0, found.output
+    body = json.loads(found.output)
+    assert body["seen"] and body["findings"] == [] and body["sessions"] == [{"session_id": session, "calls": 3}]
+    text = toolgate("sessions", "find-value", email, "--mask-key", f"file:{key_file}", "--db", str(db))
+    assert f"session {session} is named after this value (3 call(s))" in text.output
+    other = toolgate("sessions", "find-value", "bob@example.com", "--json", "--mask-key", f"file:{key_file}",
+                     "--db", str(db))
+    assert json.loads(other.output)["sessions"] == [] and not json.loads(other.output)["seen"]
 
 
 def test_export_loads_in_mitmproxy(store, tmp_path):
