@@ -942,13 +942,21 @@ impl Classified {
                 }
             }
             let mut renamed = Vec::new();
+            // per base, the suffix to try next: names are only ever taken, so each search goes
+            // on where the last one for its base stopped (thousands of keys with one base stay
+            // linear)
+            let mut suffixes: HashMap<&str, usize> = HashMap::default();
             for item in 0..dict.len() {
                 let Some(base) = bases.get(&item) else { continue };
-                let (mut name, mut n) = (base.clone(), 2);
+                let (mut name, mut n) = match suffixes.get(base.as_str()) {
+                    None => (base.clone(), 2),
+                    Some(&n) => (format!("{base}~{n}"), n + 1),
+                };
                 while taken.contains(&name)? {
                     name = format!("{base}~{n}");
                     n += 1;
                 }
+                suffixes.insert(base, n);
                 taken.add(&name)?;
                 self.key_names.push((doc, (node, item), name.clone()));
                 renamed.push(((node, item), name));

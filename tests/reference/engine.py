@@ -435,13 +435,18 @@ def _name_keys(hits: list[Hit], prints: Fingerprints) -> dict[tuple[Document, in
         container = document.containers[node]
         taken = {key for key in container if key not in base_of}
         renamed = {}
+        # per base, the suffix to try next: names are only ever taken, so each search goes on
+        # where the last one for its base stopped (thousands of keys with one base stay linear)
+        suffixes: dict[str, int] = {}
         for key in container:
             base = base_of.get(key)
             if base is None:
                 continue
-            name, n = base, 2
+            n = suffixes.get(base)
+            name, n = (base, 2) if n is None else (f"{base}~{n}", n + 1)
             while name in taken:
                 name, n = f"{base}~{n}", n + 1
+            suffixes[base] = n
             taken.add(name)
             names[(document, node, key)] = renamed[(node, key)] = name
         document.rename_keys(renamed)

@@ -114,3 +114,23 @@ def test_keys_without_values_are_left_alone(packs, key, now):
     decision = evaluate(packs, rest("response", body, now), key)
     assert list(decision.body) == list(body) and list(decision.body["a"]) == ["xy"]
     assert [finding.path for finding in decision.findings] == ["$.email"]
+
+
+def test_thousands_of_keys_with_one_name_are_numbered_in_order(packs, key, now):
+    """Case variants of one email share a token: each key gets the next free number, and a key
+    that already is such a name keeps it (the search goes on where the last one stopped, so
+    a body of such keys costs no more than any other)."""
+    token = email_token(packs, key, now)
+    letters = [i for i, c in enumerate(EMAIL) if c.isalpha()]
+    variants = [
+        "".join(c.upper() if i in letters and bits >> letters.index(i) & 1 else c for i, c in enumerate(EMAIL))
+        for bits in range(3000)
+    ]
+    assert len(set(variants)) == 3000
+    body = {f"{token}~3": "kept", **{variant: n for n, variant in enumerate(variants)}}
+    decision = evaluate(packs, rest("request", body, now), key)
+
+    names = list(decision.record_body)
+    assert names[0] == f"{token}~3" and decision.record_body[names[0]] == "kept"
+    assert names[1:] == [token, f"{token}~2", *(f"{token}~{n}" for n in range(4, 3001 + 1))]
+    assert list(decision.record_body.values())[1:] == list(range(3000))
