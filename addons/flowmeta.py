@@ -4,7 +4,8 @@ The addons of the chain talk to each other through a flow's metadata (mitmweb sh
 `toolgate sessions export` writes a few of them into the `.mitm` files it makes). Each entry
 says what the key holds, who writes it and who reads it. Pure: no mitmproxy import, so anything
 can name a key (`addons/gateway.py`'s fallback spells `REFUSED` itself: it must load even when
-nothing else imports; a test checks the two agree).
+nothing else imports; a test checks the two agree). `shown_function` reads one of them the way
+every reader must.
 """
 
 # The call's id (hex): the X-Toolgate-Call-Id of every answer and the store's `call_id`.
@@ -89,6 +90,12 @@ RECORD_QUERY = "toolgate.record_query"
 # read by the recorder (the row's `url`, and the `function` of a call named by its path).
 RECORD_PATH = "toolgate.record_path"
 
+# Functions named after labelled values (MCP tools or JSON-RPC methods, an LLM's tools: text the
+# caller or the model chose) as the store, traces, metrics and tool pins keep them: {the name
+# the policy decided on: the name with its labelled values redacted}. Written by the policy;
+# read through `shown_function`.
+RECORD_FUNCTION = "toolgate.record_function"
+
 # Header values as the store keeps them, by lower-case name: {name: {"sent": [values the policy
 # left on the flow], "stored": [what to store instead]}}. Written by the policy; read by the
 # recorder (and by the policy, which puts the stored values on a request it refuses).
@@ -109,3 +116,10 @@ RECORD_SESSION = "toolgate.record_session"
 # How far the call is on record: "request" once its `pending` row is committed, "call" once its
 # final row is submitted. Written and read by the recorder.
 RECORDED = "toolgate.recorded"
+
+
+def shown_function(meta: dict, name: str | None) -> str | None:
+    """`name` (a function, tool or method name read from the call) as it may be stored, traced
+    or counted: redacted when `RECORD_FUNCTION` holds it."""
+    names = meta.get(RECORD_FUNCTION)
+    return names.get(name, name) if names and name is not None else name

@@ -9,6 +9,7 @@ this addon applies the outcome to the flow. A body that cannot be inspected is r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import secrets
@@ -391,6 +392,8 @@ class Policy:
             elif path_unit is not None:
                 path_unit.keep_record(flow, decision)
         outcome = summarize(decisions, phase, message.jsonrpc)
+        if message.protocol != "rest":
+            self._record_functions(flow, decisions, outcome, phase)
         outcome.findings += uncovered
         outcome.labels += list(dict.fromkeys(f["label"] for f in uncovered
                                              if f["label"] not in outcome.labels))
@@ -402,6 +405,31 @@ class Policy:
         in monitor mode: its record version has every labelled value redacted."""
         return evaluate(self.rules.current, Call(direction=phase, body=value, content=True),
                         self.mask_key, monitor=True)
+
+    def _record_functions(self, flow: http.HTTPFlow, decisions: list[tuple[Unit, Decision]],
+                          outcome: CallDecision, phase: str) -> None:
+        """Functions named after labelled values (MCP tools or JSON-RPC methods, an LLM's
+        tools: text the caller or the model chose, `lookup jane@example.com`) are stored,
+        traced, counted and pinned with the values redacted (`flowmeta.RECORD_FUNCTION`), and a
+        refusal or a hold that names one names it so. The backend gets the name as sent: its
+        values are data of the body, which the rules decided (the envelope's are recorded)."""
+        classifier = self.rules.current.classifier
+        names: dict[str, str] = {}
+        for unit, decision in decisions:
+            name = decision.function
+            if unit.content or not name or name in names:
+                continue
+            if classifier.classify(Document(name)):
+                names[name] = self._classify_whole(name, phase).record_body
+        if not names:
+            return
+        flow.metadata.setdefault(flowmeta.RECORD_FUNCTION, {}).update(names)
+        for sent, stored in names.items():
+            if outcome.refused is not None:
+                outcome.refused = dataclasses.replace(
+                    outcome.refused, message=outcome.refused.message.replace(sent, stored))
+            if outcome.approval is not None:
+                outcome.approval["message"] = outcome.approval["message"].replace(sent, stored)
 
     def _record_session_name(self, flow: http.HTTPFlow) -> None:
         """A session named by the caller (`X-Toolgate-Session`) after a labelled value (an end

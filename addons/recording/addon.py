@@ -536,12 +536,14 @@ def _recorded_url(flow: http.HTTPFlow) -> str:
 
 def _recorded_function(flow: http.HTTPFlow, function: str | None) -> str:
     """The function as the store keeps it: a call named by its method and path (a REST call
-    outside the catalog) is named by its path as stored."""
+    outside the catalog) is named by its path as stored, one named after a labelled value with
+    the value redacted."""
     method = flow.request.method
     path = flow.metadata.get(flowmeta.RECORD_PATH)
     if path is not None and function in (None, rest_name(method, path["sent"])):
         return rest_name(method, path["stored"])
-    return function or f"{method} {flow.request.path.split('?')[0]}"
+    shown = flowmeta.shown_function(flow.metadata, function)
+    return shown or f"{method} {flow.request.path.split('?')[0]}"
 
 
 def _text(data: bytes) -> str:

@@ -245,7 +245,7 @@ class Metrics:
         protocol = policy.get("protocol") or "http"
         if protocol not in PROTOCOLS:
             protocol = OTHER
-        function = policy.get("function")
+        function = flowmeta.shown_function(meta, policy.get("function"))
         function = (UNNAMED if is_rest_name(function, flow.request.method)
                     else self._functions(function))
         key = (protocol, function, decision, enforced)

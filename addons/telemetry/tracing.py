@@ -444,14 +444,16 @@ def call_attributes(flow: http.HTTPFlow, call: CallTrace) -> tuple[str, dict[str
     protocol = policy.get("protocol") or (meta.get(flowmeta.PROTOCOL) or {}).get("protocol")
     if protocol:
         attributes[ATTR_PROTOCOL] = protocol
-    function = policy.get("function")
+    # a name holding a labelled value (`lookup_jane@example.com`) as the store keeps it
+    function = flowmeta.shown_function(meta, policy.get("function"))
     tool = name = None
     if call.mcp is not None:
-        attributes["mcp.method.name"] = name = call.mcp["method"][:MAX_TEXT]
+        method = flowmeta.shown_function(meta, call.mcp["method"]) or ""
+        attributes["mcp.method.name"] = name = method[:MAX_TEXT]
         if call.mcp["id"] is not None:
             attributes["jsonrpc.request.id"] = call.mcp["id"][:MAX_TEXT]
-        if name == "tools/call":
-            tool = call.mcp["tool"] or function
+        if call.mcp["method"] == "tools/call":
+            tool = flowmeta.shown_function(meta, call.mcp["tool"]) or function
     elif protocol in LLM_PROTOCOLS:
         if function and not function.startswith("message."):
             tool = function

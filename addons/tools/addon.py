@@ -338,10 +338,13 @@ def _request_reading(flow: http.HTTPFlow) -> dict[str, Any]:
 
 
 def _tool_calls(flow: http.HTTPFlow) -> list[str]:
-    """The tools an MCP request calls."""
+    """The tools an MCP request calls, a name holding a labelled value (the caller's text) with
+    the value redacted, as the store keeps it (`flowmeta.shown_function`): pinned, logged and
+    refused under that name."""
     if not _is_mcp(flow):
         return []
-    return [name for name in _request_reading(flow)["called"] if isinstance(name, str)]
+    return [flowmeta.shown_function(flow.metadata, name)
+            for name in _request_reading(flow)["called"] if isinstance(name, str)]
 
 
 def _why(server: str, tool: str, status: str) -> str:

@@ -13,6 +13,7 @@ import socketserver
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -284,6 +285,29 @@ def test_values_in_object_keys_reach_the_store_renamed(start_gateway, issuer, ra
         assert value.encode() not in data and value not in rows, value
     assert rows.count(renamed) >= 3  # the request's key, the answer's key, their findings' paths
     assert aws not in gateway.output and email not in gateway.output
+
+
+def test_a_tool_named_after_a_labelled_value_is_stored_and_counted_redacted(start_gateway, issuer, tmp_path):
+    """An MCP tool's name is text the caller (its model) chose: `lookup customer jane@...` goes
+    to the backend as sent (the bundled packs let emails through in requests), and neither
+    the store nor /metrics gets the email."""
+    gateway = start_gateway()
+    token = issuer.keys.mint("alice", ["support"])
+    email = "jane.doe@example.com"
+    bearer = {"Authorization": f"Bearer {token}"}
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": f"lookup customer {email}", "arguments": {}}}
+    with gateway.client() as http:
+        answer = http.post("/mcp", headers=bearer, json=call)
+    assert answer.status_code == 200 and "unknown tool" in answer.text  # the backend got the call
+    metrics = httpx.get(gateway.admin_url + "/metrics", headers=bearer, timeout=10).text
+    assert "toolgate_calls_total" in metrics and email not in metrics
+    gateway.stop()
+    data, _, rows = stored(tmp_path / "toolgate.duckdb")
+    assert email.encode() not in data and email not in rows
+    with open_store(tmp_path / "toolgate.duckdb") as con:
+        [(function,)] = con.execute("SELECT function FROM calls").fetchall()
+    assert function == "lookup customer [REDACTED:email]"
 
 
 def test_a_session_named_after_a_labelled_value_is_stored_under_its_fingerprint(

@@ -512,3 +512,44 @@ def test_request_headers_are_masked_before_they_reach_the_backend(tmp_path):
             "request", "headers.x-reply-to", "mask")
 
     with_policy(header_policy(tmp_path), check)
+
+
+def test_a_tool_named_after_a_labelled_value_is_recorded_and_refused_by_its_redacted_name(tmp_path):
+    """An MCP tool or JSON-RPC method is text the caller chose: one named after a labelled
+    value keeps its name for the rules and the backend, but the store, traces, metrics and a
+    refusal that names it get it redacted."""
+    from toolgate.addons import flowmeta
+    from toolgate.addons.recording.addon import _recorded_function
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("""
+labels:
+  - {name: email, level: confidential, detector: email}
+functions:
+  - {name: search_customers, match: {protocol: mcp}}
+defaults:
+  unknown_function: deny
+""")
+    email = "jane.doe@example.com"
+
+    def call(name, method="tools/call"):
+        params = {"name": name, "arguments": {}} if method == "tools/call" else {}
+        return json_flow(path=b"/mcp", body=json.dumps(
+            {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode())
+
+    def check(policy):
+        refused = call(f"find {email}")
+        policy.request(refused)
+        error = json.loads(refused.response.content)["error"]
+        assert error["message"] == "function find [REDACTED:email] is not in the catalog " \
+                                   "(defaults: unknown_function: deny)"
+        assert _recorded_function(refused, "find " + email) == "find [REDACTED:email]"
+        assert email not in refused.response.text  # as the caller gets it, as the store keeps it
+        method = call("x", method=f"{email}/list")
+        policy.request(method)
+        assert flowmeta.shown_function(method.metadata, f"{email}/list") == "[REDACTED:email]/list"
+        plain = call("search_customers")
+        policy.request(plain)
+        assert plain.response is None and flowmeta.RECORD_FUNCTION not in plain.metadata
+
+    with_policy(rules, check)

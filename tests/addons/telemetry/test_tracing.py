@@ -356,6 +356,19 @@ def test_a_call_named_by_its_path_gives_no_value_in_it_to_a_span(chain):
         assert value.encode() not in wire, value
 
 
+def test_a_tool_or_method_named_after_a_value_gives_it_to_no_span(chain):
+    """Tool and method names are text the caller (or a model) chose: one that holds a labelled
+    value names the span with the value redacted, as the store keeps it."""
+    calls, captured = chain
+    calls.call(mcp({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                    "params": {"name": f"lookup_{EMAIL}", "arguments": {}}}))
+    calls.call(mcp({"jsonrpc": "2.0", "id": 2, "method": f"{EMAIL}/list"}))
+    names = [s.name for s in captured.spans if s.kind is SpanKind.SERVER]
+    # (`lookup_ada@example.com` is an email as a whole)
+    assert names == ["execute_tool [REDACTED:email]", "[REDACTED:email]/list"]
+    assert EMAIL.encode() not in encode_request(captured.calls)
+
+
 def test_a_refused_call_has_its_error_and_no_upstream(chain):
     calls, captured = chain
     flow = rest(method=b"DELETE", path=b"/customers/7")
