@@ -91,9 +91,9 @@ RECORD_QUERY = "toolgate.record_query"
 RECORD_PATH = "toolgate.record_path"
 
 # Functions named after labelled values (MCP tools or JSON-RPC methods, an LLM's tools: text the
-# caller or the model chose) as the store, traces, metrics and tool pins keep them: {the name
-# the policy decided on: the name with its labelled values redacted}. Written by the policy;
-# read through `shown_function`.
+# caller or the model chose; a call named by a path that holds one) as the store, traces,
+# metrics, tool pins and hold listings show them: {the name the policy decided on: the name
+# with its labelled values redacted}. Written by the policy; read through `shown_function`.
 RECORD_FUNCTION = "toolgate.record_function"
 
 # Header values as the store keeps them, by lower-case name: {name: {"sent": [values the policy

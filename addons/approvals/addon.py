@@ -359,7 +359,7 @@ class Approvals:
             await _show(flow)
             self._notify(held)
             logger.info("toolgate: held %s [%s] for %s: %s (rule %s; approvers: %s)",
-                        held.call_id, held.id, held.caller, held.function, held.rule,
+                        held.call_id, held.id, held.caller, held.shown, held.rule,
                         ", ".join(held.approvers) or "-")
             verdict = await self._fleet_decision(held, await self._await_verdict(flow, held))
             if flow.error is not None and flow.error.msg == Error.KILLED_MESSAGE:
@@ -416,7 +416,7 @@ class Approvals:
         task.add_done_callback(lambda _: self._recording.pop(held.id, None))
         self._notify(held)
         logger.info("toolgate: held %s [%s] for %s, answered at once: %s (rule %s; approvers: "
-                    "%s)", held.call_id, held.id, held.caller, held.function, held.rule,
+                    "%s)", held.call_id, held.id, held.caller, held.shown, held.rule,
                     ", ".join(held.approvers))
         self._answer_pending(flow, held, approval)
 
@@ -600,14 +600,18 @@ class Approvals:
         request = flow.request
         now = time.time()
         timeout = effective_timeout(ctx.options.toolgate_approval_timeout, approval.get("timeout"))
+        function = approval.get("function")
+        shown = flowmeta.shown_function(flow.metadata, function)
         return HeldCall(
             id=new_held_id(), call_id=call_id_of(flow),
             subject=identity.get("subject"), groups=tuple(identity.get("groups") or ()),
             anonymous=bool(identity.get("anonymous")) or not identity.get("subject"),
-            function=approval.get("function"), rule=approval.get("rule"),
+            function=function, rule=approval.get("rule"),
             approvers=tuple(approval.get("approvers") or ()),
             message=approval.get("message") or "this call needs an approval",
-            field=approval.get("field"), request=f"{request.method} {request.path.split('?')[0]}",
+            field=approval.get("field"),
+            request=flowmeta.shown_function(flow.metadata,
+                                            f"{request.method} {request.path.split('?')[0]}"),
             arguments=_arguments(flow, approval), result=approval.get("result"),
             argument_hash=argument_hash(request.method, request.path, request.raw_content),
             requested_at=now, expires_at=now + timeout, phase=phase,
@@ -615,6 +619,7 @@ class Approvals:
             hold="return" if (approval.get("hold") == "return" and phase == "request"
                               and identity.get("subject")
                               and not identity.get("anonymous")) else "wait",
+            shown_function=shown if shown != function else None,
         )
 
     # -- notification -----------------------------------------------------------------------

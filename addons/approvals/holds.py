@@ -51,6 +51,8 @@ class Grant:
     reviewer: str
     reason: str
     held_id: str
+    # the function as shown and stored (`flowmeta.shown_function`), when it is not `function`
+    shown_function: str | None = None
 
     def covers(self, subject: str | None, function: str | None, rule: str | None,
                argument_hash: str, now: float) -> bool:
@@ -70,7 +72,7 @@ class Grant:
         """How the store's `scope` column describes it."""
         args = f"arguments sha256:{self.argument_hash}" if self.argument_hash else "any arguments"
         return (f"grant {format_duration(datetime.timedelta(seconds=self.seconds))}: "
-                f"{self.subject} -> {self.function}, {args}")
+                f"{self.subject} -> {self.shown_function or self.function}, {args}")
 
     def state(self) -> dict[str, Any]:
         """Every field, as the control plane keeps it (`from_state` reads it back)."""
@@ -78,12 +80,12 @@ class Grant:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "Grant":
-        return cls(**{f.name: state[f.name] for f in fields(cls)})
+        return cls(**{f.name: state[f.name] for f in fields(cls) if f.name in state})
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "id": self.id, "subject": self.subject, "function": self.function, "rule": self.rule,
-            "arguments": "same" if self.argument_hash else "any",
+            "id": self.id, "subject": self.subject, "function": self.shown_function or self.function,
+            "rule": self.rule, "arguments": "same" if self.argument_hash else "any",
             "argument_hash": self.argument_hash, "starts_at": iso(self.starts_at),
             "expires_at": iso(self.expires_at), "seconds": self.seconds,
             "reviewer": self.reviewer, "reason": self.reason, "scope": self.scope,
@@ -157,6 +159,14 @@ class HeldCall:
     node: str | None = None  # in a fleet: the node whose caller waits
     hold: str = "wait"  # or "return": the caller was answered approval_pending and retries
     claimed: bool = False  # in a fleet: the verdict is the control plane's first decision
+    # the function as shown and stored (`flowmeta.shown_function`), when it is not `function`
+    # (which grants match): a tool, or a call named by its path, holding a labelled value
+    shown_function: str | None = None
+
+    @property
+    def shown(self) -> str:
+        """The function as reviewers, the log and the store see it."""
+        return self.shown_function or self.function or self.request
 
     def state(self) -> dict[str, Any]:
         """The call as the control plane keeps it for every node's reviewers (undecided)."""
@@ -199,7 +209,8 @@ class HeldCall:
         """One entry of `GET /api/approvals` (with the node that holds it, in a fleet)."""
         return {
             "id": self.id, "call_id": self.call_id, "subject": self.subject,
-            "function": self.function, "rule": self.rule, "arguments": self.arguments,
+            "function": self.shown_function or self.function, "rule": self.rule,
+            "arguments": self.arguments,
             "requested_at": iso(self.requested_at), "expires_at": iso(self.expires_at),
             "hold": self.hold, **({"node": self.node} if self.node else {}),
         }
@@ -222,7 +233,7 @@ class HeldCall:
         """The comment mitmweb shows on the held flow."""
         if self.hold == "return":
             return (f"approval pending [{self.id}] · caller {self.caller} answered at once, "
-                    f"retries once decided · rule {self.rule} · {self.function or self.request}"
+                    f"retries once decided · rule {self.rule} · {self.shown}"
                     f" · approvers: {', '.join(self.approvers)} · {self.message} · arguments: "
                     f"{_brief(self.arguments)} · toolgate.approve / toolgate.deny decide it")
         why = ("access review overdue" if self.access_review else "answer held for release"
@@ -230,7 +241,7 @@ class HeldCall:
         approvers = ", ".join(self.approvers) or "the mitmweb operator"
         answer = f" · answer: {_brief(self.result)}" if self.phase == "response" else ""
         return (f"held [{self.id}] · {why} · rule {self.rule} · caller {self.caller} · "
-                f"{self.function or self.request} · approvers: {approvers} · "
+                f"{self.shown} · approvers: {approvers} · "
                 f"{self.message} · arguments: {_brief(self.arguments)}{answer} · "
                 "Resume approves, Abort denies")
 
@@ -346,7 +357,7 @@ def new_grant(held: HeldCall, reviewer: str, reason: str, window: datetime.timed
         id="g-" + secrets.token_hex(4), subject=held.subject, function=held.function,
         rule=held.rule, argument_hash=held.argument_hash if same_args else None,
         starts_at=now, expires_at=now + window.total_seconds(), reviewer=reviewer,
-        reason=reason, held_id=held.id,
+        reason=reason, held_id=held.id, shown_function=held.shown_function,
     )
 
 

@@ -30,6 +30,7 @@ from toolgate.addons.headers import header_value
 from toolgate.addons.policy.rulefiles import RuleFiles
 from toolgate.rules import Call, Decision, RuleSet, evaluate
 from toolgate.rules.bodies import rest_arguments
+from toolgate.rules.catalog import rest_name
 from toolgate.rules.protocols import (
     EVENT_STREAM, Message, ProtocolError, Refused, StreamChecker, Unit, jsonbody, media_type,
     parse_request, parse_response,
@@ -393,7 +394,8 @@ class Policy:
                 path_unit.keep_record(flow, decision)
         outcome = summarize(decisions, phase, message.jsonrpc)
         if message.protocol != "rest":
-            self._record_functions(flow, decisions, outcome, phase)
+            self._record_functions(flow, decisions, phase)
+        _name_shown(flow, outcome)
         outcome.findings += uncovered
         outcome.labels += list(dict.fromkeys(f["label"] for f in uncovered
                                              if f["label"] not in outcome.labels))
@@ -407,12 +409,12 @@ class Policy:
                         self.mask_key, monitor=True)
 
     def _record_functions(self, flow: http.HTTPFlow, decisions: list[tuple[Unit, Decision]],
-                          outcome: CallDecision, phase: str) -> None:
+                          phase: str) -> None:
         """Functions named after labelled values (MCP tools or JSON-RPC methods, an LLM's
         tools: text the caller or the model chose, `lookup jane@example.com`) are stored,
-        traced, counted and pinned with the values redacted (`flowmeta.RECORD_FUNCTION`), and a
-        refusal or a hold that names one names it so. The backend gets the name as sent: its
-        values are data of the body, which the rules decided (the envelope's are recorded)."""
+        traced, counted, pinned and listed for reviewers with the values redacted
+        (`flowmeta.RECORD_FUNCTION`). The backend gets the name as sent: its values are data
+        of the body, which the rules decided (the envelope's are recorded)."""
         classifier = self.rules.current.classifier
         names: dict[str, str] = {}
         for unit, decision in decisions:
@@ -421,15 +423,8 @@ class Policy:
                 continue
             if classifier.classify(Document(name)):
                 names[name] = self._classify_whole(name, phase).record_body
-        if not names:
-            return
-        flow.metadata.setdefault(flowmeta.RECORD_FUNCTION, {}).update(names)
-        for sent, stored in names.items():
-            if outcome.refused is not None:
-                outcome.refused = dataclasses.replace(
-                    outcome.refused, message=outcome.refused.message.replace(sent, stored))
-            if outcome.approval is not None:
-                outcome.approval["message"] = outcome.approval["message"].replace(sent, stored)
+        if names:
+            flow.metadata.setdefault(flowmeta.RECORD_FUNCTION, {}).update(names)
 
     def _record_session_name(self, flow: http.HTTPFlow) -> None:
         """A session named by the caller (`X-Toolgate-Session`) after a labelled value (an end
@@ -689,9 +684,27 @@ class _RequestPath:
         version of the segments differs; whether it did."""
         if decision.record_body is self.segments:
             return False
-        flow.metadata[flowmeta.RECORD_PATH] = {"sent": self.path,
-                                               "stored": self.render(decision.record_body)}
+        stored = self.render(decision.record_body)
+        flow.metadata[flowmeta.RECORD_PATH] = {"sent": self.path, "stored": stored}
+        # a call named by its method and path is shown by its stored path (see shown_function)
+        method = self.request.method
+        flow.metadata.setdefault(flowmeta.RECORD_FUNCTION, {})[rest_name(method, self.path)] = \
+            rest_name(method, stored)
         return True
+
+
+def _name_shown(flow: http.HTTPFlow, outcome: CallDecision) -> None:
+    """A refusal or a hold names a function holding a labelled value (`flowmeta.RECORD_FUNCTION`:
+    a tool, or a call named by its path) as the store keeps it: the answer is stored too."""
+    names = flow.metadata.get(flowmeta.RECORD_FUNCTION)
+    if not names or (outcome.refused is None and outcome.approval is None):
+        return
+    for sent, stored in names.items():
+        if outcome.refused is not None:
+            outcome.refused = dataclasses.replace(
+                outcome.refused, message=outcome.refused.message.replace(sent, stored))
+        if outcome.approval is not None:
+            outcome.approval["message"] = outcome.approval["message"].replace(sent, stored)
 
 
 def _call_arguments(message: Message, query: dict[str, Any] | None, phase: str) -> Any:

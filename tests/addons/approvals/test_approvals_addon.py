@@ -568,3 +568,27 @@ def test_a_held_answer_shows_its_calls_arguments_and_the_masked_answer(tmp_path)
             assert json.loads(flow.response.content)["result"]["rows"] == 3
 
     run(scenario)
+
+
+def test_a_call_named_after_a_labelled_value_is_held_and_granted_under_its_shown_name():
+    """The policy leaves the stored name of a function that holds a labelled value
+    (`toolgate.record_function`: a path, a tool): reviewers, the webhook, mitmweb's comment and
+    the grant's scope in the store see that name; the grant still matches the real one."""
+    email = "jane.doe@example.com"
+    sent, shown = f"DELETE /users/{email}", "DELETE /users/%5BREDACTED%3Aemail%5D"
+
+    async def check(approvals):
+        flow = approval_flow(path=f"/users/{email}")
+        flow.request.method = "DELETE"
+        flow.metadata["toolgate.approval"]["function"] = sent
+        flow.metadata["toolgate.record_function"] = {sent: shown}
+        task, held = await hold(approvals, flow)
+        said = [held.summary(), held.detail(0), webhook_payload(held, None), flow.comment]
+        assert email not in json.dumps(said) and shown in json.dumps(said)
+        verdict = approvals.approve(held.id, LEAD, "ok", window=datetime.timedelta(minutes=30))
+        await asyncio.wait_for(task, 2)
+        assert verdict.scope == f"grant 30m: bob -> {shown}, any arguments"
+        assert approvals.memory.records[-1].scope == verdict.scope
+        assert verdict.grant.covers("bob", sent, "deploys-need-approval", "x", verdict.decided_at)
+
+    with_approvals(check)

@@ -551,5 +551,11 @@ defaults:
         plain = call("search_customers")
         policy.request(plain)
         assert plain.response is None and flowmeta.RECORD_FUNCTION not in plain.metadata
+        # a REST call outside the catalog is named by its path: refused by that name as stored
+        by_path = json_flow(path=f"/lookup/{email}".encode())
+        policy.request(by_path)
+        assert json.loads(by_path.response.content)["error"]["message"] == (
+            "function POST /lookup/%5BREDACTED%3Aemail%5D is not in the catalog "
+            "(defaults: unknown_function: deny)")
 
     with_policy(rules, check)
