@@ -169,7 +169,7 @@ class Policy:
                                     header_value(request.headers, "content-type"), body,
                                     request.headers)
         except ProtocolError as exc:
-            refuse(flow, _refusal(exc, request=True))
+            refuse(flow, self._unreadable(exc, "request"))
             self._record_unread(flow, "request")
             return
         flow.metadata[flowmeta.PROTOCOL] = message.context or {"protocol": message.protocol}
@@ -222,7 +222,8 @@ class Policy:
             return outcome.refused if outcome.refusal else None
 
         def render(refused: Refused, rpc_id: Any, jsonrpc: bool) -> dict[str, Any]:
-            refusal = Refusal(refused.code, refused.message, refused.rule, refused.field)
+            message = self._said(refused.message, "response")  # a malformed event's, maybe
+            refusal = Refusal(refused.code, message, refused.rule, refused.field)
             return error_document(refusal, call_id, jsonrpc=jsonrpc, rpc_id=rpc_id)
 
         if header := decision_header(flow):  # the request's: the stream's come too late
@@ -256,7 +257,7 @@ class Policy:
             message = parse_response(flow.metadata.get(flowmeta.PROTOCOL) or {},
                                      header_value(response.headers, "content-type"), body)
         except ProtocolError as exc:
-            refuse(flow, _refusal(exc, request=False))
+            refuse(flow, self._unreadable(exc, "response"))
             return
         outcome = self._decide(flow, message, "response", headers=response.headers)
         if outcome.action in ("block", "deny"):
@@ -401,6 +402,19 @@ class Policy:
                                              if f["label"] not in outcome.labels))
         outcome.record(flow)
         return outcome
+
+    def _unreadable(self, exc: ProtocolError, phase: str) -> Refusal:
+        """The refusal of a message that cannot be checked, saying why without a labelled value
+        (a duplicate key can be an email or a key)."""
+        refusal = _refusal(exc, request=phase == "request")
+        return dataclasses.replace(refusal, message=self._said(refusal.message, phase))
+
+    def _said(self, text: str, phase: str) -> str:
+        """`text` of the gateway's own (an error message quoting the message) as callers get it
+        and the store keeps it: every labelled value in it redacted."""
+        if not self.rules.current.classifier.classify(Document(text)):
+            return text
+        return self._classify_whole(text, phase).record_body
 
     def _classify_whole(self, value: Any, phase: str) -> Decision:
         """`value` (a whole body, or the parts of it no unit covers) classified as plain data,

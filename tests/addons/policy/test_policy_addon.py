@@ -559,3 +559,46 @@ defaults:
             "(defaults: unknown_function: deny)")
 
     with_policy(rules, check)
+
+
+def test_a_refusal_that_quotes_the_message_quotes_no_labelled_value(tmp_path):
+    """A body that cannot be checked is refused saying why, and a duplicate key is named: a key
+    holding a value (an AWS key in a request, a customer's email in an answer, which the caller
+    must not get) is named redacted, in the answer the caller gets and the store keeps."""
+    aws, email = "AKIAIOSFODNN7EXAMPLE", "jane.doe@example.com"
+
+    def check(policy):
+        request = json_flow(body=f'{{"{aws}": 1, "{aws}": 2}}'.encode())
+        policy.request(request)
+        assert request.response.status_code == 400
+        error = json.loads(request.response.content)["error"]
+        assert error["code"] == "malformed" and aws not in request.response.text
+        assert "duplicate key '[REDACTED:aws_access_key]'" in error["message"]
+
+        answered = json_flow()
+        policy.request(answered)
+        answer(answered, body=f'{{"{email}": 1, "{email}": 2}}'.encode())
+        policy.response(answered)
+        assert answered.response.status_code == 502 and email not in answered.response.text
+        error = json.loads(answered.response.content)["error"]
+        assert "duplicate key '[REDACTED:email]'" in error["message"]
+
+        streamed = json_flow()
+        policy.request(streamed)
+        answer(streamed, body=b"", ctype=b"text/event-stream")
+        policy.responseheaders(streamed)
+        event = f'data: {{"{email}": 1, "{email}": 2}}\n\n'.encode()
+        passed = b"".join(streamed.response.stream(event) + streamed.response.stream(b""))
+        assert b"malformed" in passed and email.encode() not in passed, passed
+
+        plain = json_flow(body=b'{"id": 1, "id": 2}')
+        policy.request(plain)
+        assert "duplicate key 'id'" in json.loads(plain.response.content)["error"]["message"]
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("""
+labels:
+  - {name: email, level: confidential, detector: email}
+  - {name: aws_access_key, level: restricted, detector: aws_access_key}
+""")
+    with_policy(rules, check)
