@@ -96,7 +96,8 @@ class Classifier:
         """The labelled values of one document as `Hit`s, in order."""
         found = self.classify_call(document)
         return [
-            Hit(document, node, key, self.labels[label], self.detectors[d] if d is not None else None, span, text, in_key)
+            Hit(document, node, key, self.labels[label], self.detectors[d] if d is not None else None,
+                span, text, in_key)
             for node, key, span, d, label, text, in_key in found.rows()
         ]
 

@@ -84,8 +84,9 @@ class Grant:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "id": self.id, "subject": self.subject, "function": self.shown_function or self.function,
-            "rule": self.rule, "arguments": "same" if self.argument_hash else "any",
+            "id": self.id, "subject": self.subject,
+            "function": self.shown_function or self.function, "rule": self.rule,
+            "arguments": "same" if self.argument_hash else "any",
             "argument_hash": self.argument_hash, "starts_at": iso(self.starts_at),
             "expires_at": iso(self.expires_at), "seconds": self.seconds,
             "reviewer": self.reviewer, "reason": self.reason, "scope": self.scope,
