@@ -87,7 +87,8 @@ RECORD_QUERY = "toolgate.record_query"
 
 # A request's path as the store keeps it, where labelled values in it are redacted:
 # {"sent": the path the policy decided on, "stored": the path to store}. Written by the policy;
-# read by the recorder (the row's `url`, and the `function` of a call named by its path).
+# read by the recorder (the row's `url`; the `sent` path names a call the policy did not name).
+# The policy also maps the function such a path names to its stored one in RECORD_FUNCTION.
 RECORD_PATH = "toolgate.record_path"
 
 # Functions named after labelled values (MCP tools or JSON-RPC methods, an LLM's tools: text the

@@ -13,12 +13,11 @@ the values its paths select.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Iterable
 
 from toolgate.rules.core import native
 from toolgate.rules.detectors import DETECTORS, Detector, Span
-from toolgate.rules.masking import fingerprint, is_mask_token, normalize
+from toolgate.rules.masking import is_mask_token
 from toolgate.rules.model import Label
 from toolgate.rules.walk import HOLDER, Document
 
@@ -67,10 +66,8 @@ class Classifier:
         self._scoped = frozenset(self.index[label.name] for label in self.labels if label.paths and label.detector)
         self.path_labels = tuple(label for label in self.labels if label.paths and not label.detector)
 
-    def classify_call(self, *documents: Document | None, mask_key: bytes | None = None) -> Any:
-        """The labelled values of `documents` (None ones skipped), as the core's rows. With
-        `mask_key`, the keys holding labelled values are named by their hash tokens (in paths,
-        and when the core masks the documents)."""
+    def classify_call(self, *documents: Document | None) -> Any:
+        """The labelled values of `documents` (None ones skipped), as the core's rows."""
         found = native.Classified(self._scanner, self._labels_of)
         for document in documents:
             if document is None:
@@ -88,8 +85,6 @@ class Classifier:
                     slots.append((node, key))
                 if slots:
                     found.add_wholes(doc, self.index[label.name], slots)
-        if mask_key is not None:
-            found.name_keys(self.names, mask_key, partial(_generic_fingerprint, mask_key))
         return found
 
     def classify(self, document: Document) -> list[Hit]:
@@ -116,8 +111,3 @@ class Classifier:
                 node = HOLDER if container is document.holder else document.node_of(container)
                 if node is not None:
                     yield node, key
-
-
-def _generic_fingerprint(key: bytes, value: Any) -> str:
-    """The fingerprint of a value no detector read (a path label's value, a key)."""
-    return fingerprint(normalize(value), key)

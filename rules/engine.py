@@ -92,7 +92,14 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
     body_doc = Document(call.body)
     query_doc = Document(query, root_name="?") if query else None
     classifier = ruleset.classifier
-    found = classifier.classify_call(body_doc, query_doc, mask_key=bytes(mask_key))
+    found = classifier.classify_call(body_doc, query_doc)
+    key = bytes(mask_key)
+
+    def generic_fingerprint(value: Any) -> str:  # of a value no detector read: a path label's, a key
+        return fingerprint(normalize(value), key)
+
+    if len(found):  # keys holding labelled values get their names before any path is rendered
+        found.name_keys(classifier.names, key, generic_fingerprint)
 
     outcomes: list[_Outcome] = []
     if call.direction == "request" and not call.content:  # prompts are not function calls
@@ -118,14 +125,11 @@ def evaluate(ruleset: RuleSet, call: Call, mask_key: bytes, *, monitor: bool = F
     if len(found):
         # What the session store keeps: the forwarded body with every labelled value still in it
         # (allowed, only monitored, or in a refused call) redacted as well.
-        def generic_fingerprint(value: Any) -> str:
-            return fingerprint(normalize(value), mask_key)
-
-        versions = found.mask(_mask_plan(enforced, classifier), classifier.names, bytes(mask_key), generic_partial, generic_fingerprint)
+        versions = found.mask(_mask_plan(enforced, classifier), classifier.names, key, generic_partial, generic_fingerprint)
         body, record_body = versions[0]
         if query_doc is not None:
             masked_query, record_query = versions[1]
-        findings = _findings(found, labelled, outcomes, call.direction, classifier, bytes(mask_key), generic_fingerprint)
+        findings = _findings(found, labelled, outcomes, call.direction, classifier, key, generic_fingerprint)
     return Decision(
         action=action,
         would=would,

@@ -429,14 +429,13 @@ class Policy:
         traced, counted, pinned and listed for reviewers with the values redacted
         (`flowmeta.RECORD_FUNCTION`). The backend gets the name as sent: its values are data
         of the body, which the rules decided (the envelope's are recorded)."""
-        classifier = self.rules.current.classifier
         names: dict[str, str] = {}
         for unit, decision in decisions:
             name = decision.function
             if unit.content or not name or name in names:
                 continue
-            if classifier.classify(Document(name)):
-                names[name] = self._classify_whole(name, phase).record_body
+            if (shown := self._said(name, phase)) != name:
+                names[name] = shown
         if names:
             flow.metadata.setdefault(flowmeta.RECORD_FUNCTION, {}).update(names)
 

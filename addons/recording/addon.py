@@ -535,15 +535,14 @@ def _recorded_url(flow: http.HTTPFlow) -> str:
 
 
 def _recorded_function(flow: http.HTTPFlow, function: str | None) -> str:
-    """The function as the store keeps it: a call named by its method and path (a REST call
-    outside the catalog) is named by its path as stored, one named after a labelled value with
-    the value redacted."""
-    method = flow.request.method
-    path = flow.metadata.get(flowmeta.RECORD_PATH)
-    if path is not None and function in (None, rest_name(method, path["sent"])):
-        return rest_name(method, path["stored"])
-    shown = flowmeta.shown_function(flow.metadata, function)
-    return shown or f"{method} {flow.request.path.split('?')[0]}"
+    """The function as the store keeps it, a labelled value in its name redacted (the policy's
+    `flowmeta.RECORD_FUNCTION`: a tool, or a call named by its method and path). A call the
+    policy did not name is named by its method and path, as the policy would have."""
+    if not function:
+        path = flow.metadata.get(flowmeta.RECORD_PATH)
+        function = rest_name(flow.request.method,
+                             path["sent"] if path is not None else flow.request.path.split("?")[0])
+    return flowmeta.shown_function(flow.metadata, function) or function
 
 
 def _text(data: bytes) -> str:
