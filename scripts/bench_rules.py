@@ -4,10 +4,12 @@
 
 The four bodies of scripts/bench_bodies.py (a clean inventory listing and a customer list, 1 KB
 and 256 KB), each evaluated as the response of `GET /bench/<body>` (the call bench.py makes)
-with the bundled packs, beside `orjson.loads` and `json.loads` of the same bytes; then with 500
-extra rules that cannot match the call (other functions, the other direction). Each figure is
-the best of N repeats (timeit). Prints the time, the ratio to `orjson.loads` and, for the
-customer bodies, the microseconds per sensitive value (per finding) beyond `orjson.loads`.
+with the bundled packs, beside `orjson.loads` and `json.loads` of the same bytes and the
+gateway's strict reader of them (`strict`: `jsonbody.loads`, orjson and the core's duplicate-key
+check, which runs before the engine); then with 500 extra rules that cannot match the call
+(other functions, the other direction). Each figure is the best of N repeats (timeit). Prints
+the time, the ratio to `orjson.loads` and, for the customer bodies, the microseconds per
+sensitive value (per finding) beyond `orjson.loads`.
 
 Targets (issue 14): the clean 256 KB body <= 1.5x `orjson.loads` of it; each sensitive value
 <= 1.5 us beyond `orjson.loads`; the 500 extra rules add < 10%.
@@ -27,6 +29,7 @@ from pathlib import Path
 import orjson
 
 from toolgate.rules import Call, RuleSet, bundled_packs_path, evaluate, load_rules
+from toolgate.rules.protocols import jsonbody
 from toolgate.scripts.bench_bodies import BODY_NAMES, Body, build_bodies
 
 KEY = b"bench-mask-key-0123456789abcdef"
@@ -90,7 +93,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         extra = with_extra_rules(Path(tmp))
     print(f"rule sets: bundled packs ({len(packs.rules)} rules), bundled + 500 non-matching ({len(extra.rules)} rules)")
-    print(f"{'body':>15} {'bytes':>7} {'found':>6} {'orjson':>9} {'json':>9} {'engine':>9} {'/orjson':>8}"
+    print(f"{'body':>15} {'bytes':>7} {'found':>6} {'orjson':>9} {'json':>9} {'strict':>9} {'engine':>9} {'/orjson':>8}"
           f" {'us/value':>9} {'+500 rules':>11} {'overhead':>9}")
     verdicts: list[tuple[str, str, bool]] = []
     for name in names:
@@ -102,13 +105,14 @@ def main() -> int:
         assert evaluate(extra, call, KEY).rules == decision.rules, "the extra rules must not match"
         fast = best(lambda: orjson.loads(body.content), args.repeat)
         std = best(lambda: json.loads(body.content), args.repeat)
+        strict = best(lambda: jsonbody.loads(body.content), args.repeat)
         plain, crowded = best_of(args.repeat, lambda: evaluate(packs, call, KEY),
                                  lambda: evaluate(extra, call, KEY))
         overhead = crowded / plain - 1
         per_value = (plain - fast) / found if found else None
         shown = f"{per_value * 1e6:9.2f}" if per_value is not None else f"{'-':>9}"
         print(f"{name:>15} {len(body.content):>7} {found:>6} {fast * 1e3:>7.3f}ms {std * 1e3:>7.3f}ms"
-              f" {plain * 1e3:>7.3f}ms {plain / fast:>7.1f}x {shown} {crowded * 1e3:>9.3f}ms {overhead:>+8.1%}")
+              f" {strict * 1e3:>7.3f}ms {plain * 1e3:>7.3f}ms {plain / fast:>7.1f}x {shown} {crowded * 1e3:>9.3f}ms {overhead:>+8.1%}")
         if name == "256k-clean":
             verdicts.append((name, f"{plain / fast:.2f}x orjson.loads (target <= {CLEAN_TARGET}x)",
                              plain / fast <= CLEAN_TARGET))

@@ -21,68 +21,123 @@ pub enum Keys<'a> {
     Undecided,
 }
 
-/// An object's keys: a short list searched in order, a set once it grows.
-#[derive(Default)]
-struct Seen<'a> {
-    few: Vec<Cow<'a, str>>,
+/// Past this many keys, an object's keys go into a set (until then a list is searched).
+const FEW: usize = 16;
+
+/// An open container: an array, or an object and what its keys are so far.
+struct Open<'a> {
+    object: bool,
+    /// Where the object's keys start in the shared list of the open objects' keys.
+    start: usize,
+    /// The object's keys once there are more than `FEW` of them.
     many: Option<FxHashSet<Cow<'a, str>>>,
+    duplicate: Option<&'a str>,
+    expect_key: bool,
 }
 
-impl<'a> Seen<'a> {
-    /// Adds `key`; false if it was there already.
-    fn insert(&mut self, key: Cow<'a, str>) -> bool {
+impl<'a> Open<'a> {
+    fn new(object: bool, start: usize) -> Self {
+        Open { object, start, many: None, duplicate: None, expect_key: object }
+    }
+
+    /// Adds `key` to the object's keys (`keys[start..]`, or the set); false if it was there.
+    fn insert(&mut self, keys: &mut Vec<Cow<'a, str>>, key: Cow<'a, str>) -> bool {
         if let Some(set) = &mut self.many {
             return set.insert(key);
         }
-        if self.few.contains(&key) {
+        if keys[self.start..].contains(&key) {
             return false;
         }
-        self.few.push(key);
-        if self.few.len() > 16 {
-            self.many = Some(self.few.drain(..).collect());
+        keys.push(key);
+        if keys.len() - self.start > FEW {
+            self.many = Some(keys.drain(self.start..).collect());
         }
         true
     }
 }
 
+/// What a byte starts outside strings.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Other,
+    Digit,
+    Quote,
+    OpenObject,
+    OpenArray,
+    Close,
+    Comma,
+}
+
+const CLASSES: [Class; 256] = {
+    let mut classes = [Class::Other; 256];
+    let mut digit = b'0';
+    while digit <= b'9' {
+        classes[digit as usize] = Class::Digit;
+        digit += 1;
+    }
+    classes[b'"' as usize] = Class::Quote;
+    classes[b'{' as usize] = Class::OpenObject;
+    classes[b'[' as usize] = Class::OpenArray;
+    classes[b'}' as usize] = Class::Close;
+    classes[b']' as usize] = Class::Close;
+    classes[b',' as usize] = Class::Comma;
+    classes
+};
+
+/// The offset of the first `"` or backslash in `bytes` (its length if none): eight bytes at a time,
+/// each word tested for either byte without a branch per byte.
+fn quote_or_backslash(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS;
+    let mut i = 0;
+    while i + 8 <= bytes.len() {
+        let word = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("eight bytes"));
+        // the lowest flagged byte is exact (flags above it may be borrows of it)
+        let found = zero_byte(word ^ (ONES * u64::from(b'"'))) | zero_byte(word ^ (ONES * u64::from(b'\\')));
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + bytes[i..].iter().position(|&b| b == b'"' || b == b'\\').unwrap_or(bytes.len() - i)
+}
+
 /// See the module; `text` must be valid JSON (the caller parsed it first).
 pub fn duplicate_key(text: &str) -> Keys<'_> {
     let bytes = text.as_bytes();
-    struct Object<'a> {
-        keys: Seen<'a>,
-        duplicate: Option<&'a str>,
-        expect_key: bool,
-    }
-    // per open container: None for an array
-    let mut stack: Vec<Option<Object<'_>>> = Vec::new();
-    let mut digits = 0;
+    let mut stack: Vec<Open<'_>> = Vec::new();
+    // the keys of the open objects, each object's after those of the objects around it
+    let mut keys: Vec<Cow<'_, str>> = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i].is_ascii_digit() {
-            digits += 1;
-            if digits >= 19 {
-                return Keys::Undecided;
+        match CLASSES[usize::from(bytes[i])] {
+            Class::Other => i += 1,
+            Class::Digit => {
+                let start = i;
+                while i < bytes.len() && bytes[i].is_ascii_digit() {
+                    i += 1;
+                }
+                if i - start >= 19 {
+                    return Keys::Undecided;
+                }
             }
-            i += 1;
-            continue;
-        }
-        digits = 0;
-        match bytes[i] {
-            b'"' => {
+            Class::Quote => {
                 let start = i;
                 i += 1;
                 let mut escaped = false;
-                while bytes[i] != b'"' {
-                    if bytes[i] == b'\\' {
-                        escaped = true;
-                        i += 1;
+                loop {
+                    i += quote_or_backslash(&bytes[i..]);
+                    if bytes[i] == b'"' {
+                        break;
                     }
-                    i += 1;
+                    escaped = true;
+                    i += 2; // the backslash and the character it escapes
                 }
                 i += 1;
-                if let Some(Some(object)) = stack.last_mut() {
-                    if object.expect_key {
-                        object.expect_key = false;
+                if let Some(open) = stack.last_mut() {
+                    if open.expect_key {
+                        open.expect_key = false;
                         let literal = &text[start..i];
                         let inner = &literal[1..literal.len() - 1];
                         let key = if escaped {
@@ -93,30 +148,38 @@ pub fn duplicate_key(text: &str) -> Keys<'_> {
                         } else {
                             Cow::Borrowed(inner)
                         };
-                        if !object.keys.insert(key) && object.duplicate.is_none() {
-                            object.duplicate = Some(literal);
+                        if !open.insert(&mut keys, key) && open.duplicate.is_none() {
+                            open.duplicate = Some(literal);
                         }
                     }
                 }
-                continue;
             }
-            b'{' => stack.push(Some(Object { keys: Seen::default(), duplicate: None, expect_key: true })),
-            b'[' => stack.push(None),
-            b'}' | b']' => {
-                if let Some(Some(object)) = stack.pop() {
-                    if let Some(duplicate) = object.duplicate {
-                        return Keys::Duplicate(duplicate);
+            Class::OpenObject => {
+                stack.push(Open::new(true, keys.len()));
+                i += 1;
+            }
+            Class::OpenArray => {
+                stack.push(Open::new(false, keys.len()));
+                i += 1;
+            }
+            Class::Close => {
+                if let Some(open) = stack.pop() {
+                    if open.object {
+                        if let Some(duplicate) = open.duplicate {
+                            return Keys::Duplicate(duplicate);
+                        }
+                        keys.truncate(open.start);
                     }
                 }
+                i += 1;
             }
-            b',' => {
-                if let Some(Some(object)) = stack.last_mut() {
-                    object.expect_key = true;
+            Class::Comma => {
+                if let Some(open) = stack.last_mut() {
+                    open.expect_key = open.object;
                 }
+                i += 1;
             }
-            _ => {}
         }
-        i += 1;
     }
     Keys::Unique
 }
@@ -167,5 +230,49 @@ mod tests {
         assert_eq!(duplicate_key(r#"["1180591620717411303424", 123456789012345678]"#), Keys::Unique);
         let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\": {i}")).collect();
         assert_eq!(duplicate_key(&format!("{{{}, \"k3\": 0}}", many.join(", "))), Keys::Duplicate("\"k3\""));
+    }
+
+    #[test]
+    fn keys_are_per_object_across_nesting() {
+        // the same key in an inner object, a sibling and the outer one is no duplicate
+        assert_eq!(
+            duplicate_key(r#"{"a": {"a": 1, "b": {"a": 2}}, "b": [{"a": 3}, {"a": 4}], "c": {"a": 5}}"#),
+            Keys::Unique
+        );
+        // an outer duplicate after inner objects came and went
+        assert_eq!(duplicate_key(r#"{"a": {"x": 1, "y": 2}, "b": {"x": 3}, "a": 0}"#), Keys::Duplicate(r#""a""#));
+        // an object past FEW keys (a set) holding objects, then repeating its first key
+        let members: Vec<String> = (0..20).map(|i| format!("\"k{i}\": {{\"k{i}\": [{{\"k0\": 1}}]}}")).collect();
+        let text = format!("{{{}}}", members.join(", "));
+        assert_eq!(duplicate_key(&text), Keys::Unique);
+        let text = format!("{{{}, \"k0\": 1}}", members.join(", "));
+        assert_eq!(duplicate_key(&text), Keys::Duplicate("\"k0\""));
+        // escapes across the eight-byte words the scan reads, and a backslash right before a quote
+        assert_eq!(duplicate_key(r#"{"abcdefg\\": 1, "abcdefg\u005c": 2}"#), Keys::Duplicate(r#""abcdefg\u005c""#));
+        assert_eq!(duplicate_key(r#"["0123456789abcdef\"", {"k": "\\", "k\u0000": 1}]"#), Keys::Unique);
+        assert_eq!(
+            duplicate_key(r#"{"s": "0123456789012345678901234567890", "n": 1234567890123456789}"#),
+            Keys::Undecided
+        );
+    }
+
+    #[test]
+    fn quotes_and_backslashes_are_found_where_they_are() {
+        let alphabet = [b'a', b'"', b'\\', 0xc3, 0xa9, 0x80, 0xff, b'!', b'#', b'[', b'\\' - 1, b'"' + 1];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for length in 0..40 {
+            for _ in 0..200 {
+                let bytes: Vec<u8> = (0..length)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        alphabet[(state % alphabet.len() as u64) as usize]
+                    })
+                    .collect();
+                let expected = bytes.iter().position(|&b| b == b'"' || b == b'\\').unwrap_or(bytes.len());
+                assert_eq!(quote_or_backslash(&bytes), expected, "{bytes:?}");
+            }
+        }
     }
 }

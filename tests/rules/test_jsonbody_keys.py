@@ -1,7 +1,8 @@
 """The strict JSON reader's fast path (Python's C decoder, then the core's duplicate-key check)
 against its reader of record (one Python call per object): the same values, the same refusals
 with the same messages, on generated bodies with duplicate keys at every depth, escaped keys,
-surrogate pairs, constants and broken text."""
+long keys with escapes at every offset, objects of more than sixteen keys, surrogate pairs,
+constants and broken text."""
 
 from __future__ import annotations
 
@@ -17,14 +18,34 @@ KEYS = ["a", "b", "\\u0061", "\\ud83d\\ude00", "😀", "a\\\"", "a\\u0022", "é"
         "\\ud800", "\\udc00"]
 
 
-def _text(rng: random.Random, depth: int = 0) -> str:
+# Pieces of long keys and strings: the duplicate-key check reads strings eight bytes at a time,
+# so escapes and quotes must fall at every offset of those words.
+PIECES = ["a", "bcdefgh", "\\\\", "\\\"", "\\u005c", "\\u0022", "é", "😀", "\\ud83d\\ude00", " ", "x"]
+
+
+def _long(rng: random.Random) -> str:
+    return "".join(rng.choice(PIECES) for _ in range(rng.randint(1, 8)))
+
+
+def _text(rng: random.Random, depth: int = 0, pool: list[str] | None = None) -> str:
+    if pool is None:  # per body: long keys that repeat, so that duplicates among them come up
+        pool = [_long(rng) for _ in range(4)]
     kind = rng.random()
     if depth > 3 or kind < 0.3:
         return rng.choice(['1', '"s"', 'true', 'null', '"a,\\"b\\":"', '[]', '{}', 'NaN', '1e400', '"\\ud800"',
-                           str(2**70), '-0', '-0.0', '1.5e-7', '0.1', '"\\u00e9\\n"', 'Infinity', '1E5'])
+                           str(2**70), '-0', '-0.0', '1.5e-7', '0.1', '"\\u00e9\\n"', 'Infinity', '1E5',
+                           f'"{_long(rng)}"', str(10**18), str(10**18 - 1)])
     if kind < 0.55:
-        return "[" + ", ".join(_text(rng, depth + 1) for _ in range(rng.randint(0, 3))) + "]"
-    pairs = [f'"{rng.choice(KEYS)}": {_text(rng, depth + 1)}' for _ in range(rng.randint(0, 4))]
+        return "[" + ", ".join(_text(rng, depth + 1, pool) for _ in range(rng.randint(0, 3))) + "]"
+    if rng.random() < 0.05:  # past the sixteen keys the check searches in a list: distinct
+        keys = rng.sample([f"k{i}" for i in range(30)] + pool, rng.randint(17, 22))
+        if rng.random() < 0.5:  # then one of them again, maybe escaped
+            again = rng.choice(keys)
+            keys.append(again.replace("k", "\\u006b", 1) if rng.random() < 0.5 else again)
+        # plain values: one that orjson refuses would send the body to the reader of record
+        return "{" + ", ".join(f'"{key}": {i}' for i, key in enumerate(keys)) + "}"
+    keys = [rng.choice(KEYS + pool) for _ in range(rng.randint(0, 4))]
+    pairs = [f'"{key}": {_text(rng, depth + 1, pool)}' for key in keys]
     return "{" + ", ".join(pairs) + "}"
 
 
