@@ -22,7 +22,9 @@ its ratio against the plain `gateway async` setup: what that option costs or sav
 machine requests/s vary by 10-30% from one measurement to the next: `--rounds N` measures every
 setup N times (each round in a shuffled order, each measurement once all proxies are idle),
 the tables add the rounds up, and the comparison takes the median of the rounds' paired
-ratios.
+ratios; issue 15's figures (audit against async) also get a 95% interval for each median, from
+the rounds' order statistics (the sign test's: no assumption on how the noise is distributed):
+a target inside the interval is missed or met within the noise of the machine.
 `--otlp-sink` starts a loopback OTLP/HTTP trace sink in its own process (200 to every POST)
 and puts its URL where a `--compare` value says `{otlp}`
 (`--compare toolgate_otlp_endpoint={otlp}/v1/traces`); it prints how much it received.
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import re
@@ -352,6 +355,24 @@ def audit_pairs(audit: list[list[Result]], fast: list[list[Result]]) -> tuple[li
     return ratios, adds
 
 
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free confidence interval for the median of `values` (sorted): the order
+    statistics (k-th smallest, k-th largest) with the largest k whose coverage, 1 - 2 P(B < k)
+    for B ~ Binomial(n, 1/2), is at least `confidence`; None when n is too small for any (five
+    rounds or fewer at 95%). Whether a target missed by the median is missed beyond the noise of
+    the machine: 12 rounds give the 3rd smallest to the 3rd largest (96.1%)."""
+    n = len(values)
+    below, k = 0.0, 0  # P(B < k + 1), accumulated
+    while True:
+        below += math.comb(n, k) / 2 ** n
+        if 1 - 2 * below < confidence:
+            break
+        k += 1
+    if k == 0:
+        return None
+    return values[k - 1], values[n - k]
+
+
 def report(setups: list[Setup], names: list[str], rounds: dict, args: argparse.Namespace) -> bool:
     """Print the tables (several rounds' calls and times added up); whether every answer was
     a 200."""
@@ -402,7 +423,12 @@ def report(setups: list[Setup], names: list[str], rounds: dict, args: argparse.N
                 ratios, adds = audit_pairs(rounds["gateway audit", name], rounds["gateway async", name])
                 ratio, added = median(ratios), median(adds)
                 how = (f"  (median of {len(adds)} rounds; ranges {ratios[0]:.3f}-{ratios[-1]:.3f}x, "
-                       f"{adds[0]:+.1f} to {adds[-1]:+.1f} ms)")
+                       f"{adds[0]:+.1f} to {adds[-1]:+.1f} ms")
+                ratio_ci, added_ci = median_interval(ratios), median_interval(adds)
+                if ratio_ci and added_ci:
+                    how += (f"; 95% intervals of the medians {ratio_ci[0]:.3f}-{ratio_ci[1]:.3f}x, "
+                            f"{added_ci[0]:+.1f} to {added_ci[1]:+.1f} ms")
+                how += ")"
             if args.concurrency > 1:
                 verdict = f"(target >= {AUDIT_RATIO}x) {'ok' if ratio >= AUDIT_RATIO else 'MISSED'}"
             else:  # one caller waits for every call: its throughput is one over its latency

@@ -1,5 +1,5 @@
 """bench.py's own parts: `--compare` values, the OTLP sink, the rounds' arithmetic, and the
-wait for idle proxies between measurements."""
+wait for idle proxies between measurements, and the interval of a median."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from http.server import ThreadingHTTPServer
 import pytest
 
 from toolgate.scripts import bench
-from toolgate.scripts.bench import Result, _Sink, audit_pairs, median, merged, paired, parse_compare
+from toolgate.scripts.bench import (
+    Result, _Sink, audit_pairs, median, median_interval, merged, paired, parse_compare,
+)
 
 
 def test_compare_values_are_options_with_values():
@@ -84,3 +86,15 @@ def test_settle_waits_for_a_busy_process_and_not_for_an_idle_one():
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_the_median_of_the_rounds_gets_a_distribution_free_interval():
+    values = [float(v) for v in range(1, 21)]
+    # the sign test's order statistics: at least 95% coverage, the narrowest such ranks
+    assert median_interval(values[:10]) == (2.0, 9.0)  # 97.9%; ranks 3 and 8 cover only 89.1%
+    assert median_interval(values[:12]) == (3.0, 10.0)  # 96.1%
+    assert median_interval(values[:16]) == (4.0, 13.0)  # 97.9%
+    assert median_interval(values[:20]) == (6.0, 15.0)  # 95.9%
+    assert median_interval(values[:6]) == (1.0, 6.0)  # 96.9%: the whole range
+    assert median_interval(values[:5]) is None  # even the whole range covers only 93.8%
+    assert median_interval(values[:5], confidence=0.9) == (1.0, 5.0)
