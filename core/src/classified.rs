@@ -169,6 +169,12 @@ fn redact_token(label: &str) -> String {
     format!("[REDACTED:{label}]")
 }
 
+/// The hash mask's token of a value whose fingerprint is `print`: values and the keys named
+/// after them share it, so a stored value joins with the same value elsewhere.
+fn hash_token(label: &str, print: &str) -> String {
+    format!("tok_{label}_{}", &print[..TOKEN_HEX])
+}
+
 impl Classified {
     fn label_name<'py>(&self, names: &'py [String], row: usize) -> &'py str {
         &names[self.rows[row].label]
@@ -305,7 +311,7 @@ impl Classified {
                     (Some(d), Some(text)) => self.detected_fingerprint(d, text, key)?,
                     _ => generic.fingerprint.call1((value,))?.extract::<String>()?,
                 };
-                format!("tok_{label}_{}", &print[..TOKEN_HEX])
+                hash_token(label, &print)
             }
             Style::Partial
                 if (value.is_instance_of::<PyString>()
@@ -528,7 +534,7 @@ impl Classified {
         }
         Ok(Some(match style {
             Style::Remove => return Ok(None),
-            Style::Hash => format!("tok_{label}_{}", &self.detected_fingerprint(detector, text, key)?[..TOKEN_HEX]),
+            Style::Hash => hash_token(label, &self.detected_fingerprint(detector, text, key)?),
             Style::Partial => self.detectors[detector].partial(text),
             Style::Redact => redact_token(label),
         }))
@@ -924,7 +930,7 @@ impl Classified {
                 (Some(d), Some(text)) if span == Some((0, length)) => self.detected_fingerprint(d, &text, key)?,
                 _ => fingerprint.call1((&name,))?.extract::<String>()?,
             };
-            let base = format!("tok_{}_{}", names[label], &print[..TOKEN_HEX]);
+            let base = hash_token(&names[label], &print);
             let at = *group_of.entry((doc, node)).or_insert_with(|| {
                 groups.push(((doc, node), HashMap::default()));
                 groups.len() - 1
